@@ -1,0 +1,79 @@
+-- Shared helpers, prepended to every taskbatch script at load time (see queue/scripts.ts).
+-- Every script's KEYS[1] is the batch's meta hash; ARGV[1] is the caller's protocol
+-- version and ARGV[2] the epoch it expects ('' = any epoch, but the batch must exist).
+
+local function tb_now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Returns an error string when the batch's state is missing, of another protocol
+-- version, or of another epoch (its data was lost and recreated); nil when all is well.
+local function tb_check(meta)
+  local m = redis.call('HMGET', meta, 'v', 'epoch')
+  if not m[1] then
+    return 'TBLOST batch state not found in Redis (expected epoch ' .. (ARGV[2] ~= '' and ARGV[2] or 'any') .. ')'
+  end
+  if m[1] ~= ARGV[1] then
+    return 'TBVERSION batch uses queue protocol version ' .. m[1] .. ' but this client speaks version ' .. ARGV[1]
+  end
+  if ARGV[2] ~= '' and m[2] ~= ARGV[2] then
+    return 'TBLOST batch epoch is ' .. tostring(m[2]) .. ' but ' .. ARGV[2] .. ' was expected: its state was lost and recreated'
+  end
+  return nil
+end
+
+-- A running-set member is "<token>:<id>"; tokens are decimal so the first ':' splits.
+local function tb_member_id(member)
+  local i = string.find(member, ':', 1, true)
+  return string.sub(member, i + 1)
+end
+
+local function tb_dead_record(attempts, now, errjson)
+  return '{"attempts":' .. attempts .. ',"failedAt":' .. now .. ',"error":' .. errjson .. '}'
+end
+
+-- Moves up to `limit` items whose lease expired before `now` back to pending (their
+-- attempt counted) or, once maxAttempts is reached, to the dead-letter hash.
+-- Returns the number of items reclaimed.
+local function tb_reclaim(meta, running, pending, att, dead, errors, now, limit)
+  local expired = redis.call('ZRANGEBYSCORE', running, '-inf', now, 'LIMIT', 0, limit)
+  local n = #expired
+  if n == 0 then return 0 end
+  local maxAttempts = tonumber(redis.call('HGET', meta, 'maxAttempts'))
+  local requeued, deadCount = 0, 0
+  for i = 1, n do
+    local id = tb_member_id(expired[i])
+    local attempts = redis.call('HINCRBY', att, id, 1)
+    if attempts >= maxAttempts then
+      local err = '{"name":"LeaseExpired","message":"lease expired on attempt ' .. attempts .. ' of ' .. maxAttempts .. ' (worker died or stalled)"}'
+      redis.call('HSET', dead, id, tb_dead_record(attempts, now, err))
+      redis.call('HDEL', errors, id)
+      deadCount = deadCount + 1
+    else
+      redis.call('RPUSH', pending, id)
+      redis.call('HSET', errors, id, '{"name":"LeaseExpired","message":"lease expired on attempt ' .. attempts .. '"}')
+      requeued = requeued + 1
+    end
+  end
+  redis.call('ZREM', running, unpack(expired))
+  redis.call('HINCRBY', meta, 'running', -n)
+  if requeued > 0 then
+    redis.call('HINCRBY', meta, 'pending', requeued)
+    redis.call('HINCRBY', meta, 'retries', requeued)
+  end
+  if deadCount > 0 then redis.call('HINCRBY', meta, 'failed', deadCount) end
+  return n
+end
+
+-- Moves up to `limit` delayed items that are due by `now` to pending.
+local function tb_promote(meta, delayed, pending, now, limit)
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
+  local n = #due
+  if n == 0 then return 0 end
+  redis.call('RPUSH', pending, unpack(due))
+  redis.call('ZREM', delayed, unpack(due))
+  redis.call('HINCRBY', meta, 'delayed', -n)
+  redis.call('HINCRBY', meta, 'pending', n)
+  return n
+end

@@ -1,0 +1,41 @@
+-- claim: reclaim expired leases, promote due delayed items, then lease up to n items.
+-- KEYS[1] meta, KEYS[2] pending, KEYS[3] delayed, KEYS[4] running, KEYS[5] items,
+-- KEYS[6] att, KEYS[7] dead, KEYS[8] errors
+-- ARGV[1] version, ARGV[2] epoch, ARGV[3] n (max items), ARGV[4] leaseMs,
+-- ARGV[5] max expired leases to reclaim in this call
+-- returns {closed (1|0), ms until the next delayed item is due (-1 none),
+--          then per item: member ("<token>:<id>"), prior failed attempts, payload}
+local lost = tb_check(KEYS[1])
+if lost then return redis.error_reply(lost) end
+local meta, pending, delayed, running, items, att = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local n, leaseMs = tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = tb_now_ms()
+tb_reclaim(meta, running, pending, att, KEYS[7], KEYS[8], now, tonumber(ARGV[5]))
+tb_promote(meta, delayed, pending, now, math.max(n, 100))
+
+local closed = redis.call('HGET', meta, 'closed') == '1' and 1 or 0
+local nextDue = -1
+local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+if first[2] then nextDue = math.max(0, tonumber(first[2]) - now) end
+local out = {closed, nextDue}
+
+local ids = redis.call('LPOP', pending, n)
+if not ids then return out end
+local k = #ids
+local tok = redis.call('HINCRBY', meta, 'tok', k) - k
+local payloads = redis.call('HMGET', items, unpack(ids))
+local attempts = redis.call('HMGET', att, unpack(ids))
+local zadd = {}
+local expiry = now + leaseMs
+for i = 1, k do
+  local member = tostring(tok + i) .. ':' .. ids[i]
+  zadd[#zadd + 1] = expiry
+  zadd[#zadd + 1] = member
+  out[#out + 1] = member
+  out[#out + 1] = attempts[i] or '0'
+  out[#out + 1] = payloads[i] or 'null'
+end
+redis.call('ZADD', running, unpack(zadd))
+redis.call('HINCRBY', meta, 'pending', -k)
+redis.call('HINCRBY', meta, 'running', k)
+return out

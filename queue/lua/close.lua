@@ -1,0 +1,8 @@
+-- close: no more items will be added; the batch completes once it drains.
+-- KEYS[1] meta
+-- ARGV[1] version, ARGV[2] epoch
+-- returns 1
+local lost = tb_check(KEYS[1])
+if lost then return redis.error_reply(lost) end
+redis.call('HSET', KEYS[1], 'closed', 1)
+return 1

@@ -1,0 +1,43 @@
+-- complete: record items as succeeded (fenced by token), free their payloads, keep results.
+-- KEYS[1] meta, KEYS[2] running, KEYS[3] items, KEYS[4] att, KEYS[5] errors,
+-- KEYS[6] results, KEYS[7] resultsIdx
+-- ARGV[1] version, ARGV[2] epoch, then pairs: member ("<token>:<id>"), result JSON ('' = none)
+-- returns the members whose lease was lost (rejected: nothing recorded for them)
+local lost = tb_check(KEYS[1])
+if lost then return redis.error_reply(lost) end
+local meta, running, items, att, errors, results, resultsIdx = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local now = nil
+local done, gone = {}, {}
+for i = 3, #ARGV, 2 do
+  local member = ARGV[i]
+  if redis.call('ZREM', running, member) == 1 then
+    local id = tb_member_id(member)
+    done[#done + 1] = id
+    local result = ARGV[i + 1]
+    if result ~= '' then
+      now = now or tb_now_ms()
+      redis.call('HSET', results, id, result)
+      redis.call('ZADD', resultsIdx, now, id)
+    end
+  else
+    gone[#gone + 1] = member
+  end
+end
+local k = #done
+if k > 0 then
+  redis.call('HDEL', items, unpack(done))
+  redis.call('HDEL', att, unpack(done))
+  redis.call('HDEL', errors, unpack(done))
+  redis.call('HINCRBY', meta, 'running', -k)
+  redis.call('HINCRBY', meta, 'succeeded', k)
+end
+if now then
+  -- Results live for resultTtlMs; trim a bounded number of expired ones per call.
+  local ttl = tonumber(redis.call('HGET', meta, 'resultTtlMs'))
+  local old = redis.call('ZRANGEBYSCORE', resultsIdx, '-inf', now - ttl, 'LIMIT', 0, 2 * k + 10)
+  if #old > 0 then
+    redis.call('HDEL', results, unpack(old))
+    redis.call('ZREM', resultsIdx, unpack(old))
+  end
+end
+return gone

@@ -1,0 +1,21 @@
+-- release: give leased items back to the front of the queue without counting an attempt.
+-- KEYS[1] meta, KEYS[2] running, KEYS[3] pending
+-- ARGV[1] version, ARGV[2] epoch, ARGV[3..] members ("<token>:<id>")
+-- returns the members that were no longer held (nothing done for them)
+local lost = tb_check(KEYS[1])
+if lost then return redis.error_reply(lost) end
+local meta, running, pending = KEYS[1], KEYS[2], KEYS[3]
+local gone, released = {}, 0
+for i = #ARGV, 3, -1 do
+  if redis.call('ZREM', running, ARGV[i]) == 1 then
+    redis.call('LPUSH', pending, tb_member_id(ARGV[i]))
+    released = released + 1
+  else
+    gone[#gone + 1] = ARGV[i]
+  end
+end
+if released > 0 then
+  redis.call('HINCRBY', meta, 'running', -released)
+  redis.call('HINCRBY', meta, 'pending', released)
+end
+return gone

@@ -1,0 +1,428 @@
+import { randomUUID } from 'node:crypto';
+import { allKeys, batchId, batchKeys, PROTOCOL_VERSION, validateBatchRef, type BatchKeys, type BatchRef } from './keys.js';
+import { InvalidArgumentError, translateScriptError } from './errors.js';
+import { requireNumber, resolveBatchOptions, resolveLimits, type BackoffOptions, type BatchOptions, type QueueLimits } from './options.js';
+import { defineScripts, runScript, type RedisClient, type ScriptName, type ScriptReply } from './scripts.js';
+import { errorJson, toJson, type ItemError } from './serialize.js';
+
+export interface QueueOptions {
+  /** Epoch returned by create(); when set, every call fails with BatchStateLostError if Redis no longer holds it. */
+  expectedEpoch?: string;
+  /** Key prefix (default "tb"); one Redis can host several installations. */
+  prefix?: string;
+  limits?: Partial<QueueLimits>;
+}
+
+export interface ItemInput {
+  /** Caller-given id: enqueueing the same id again is a no-op. Must not start with '#'. */
+  id?: string;
+  data: unknown;
+  /** Run no earlier than this many ms from now. */
+  delayMs?: number;
+  /** Run no earlier than this time (converted to a delay with this machine's clock). */
+  notBefore?: Date | number;
+}
+
+export interface EnqueueResult {
+  added: number;
+  duplicates: number;
+  /** Ids of the items given without one, in input order. */
+  generatedIds: string[];
+}
+
+/** A leased item. `token` fences every later call about it. */
+export interface Claim {
+  id: string;
+  /** "<token>:<id>": the lease's identity in Redis. */
+  token: string;
+  /** 1 for the first run, 2 for the first retry, ... */
+  attempt: number;
+  /** The item's JSON as enqueued. */
+  payload: string;
+}
+
+export interface ClaimResult {
+  items: Claim[];
+  closed: boolean;
+  /** Ms until the next delayed item is due, or -1 when none is delayed. */
+  nextDueMs: number;
+}
+
+export interface Counts {
+  total: number;
+  pending: number;
+  delayed: number;
+  running: number;
+  succeeded: number;
+  failed: number;
+  retries: number;
+}
+
+export interface BatchSnapshot extends Counts {
+  epoch: string;
+  closed: boolean;
+  /** Delayed items that are already due (counted in `delayed` until a claimer promotes them). */
+  dueDelayed: number;
+  /** Where resumable seeding got to ('' when never set). */
+  seedCursor: string;
+  /** Closed and nothing left pending, delayed or running. */
+  complete: boolean;
+}
+
+export interface FailInput {
+  claim: Pick<Claim, 'token'>;
+  error: ItemError;
+  /** false sends the item straight to the dead-letter set. */
+  retryable?: boolean;
+}
+
+export interface CompleteInput {
+  claim: Pick<Claim, 'token'>;
+  /** Stored for resultTtlSeconds when not undefined. */
+  result?: unknown;
+}
+
+export interface DeadLetter {
+  id: string;
+  attempts: number;
+  failedAt: Date;
+  error: ItemError;
+  payload: unknown;
+}
+
+export interface StoredResult {
+  id: string;
+  completedAt: Date;
+  result: unknown;
+}
+
+const ENQUEUE_CHUNK = 500;
+const MAX_CLAIM = 10_000;
+const MAX_ID_BYTES = 256;
+
+/**
+ * The queue protocol for one batch: every state change is one atomic Lua script that
+ * also keeps the batch's counters, so reading counts is O(1).
+ * Delivery is at-least-once: an item whose lease lapses is run again elsewhere, and the
+ * stale holder's complete/fail/renew is rejected (fencing) instead of double-committing.
+ */
+export class BatchQueue {
+  readonly ref: BatchRef;
+  readonly keys: BatchKeys;
+  readonly limits: QueueLimits;
+  private readonly name: string;
+  private epoch: string;
+
+  constructor(
+    readonly redis: RedisClient,
+    ref: BatchRef,
+    options: QueueOptions = {},
+  ) {
+    validateBatchRef(ref);
+    this.ref = { namespace: ref.namespace, name: ref.name };
+    this.name = batchId(ref);
+    this.keys = batchKeys(ref, options.prefix ?? 'tb');
+    this.limits = resolveLimits(options.limits);
+    this.epoch = options.expectedEpoch ?? '';
+    defineScripts(redis);
+  }
+
+  /** The epoch this client checks on every call ('' = any). */
+  get expectedEpoch(): string {
+    return this.epoch;
+  }
+
+  /**
+   * Creates the batch's state if absent. Returns its epoch (keep it outside Redis) and
+   * whether it was created now. From then on this client checks that epoch.
+   */
+  async create(input: Partial<BatchOptions> & { backoff?: Partial<BackoffOptions> } = {}): Promise<{ epoch: string; created: boolean }> {
+    const o = resolveBatchOptions(input);
+    const reply = (await this.run('create', [this.keys.meta], [
+      randomUUID(),
+      o.maxAttempts,
+      o.backoff.initialMs,
+      o.backoff.factor,
+      o.backoff.maxMs,
+      o.backoff.jitter,
+      o.resultTtlSeconds * 1000,
+    ], false)) as [string, number];
+    this.epoch = reply[0];
+    return { epoch: reply[0], created: reply[1] === 1 };
+  }
+
+  async enqueue(item: ItemInput): Promise<EnqueueResult> {
+    return this.enqueueMany([item]);
+  }
+
+  /**
+   * Adds items in chunks of 500 per script, pipelined. All items are validated before
+   * anything is written. `cursor` is recorded atomically with the last chunk (resumable seeding).
+   */
+  async enqueueMany(items: readonly ItemInput[], options: { cursor?: string } = {}): Promise<EnqueueResult> {
+    if (!Array.isArray(items)) throw new InvalidArgumentError('items must be an array', this.name);
+    const now = Date.now();
+    const encoded: string[][] = [];
+    let chunk: string[] = [];
+    items.forEach((item, index) => {
+      const where = item && typeof item === 'object' && typeof item.id === 'string' ? `item ${index} (id ${JSON.stringify(item.id)})` : `item ${index}`;
+      if (!item || typeof item !== 'object') throw new InvalidArgumentError(`${where} must be an object {id?, data, delayMs?, notBefore?}`, this.name);
+      const id = item.id ?? '';
+      if (item.id !== undefined) validateItemId(item.id, where, this.name);
+      let delay = 0;
+      if (item.delayMs !== undefined) delay = requireNumberFor(this.name, `${where}: delayMs`, item.delayMs, 0, 366 * 86_400_000);
+      if (item.notBefore !== undefined) {
+        const at = item.notBefore instanceof Date ? item.notBefore.getTime() : item.notBefore;
+        if (typeof at !== 'number' || !Number.isFinite(at)) throw new InvalidArgumentError(`${where}: notBefore must be a Date or epoch milliseconds`, this.name);
+        delay = Math.max(delay, at - now);
+      }
+      chunk.push(id, toJson(`${where}: data`, item.data, this.limits.maxPayloadBytes, this.name), String(Math.max(0, Math.ceil(delay))));
+      if (chunk.length === ENQUEUE_CHUNK * 3) {
+        encoded.push(chunk);
+        chunk = [];
+      }
+    });
+    if (chunk.length > 0 || encoded.length === 0) encoded.push(chunk);
+
+    const pipeline = this.redis.pipeline();
+    encoded.forEach((c, i) => {
+      const cursor = i === encoded.length - 1 && options.cursor !== undefined ? options.cursor : '';
+      void runScript(pipeline, 'enqueue', [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.items, this.keys.seen], [
+        PROTOCOL_VERSION,
+        this.epoch,
+        cursor,
+        c.length / 3,
+        ...c,
+      ]);
+    });
+    const replies = (await pipeline.exec()) ?? [];
+    const result: EnqueueResult = { added: 0, duplicates: 0, generatedIds: [] };
+    replies.forEach(([err, reply], i) => {
+      if (err) throw translateScriptError(err, this.name);
+      const [added, dups, firstSeq] = reply as [number, number, number];
+      result.added += added;
+      result.duplicates += dups;
+      // Generated ids are consecutive, in input order within each chunk.
+      if (firstSeq > 0) for (let s = 0; s < countGenerated(encoded[i] ?? []); s++) result.generatedIds.push(`#${firstSeq + s}`);
+    });
+    return result;
+  }
+
+  /** Leases up to `count` due items for `leaseMs`, reclaiming expired leases first. */
+  async claim(count: number, leaseMs: number): Promise<ClaimResult> {
+    requireNumberFor(this.name, 'claim count', count, 1, MAX_CLAIM);
+    requireNumberFor(this.name, 'leaseMs', leaseMs, 100, 86_400_000);
+    const reply = (await this.run('claim', [
+      this.keys.meta,
+      this.keys.pending,
+      this.keys.delayed,
+      this.keys.running,
+      this.keys.items,
+      this.keys.att,
+      this.keys.dead,
+      this.keys.errors,
+    ], [count, leaseMs, 100])) as (string | number)[];
+    const items: Claim[] = [];
+    for (let i = 2; i < reply.length; i += 3) {
+      const token = reply[i] as string;
+      items.push({ id: token.slice(token.indexOf(':') + 1), token, attempt: Number(reply[i + 1]) + 1, payload: reply[i + 2] as string });
+    }
+    return { items, closed: reply[0] === 1, nextDueMs: Number(reply[1]) };
+  }
+
+  /** Extends leases; returns the tokens whose lease was lost (their items must be abandoned). */
+  async renew(claims: readonly Pick<Claim, 'token'>[], leaseMs: number): Promise<{ lost: string[] }> {
+    requireNumberFor(this.name, 'leaseMs', leaseMs, 100, 86_400_000);
+    if (claims.length === 0) return { lost: [] };
+    const lost = (await this.run('renew', [this.keys.meta, this.keys.running], [leaseMs, ...claims.map((c) => c.token)])) as string[];
+    return { lost };
+  }
+
+  /** Gives items back to the front of the queue without counting an attempt (graceful shutdown). */
+  async release(claims: readonly Pick<Claim, 'token'>[]): Promise<{ released: number; lost: string[] }> {
+    if (claims.length === 0) return { released: 0, lost: [] };
+    const lost = (await this.run('release', [this.keys.meta, this.keys.running, this.keys.pending], claims.map((c) => c.token))) as string[];
+    return { released: claims.length - lost.length, lost };
+  }
+
+  /**
+   * Records successes. Results are validated first (nothing is written if one is too
+   * large). Returns the tokens that were rejected because their lease was lost.
+   */
+  async complete(entries: readonly CompleteInput[]): Promise<{ completed: number; rejected: string[] }> {
+    if (entries.length === 0) return { completed: 0, rejected: [] };
+    const args: string[] = [];
+    for (const e of entries) {
+      args.push(e.claim.token, e.result === undefined ? '' : toJson(`result of ${e.claim.token}`, e.result, this.limits.maxResultBytes, this.name));
+    }
+    const rejected = (await this.run('complete', [
+      this.keys.meta,
+      this.keys.running,
+      this.keys.items,
+      this.keys.att,
+      this.keys.errors,
+      this.keys.results,
+      this.keys.resultsIdx,
+    ], args)) as string[];
+    return { completed: entries.length - rejected.length, rejected };
+  }
+
+  /** Records failed attempts: retried with backoff until maxAttempts, then dead-lettered. */
+  async fail(entries: readonly FailInput[]): Promise<{ retried: number; deadLettered: number; rejected: string[] }> {
+    if (entries.length === 0) return { retried: 0, deadLettered: 0, rejected: [] };
+    const args: (string | number)[] = [];
+    for (const e of entries) {
+      args.push(e.claim.token, errorJson(e.error, this.limits.maxErrorBytes), e.retryable === false ? '0' : '1', Math.random());
+    }
+    const reply = (await this.run('fail', [
+      this.keys.meta,
+      this.keys.running,
+      this.keys.delayed,
+      this.keys.att,
+      this.keys.dead,
+      this.keys.errors,
+    ], args)) as (number | string)[];
+    return { retried: Number(reply[0]), deadLettered: Number(reply[1]), rejected: reply.slice(2) as string[] };
+  }
+
+  /** The sweeper: requeue or dead-letter items with expired leases; promote due delayed items. */
+  async reclaimExpired(limit = 1000): Promise<{ reclaimed: number; promoted: number }> {
+    requireNumberFor(this.name, 'reclaim limit', limit, 1, 100_000);
+    const [reclaimed, promoted] = (await this.run('reclaim', [
+      this.keys.meta,
+      this.keys.pending,
+      this.keys.delayed,
+      this.keys.running,
+      this.keys.att,
+      this.keys.dead,
+      this.keys.errors,
+    ], [limit, limit])) as [number, number];
+    return { reclaimed, promoted };
+  }
+
+  /** No more items will be added; the batch is complete once it drains. */
+  async close(): Promise<void> {
+    await this.run('close', [this.keys.meta], []);
+  }
+
+  /** Counters in O(1), checked against the expected epoch. */
+  async snapshot(): Promise<BatchSnapshot> {
+    const r = (await this.run('counts', [this.keys.meta, this.keys.delayed], [])) as (string | number | null)[];
+    const n = (i: number): number => Number(r[i] ?? 0);
+    const s: BatchSnapshot = {
+      epoch: String(r[0]),
+      closed: r[1] === '1',
+      total: n(2),
+      pending: n(3),
+      delayed: n(4),
+      running: n(5),
+      succeeded: n(6),
+      failed: n(7),
+      retries: n(8),
+      dueDelayed: n(9),
+      seedCursor: String(r[10] ?? ''),
+      complete: false,
+    };
+    s.complete = s.closed && s.pending + s.delayed + s.running === 0;
+    return s;
+  }
+
+  /** Dead-lettered items, a page at a time (pass the returned cursor back; '0' = done). */
+  async deadLetters(cursor = '0', count = 100): Promise<{ cursor: string; items: DeadLetter[] }> {
+    await this.snapshot();
+    const [next, flat] = await this.redis.hscan(this.keys.dead, cursor, 'COUNT', count);
+    const ids: string[] = [];
+    const records: string[] = [];
+    for (let i = 0; i < flat.length; i += 2) {
+      ids.push(flat[i] as string);
+      records.push(flat[i + 1] as string);
+    }
+    const payloads = ids.length ? await this.redis.hmget(this.keys.items, ...ids) : [];
+    const items = ids.map((id, i) => {
+      const rec = JSON.parse(records[i] as string) as { attempts: number; failedAt: number; error: ItemError };
+      const payload = payloads[i];
+      return { id, attempts: rec.attempts, failedAt: new Date(rec.failedAt), error: rec.error, payload: payload == null ? null : (JSON.parse(payload) as unknown) };
+    });
+    return { cursor: next, items };
+  }
+
+  /** Moves dead-lettered items back to pending with fresh attempts; returns how many moved. */
+  async replay(ids: readonly string[]): Promise<number> {
+    let moved = 0;
+    for (let i = 0; i < ids.length; i += ENQUEUE_CHUNK) {
+      moved += Number(await this.run('replay', [this.keys.meta, this.keys.dead, this.keys.att, this.keys.pending], ids.slice(i, i + ENQUEUE_CHUNK)));
+    }
+    return moved;
+  }
+
+  /** Replays every dead-lettered item. */
+  async replayAll(): Promise<number> {
+    let moved = 0;
+    for (;;) {
+      const ids = await this.redis.hkeys(this.keys.dead);
+      if (ids.length === 0) return moved;
+      moved += await this.replay(ids.slice(0, 10_000));
+    }
+  }
+
+  async result(id: string): Promise<StoredResult | undefined> {
+    const [json, at] = await Promise.all([this.redis.hget(this.keys.results, id), this.redis.zscore(this.keys.resultsIdx, id)]);
+    if (json == null || at == null) return undefined;
+    return { id, completedAt: new Date(Number(at)), result: JSON.parse(json) as unknown };
+  }
+
+  /** Results in completion order, from `offset`, at most `count`. */
+  async results(offset = 0, count = 100): Promise<StoredResult[]> {
+    const flat = await this.redis.zrange(this.keys.resultsIdx, offset, offset + count - 1, 'WITHSCORES');
+    const ids: string[] = [];
+    const times: number[] = [];
+    for (let i = 0; i < flat.length; i += 2) {
+      ids.push(flat[i] as string);
+      times.push(Number(flat[i + 1]));
+    }
+    if (ids.length === 0) return [];
+    const values = await this.redis.hmget(this.keys.results, ...ids);
+    const out: StoredResult[] = [];
+    ids.forEach((id, i) => {
+      const v = values[i];
+      if (v != null) out.push({ id, completedAt: new Date(times[i] as number), result: JSON.parse(v) as unknown });
+    });
+    return out;
+  }
+
+  /** Deletes every key of the batch (cancel or cleanup). Idempotent; returns keys deleted. */
+  async purge(): Promise<number> {
+    return Number(await runScript(this.redis, 'purge', allKeys(this.keys), []));
+  }
+
+  private async run(script: ScriptName, keys: string[], args: (string | number)[], checked = true): Promise<ScriptReply> {
+    try {
+      return await runScript(this.redis, script, keys, checked ? [PROTOCOL_VERSION, this.epoch, ...args] : [PROTOCOL_VERSION, ...args]);
+    } catch (err) {
+      throw translateScriptError(err, this.name);
+    }
+  }
+}
+
+function countGenerated(chunk: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i < chunk.length; i += 3) if (chunk[i] === '') n++;
+  return n;
+}
+
+function validateItemId(id: unknown, where: string, batch: string): void {
+  if (typeof id !== 'string' || id.length === 0 || Buffer.byteLength(id) > MAX_ID_BYTES || id.startsWith('#') || /[\u0000-\u001f]/.test(id)) {
+    throw new InvalidArgumentError(
+      `${where}: id must be a non-empty string of at most ${MAX_ID_BYTES} bytes, without control characters, not starting with '#' (reserved for generated ids)`,
+      batch,
+    );
+  }
+}
+
+function requireNumberFor(batch: string, name: string, value: unknown, min: number, max: number): number {
+  try {
+    return requireNumber(name, value, min, max);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message, batch);
+  }
+}
