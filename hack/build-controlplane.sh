@@ -53,7 +53,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
-    go get k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl >&2
+    go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@v$K8S_VERSION" "k8s.io/kubernetes/cmd/kubectl@v$K8S_VERSION" >&2
   fi
   local ldf="-s -w"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
