@@ -28,6 +28,9 @@ export interface QueueLimits {
   maxErrorBytes: number;
 }
 
+/** What callers pass: any subset, with defaults filled in by resolveBatchOptions. */
+export type BatchOptionsInput = Omit<Partial<BatchOptions>, 'backoff'> & { backoff?: Partial<BackoffOptions> };
+
 export const DEFAULT_BATCH_OPTIONS: BatchOptions = {
   maxAttempts: 3,
   backoff: { initialMs: 1000, factor: 2, maxMs: 60_000, jitter: 0.2 },
@@ -49,7 +52,7 @@ export function requireNumber(name: string, value: unknown, min: number, max: nu
   return value;
 }
 
-export function resolveBatchOptions(input: Partial<BatchOptions> & { backoff?: Partial<BackoffOptions> } = {}): BatchOptions {
+export function resolveBatchOptions(input: BatchOptionsInput = {}): BatchOptions {
   const backoff = { ...DEFAULT_BATCH_OPTIONS.backoff, ...input.backoff };
   const options: BatchOptions = {
     maxAttempts: requireNumber('maxAttempts', input.maxAttempts ?? DEFAULT_BATCH_OPTIONS.maxAttempts, 1, 1000),

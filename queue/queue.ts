@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { allKeys, batchId, batchKeys, PROTOCOL_VERSION, validateBatchRef, type BatchKeys, type BatchRef } from './keys.js';
 import { InvalidArgumentError, translateScriptError } from './errors.js';
-import { requireNumber, resolveBatchOptions, resolveLimits, type BackoffOptions, type BatchOptions, type QueueLimits } from './options.js';
+import { requireNumber, resolveBatchOptions, resolveLimits, type BatchOptionsInput, type QueueLimits } from './options.js';
 import { defineScripts, runScript, type RedisClient, type ScriptName, type ScriptReply } from './scripts.js';
 import { errorJson, toJson, type ItemError } from './serialize.js';
 
@@ -136,7 +136,7 @@ export class BatchQueue {
    * Creates the batch's state if absent. Returns its epoch (keep it outside Redis) and
    * whether it was created now. From then on this client checks that epoch.
    */
-  async create(input: Partial<BatchOptions> & { backoff?: Partial<BackoffOptions> } = {}): Promise<{ epoch: string; created: boolean }> {
+  async create(input: BatchOptionsInput = {}): Promise<{ epoch: string; created: boolean }> {
     const o = resolveBatchOptions(input);
     const reply = (await this.run('create', [this.keys.meta], [
       randomUUID(),
