@@ -1,0 +1,143 @@
+// Generated from crds/taskbatch.dev_taskbatches.yaml by hack/gen-types.ts. Do not edit.
+// API version: taskbatch.dev/v1alpha1
+
+export type TaskBatchSpec = {
+  /** Inline items (JSON objects), at most 1000. For more, use spec.itemsFrom (a ConfigMap of JSON Lines) or spec.open with the SDK/CLI. */
+  items?: Record<string, unknown>[];
+  /** Generated items {"i": n} for n from start (inclusive) to end (exclusive) by step. */
+  range?: {
+    start?: number;
+    end: number;
+    step?: number;
+  };
+  /** Items as JSON Lines (one JSON value per line) in a ConfigMap key, in the TaskBatch's namespace. */
+  itemsFrom?: {
+    configMapKeyRef: {
+      name: string;
+      key: string;
+    };
+  };
+  /** true makes a long-lived queue that producers add items to (SDK, CLI); it completes only after it is closed and drained. */
+  open?: boolean;
+  /** The function that runs each item: a user module (path in the worker image, or package) and export, or a built-in. */
+  handler: {
+    /** Path (absolute, in the worker image) or package name of an ESM or CommonJS module */
+    module?: string;
+    /** Name of the exported function (default: default) */
+    export?: string;
+    builtin?: "noop" | "sleep" | "shell" | "primes";
+    /** For builtin shell: argv, with {{field}} placeholders filled from the item (never run through a shell) */
+    command?: string[];
+  };
+  /** The local pool each worker pod runs items in. */
+  pool?: {
+    /** thread: worker_threads (CPU-bound JS); process: child processes (strongest isolation); async: concurrent promises (I/O-bound) */
+    mode?: "thread" | "process" | "async";
+    size?: number;
+    /** Replace a thread/process after this many items */
+    maxItemsPerExecutor?: number;
+    /** Replace a thread/process whose memory exceeds this */
+    maxMemoryMiB?: number;
+  };
+  /** How many worker pods. Without replicas, the operator autoscales between min and max from the backlog. */
+  workers?: {
+    min?: number;
+    max?: number;
+    /** Backlog per worker pod the autoscaler aims for */
+    itemsPerWorker?: number;
+    /** A fixed worker count (turns autoscaling off); set by kubectl scale, HPA or KEDA through /scale */
+    replicas?: number;
+    /** Stabilization window before scaling in */
+    scaleDownDelaySeconds?: number;
+  };
+  retry?: {
+    /** Attempts per item, the first included */
+    maxAttempts?: number;
+    backoff?: {
+      initialMs?: number;
+      factor?: number;
+      maxMs?: number;
+      jitter?: number;
+    };
+  };
+  /** When permanently failed items make the batch Failed instead of Complete. Unset: any failed item fails the batch (as a Job does). */
+  failurePolicy?: {
+    maxFailedItems?: number;
+    maxFailedPercent?: number;
+  };
+  itemTimeoutSeconds?: number;
+  /** Lease a worker holds on an item; renewed while it runs. A dead worker's items are retried after at most this long. */
+  leaseSeconds?: number;
+  activeDeadlineSeconds?: number;
+  ttlSecondsAfterFinished?: number;
+  /** Job semantics: no worker pods while true; nothing is lost; resumes when false */
+  suspend?: boolean;
+  /** Pod template of the worker pods (a PodTemplateSpec). The operator fills in the worker container's command and env; the container named "worker" (or the first) is the worker. */
+  template?: {
+    metadata?: Record<string, unknown>;
+    spec?: Record<string, unknown>;
+    [key: string]: unknown;
+  };
+  /** Where the batch's items live. Unset = the operator's default Redis. */
+  redis?: {
+    /** redis://host:port[/db] or rediss:// (TLS), without credentials */
+    url?: string;
+    /** ACL user name (the password comes from secretRef) */
+    username?: string;
+    secretRef?: {
+      name: string;
+      passwordKey?: string;
+      /** Key holding the URL, when spec.redis.url is unset */
+      urlKey?: string;
+    };
+    tls?: {
+      enabled?: boolean;
+      caSecretRef?: {
+        name: string;
+        key?: string;
+      };
+      insecureSkipVerify?: boolean;
+    };
+    /** The URL names a seed node of a Redis Cluster */
+    cluster?: boolean;
+  };
+};
+
+export type TaskBatchStatus = {
+  observedGeneration?: number;
+  /** Summary of the conditions for display */
+  state?: string;
+  startTime?: string;
+  completionTime?: string;
+  /** Epoch of the batch's state in Redis, kept here to detect data loss */
+  queueEpoch?: string;
+  seeded?: boolean;
+  items?: {
+    total?: number;
+    pending?: number;
+    delayed?: number;
+    running?: number;
+    succeeded?: number;
+    failed?: number;
+    retries?: number;
+  };
+  progress?: string;
+  workers?: {
+    desired?: number;
+    current?: number;
+    ready?: number;
+    draining?: number;
+    /** Worker pods that failed since items last made progress */
+    failures?: number;
+    summary?: string;
+  };
+  selector?: string;
+  conditions?: ({
+    type: string;
+    status: "True" | "False" | "Unknown";
+    reason: string;
+    message?: string;
+    lastTransitionTime: string;
+    observedGeneration?: number;
+  })[];
+};

@@ -1,0 +1,84 @@
+/** The operator's configuration: read from the environment once, validated, frozen. */
+export interface OperatorConfig {
+  /** Namespace to watch; '' = all namespaces (cluster-wide RBAC). */
+  watchNamespace: string;
+  /** Where the leader Lease lives (the operator's own namespace). */
+  leaseNamespace: string;
+  leaseName: string;
+  leaderElection: boolean;
+  metricsHost: string;
+  metricsPort: number;
+  concurrency: number;
+  workerImage: string;
+  workerCommand: string[];
+  workerMetricsPort: number;
+  workerGraceSeconds: number;
+  restrictedWorkerSecurityContext: boolean;
+  defaultRedisUrl?: string;
+  defaultRedisUsername?: string;
+  defaultRedisPasswordSecret?: { name: string; key: string };
+  defaultRedisTls: boolean;
+  statusIntervalMs: number;
+  pollIntervalMs: number;
+  maxWorkerFailures: number;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function int(env: NodeJS.ProcessEnv, name: string, dflt: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < min || v > max) throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected an integer between ${min} and ${max}`);
+  return v;
+}
+
+function bool(env: NodeJS.ProcessEnv, name: string, dflt: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return dflt;
+  if (raw === 'true' || raw === '1') return true;
+  if (raw === 'false' || raw === '0') return false;
+  throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected true or false`);
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<OperatorConfig> {
+  const cmd = env.TASKBATCH_WORKER_COMMAND ?? '["node","/app/dist/worker/main.js"]';
+  let workerCommand: string[];
+  try {
+    workerCommand = JSON.parse(cmd) as string[];
+    if (!Array.isArray(workerCommand) || workerCommand.length === 0 || !workerCommand.every((s) => typeof s === 'string')) throw new Error('not a string array');
+  } catch {
+    throw new ConfigError(`TASKBATCH_WORKER_COMMAND=${JSON.stringify(cmd)} is invalid: expected a JSON array of strings, e.g. ["node","/app/dist/worker/main.js"]`);
+  }
+  const secret = env.TASKBATCH_DEFAULT_REDIS_PASSWORD_SECRET;
+  let defaultRedisPasswordSecret: OperatorConfig['defaultRedisPasswordSecret'];
+  if (secret) {
+    const [name, key = 'password'] = secret.split('/');
+    if (!name) throw new ConfigError(`TASKBATCH_DEFAULT_REDIS_PASSWORD_SECRET=${JSON.stringify(secret)} is invalid: expected NAME or NAME/KEY`);
+    defaultRedisPasswordSecret = { name, key };
+  }
+  const config: OperatorConfig = {
+    watchNamespace: env.TASKBATCH_WATCH_NAMESPACE ?? '',
+    leaseNamespace: env.TASKBATCH_LEASE_NAMESPACE ?? env.POD_NAMESPACE ?? 'default',
+    leaseName: env.TASKBATCH_LEASE_NAME ?? 'taskbatch-operator',
+    leaderElection: bool(env, 'TASKBATCH_LEADER_ELECTION', true),
+    metricsHost: env.TASKBATCH_METRICS_HOST ?? env.POD_IP ?? '0.0.0.0',
+    metricsPort: int(env, 'TASKBATCH_METRICS_PORT', 8080, 0, 65535),
+    concurrency: int(env, 'TASKBATCH_CONCURRENCY', 4, 1, 64),
+    workerImage: env.TASKBATCH_WORKER_IMAGE ?? 'ghcr.io/taskbatch/worker:0.1.0',
+    workerCommand,
+    workerMetricsPort: int(env, 'TASKBATCH_WORKER_METRICS_PORT', 9090, 1, 65535),
+    workerGraceSeconds: int(env, 'TASKBATCH_WORKER_GRACE_SECONDS', 60, 1, 86_400),
+    restrictedWorkerSecurityContext: bool(env, 'TASKBATCH_WORKER_RESTRICTED', true),
+    defaultRedisTls: bool(env, 'TASKBATCH_DEFAULT_REDIS_TLS', false),
+    statusIntervalMs: int(env, 'TASKBATCH_STATUS_INTERVAL_MS', 2000, 0, 600_000),
+    pollIntervalMs: int(env, 'TASKBATCH_POLL_INTERVAL_MS', 1000, 100, 600_000),
+    maxWorkerFailures: int(env, 'TASKBATCH_MAX_WORKER_FAILURES', 6, 1, 1000),
+    ...(env.TASKBATCH_DEFAULT_REDIS_URL ? { defaultRedisUrl: env.TASKBATCH_DEFAULT_REDIS_URL } : {}),
+    ...(env.TASKBATCH_DEFAULT_REDIS_USERNAME ? { defaultRedisUsername: env.TASKBATCH_DEFAULT_REDIS_USERNAME } : {}),
+    ...(defaultRedisPasswordSecret ? { defaultRedisPasswordSecret } : {}),
+  };
+  return Object.freeze(config);
+}

@@ -1,0 +1,155 @@
+import { createServer, type Server } from 'node:http';
+import { ALL_BATCHES_PATH, BATCH_LABEL, batchPath, type TaskBatch } from './api/taskbatch.js';
+import { KubeApiError, type KubeClient } from './kube/client.js';
+import { EventRecorder } from './kube/events.js';
+import { objectKey, Reflector } from './kube/reflector.js';
+import type { Logger } from './log.js';
+import { OperatorMetrics } from './metrics.js';
+import type { OperatorConfig } from './config.js';
+import type { Pod } from './reconcile/pods.js';
+import { RedisPool } from './reconcile/redis-pool.js';
+import { Reconciler, TerminalError } from './reconcile/reconciler.js';
+import { systemClock, WorkQueue, type Clock } from './workqueue.js';
+
+/**
+ * Wires the controller: reflectors for TaskBatches and worker pods feed keys into the work
+ * queue; `concurrency` loops take keys (never the same key twice at once) and reconcile.
+ */
+export class Controller {
+  readonly metrics = new OperatorMetrics();
+  readonly queue: WorkQueue;
+  readonly batches: Reflector<TaskBatch>;
+  readonly pods: Reflector<Pod>;
+  private readonly redis: RedisPool;
+  private readonly reconciler: Reconciler;
+  private running = false;
+  private loops: Promise<void>[] = [];
+
+  constructor(
+    readonly kube: KubeClient,
+    readonly config: Readonly<OperatorConfig>,
+    readonly log: Logger,
+    clock: Clock = systemClock,
+  ) {
+    this.queue = new WorkQueue({ clock });
+    const ns = config.watchNamespace;
+    this.batches = new Reflector<TaskBatch>(kube, { path: ns ? batchPath(ns) : ALL_BATCHES_PATH }, log.child({ reflector: 'taskbatches' }));
+    this.pods = new Reflector<Pod>(kube, { path: ns ? `/api/v1/namespaces/${ns}/pods` : '/api/v1/pods', labelSelector: BATCH_LABEL }, log.child({ reflector: 'pods' }));
+    this.batches.onChange((tb) => this.queue.add(objectKey(tb)));
+    this.pods.onChange((pod) => {
+      const batch = pod.metadata.labels?.[BATCH_LABEL];
+      if (batch) this.queue.add(`${pod.metadata.namespace}/${batch}`);
+    });
+    const worker = {
+      image: config.workerImage,
+      command: config.workerCommand,
+      metricsPort: config.workerMetricsPort,
+      restrictedSecurityContext: config.restrictedWorkerSecurityContext,
+      terminationGracePeriodSeconds: config.workerGraceSeconds,
+      ...(config.defaultRedisUrl
+        ? {
+            defaultRedis: {
+              url: config.defaultRedisUrl,
+              ...(config.defaultRedisUsername ? { username: config.defaultRedisUsername } : {}),
+              ...(config.defaultRedisPasswordSecret ? { passwordSecret: config.defaultRedisPasswordSecret } : {}),
+              tls: config.defaultRedisTls,
+            },
+          }
+        : {}),
+    };
+    this.redis = new RedisPool(kube, worker.defaultRedis);
+    this.reconciler = new Reconciler({
+      kube,
+      batches: this.batches,
+      pods: this.pods,
+      redis: this.redis,
+      events: new EventRecorder(kube, 'taskbatch-operator', log),
+      metrics: this.metrics,
+      clock,
+      log,
+      config: { worker, statusIntervalMs: config.statusIntervalMs, pollIntervalMs: config.pollIntervalMs, maxWorkerFailures: config.maxWorkerFailures, maxCleanupAttempts: 10, workerStaleMs: 30_000 },
+    });
+  }
+
+  get synced(): boolean {
+    return this.batches.hasSynced && this.pods.hasSynced;
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    await Promise.all([this.batches.start(), this.pods.start()]);
+    this.loops = Array.from({ length: this.config.concurrency }, () => this.loop());
+    this.log.info('Controller started', { namespace: this.config.watchNamespace || '(all)', concurrency: this.config.concurrency });
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.queue.shutdown();
+    this.batches.stop();
+    this.pods.stop();
+    await Promise.allSettled(this.loops);
+    this.redis.close();
+  }
+
+  private async loop(): Promise<void> {
+    for (;;) {
+      const key = await this.queue.get();
+      if (key === undefined) return;
+      this.metrics.workqueueDepth.set(this.queue.depth);
+      const end = this.metrics.reconcileDuration.startTimer();
+      try {
+        const result = await this.reconciler.reconcile(key);
+        this.queue.forget(key);
+        this.metrics.reconciles.inc({ result: 'success' });
+        if (result.requeueAfterMs !== undefined && this.running) this.queue.addAfter(key, result.requeueAfterMs);
+      } catch (err) {
+        const name = err instanceof KubeApiError ? `KubeApi${err.status}` : err instanceof TerminalError ? 'Terminal' : ((err as Error).name ?? 'Error');
+        this.metrics.reconciles.inc({ result: 'error' });
+        this.metrics.reconcileErrors.inc({ error: name });
+        if (err instanceof KubeApiError && err.status === 409) {
+          this.log.debug('Reconcile conflicted; requeued', { key });
+          this.queue.add(key);
+        } else if (this.running) {
+          const delay = this.queue.addRateLimited(key);
+          this.log.warn('Reconcile failed; retrying with backoff', { key, error: String((err as Error).message ?? err), retryInMs: delay });
+        }
+      } finally {
+        end();
+        this.queue.done(key);
+      }
+    }
+  }
+}
+
+/** /metrics, /healthz (process alive), /readyz (caches synced). */
+export function startHttpServer(host: string, port: number, metrics: OperatorMetrics, ready: () => boolean): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.url === '/metrics') {
+      metrics.registry
+        .metrics()
+        .then((body) => {
+          res.writeHead(200, { 'content-type': metrics.registry.contentType });
+          res.end(body);
+        })
+        .catch((err: unknown) => {
+          res.writeHead(500);
+          res.end(String(err));
+        });
+    } else if (req.url === '/healthz') {
+      res.writeHead(200);
+      res.end('ok');
+    } else if (req.url === '/readyz') {
+      const ok = ready();
+      res.writeHead(ok ? 200 : 503);
+      res.end(ok ? 'ok' : 'not ready');
+    } else {
+      res.writeHead(404);
+      res.end();
+    }
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}

@@ -1,0 +1,167 @@
+import { HttpMethod, RequestContext, Watch, type KubeConfig } from '@kubernetes/client-node';
+import { fetch, type Dispatcher } from 'undici';
+
+/**
+ * A small REST adapter over the API server. @kubernetes/client-node provides kubeconfig
+ * loading, authentication and TLS (in-cluster, exec plugins, client certs); requests are
+ * plain JSON over its undici dispatcher, so every verb, subresource and patch type is
+ * reachable without the generated clients' per-kind methods.
+ */
+export class KubeApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = 'KubeApiError';
+  }
+}
+
+export type PatchType = 'merge' | 'json' | 'strategic' | 'apply';
+const PATCH_CONTENT_TYPES: Record<PatchType, string> = {
+  merge: 'application/merge-patch+json',
+  json: 'application/json-patch+json',
+  strategic: 'application/strategic-merge-patch+json',
+  apply: 'application/apply-patch+yaml',
+};
+
+export interface ObjectMeta {
+  name?: string;
+  generateName?: string;
+  namespace?: string;
+  uid?: string;
+  resourceVersion?: string;
+  generation?: number;
+  creationTimestamp?: string;
+  deletionTimestamp?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  finalizers?: string[];
+  ownerReferences?: {
+    apiVersion: string;
+    kind: string;
+    name: string;
+    uid: string;
+    controller?: boolean;
+    blockOwnerDeletion?: boolean;
+  }[];
+}
+
+export interface KubeObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata: ObjectMeta;
+}
+
+export interface KubeList<T> {
+  metadata: { resourceVersion: string; continue?: string };
+  items: T[];
+}
+
+export type Query = Record<string, string | number | boolean | undefined>;
+
+export interface WatchEvent<T> {
+  type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
+  object: T;
+}
+
+export class KubeClient {
+  readonly server: string;
+
+  constructor(readonly kubeConfig: KubeConfig) {
+    const cluster = kubeConfig.getCurrentCluster();
+    if (!cluster) throw new Error('kubeconfig has no current cluster: set a current-context');
+    this.server = cluster.server.replace(/\/$/, '');
+  }
+
+  async get<T>(path: string, query?: Query): Promise<T> {
+    return this.request<T>('GET', path, undefined, query);
+  }
+
+  /** GET that returns undefined for 404. */
+  async find<T>(path: string): Promise<T | undefined> {
+    try {
+      return await this.get<T>(path);
+    } catch (err) {
+      if (err instanceof KubeApiError && err.status === 404) return undefined;
+      throw err;
+    }
+  }
+
+  async list<T>(path: string, query?: Query): Promise<KubeList<T>> {
+    return this.request<KubeList<T>>('GET', path, undefined, query);
+  }
+
+  async create<T>(path: string, body: unknown, query?: Query): Promise<T> {
+    return this.request<T>('POST', path, body, query);
+  }
+
+  async replace<T>(path: string, body: unknown, query?: Query): Promise<T> {
+    return this.request<T>('PUT', path, body, query);
+  }
+
+  async patch<T>(path: string, body: unknown, type: PatchType = 'merge', query?: Query): Promise<T> {
+    return this.request<T>('PATCH', path, body, query, PATCH_CONTENT_TYPES[type]);
+  }
+
+  async delete<T = unknown>(path: string, body?: unknown, query?: Query): Promise<T | undefined> {
+    try {
+      return await this.request<T>('DELETE', path, body, query);
+    } catch (err) {
+      if (err instanceof KubeApiError && err.status === 404) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Starts a watch; `onEvent` gets each event, `onDone` the error that ended it (null for a
+   * clean close). Returns a function that stops it.
+   */
+  async watch<T>(path: string, query: Query, onEvent: (e: WatchEvent<T>) => void, onDone: (err: unknown) => void): Promise<() => void> {
+    const watcher = new Watch(this.kubeConfig);
+    const controller = await watcher.watch(
+      path,
+      query,
+      (type: string, object: unknown) => onEvent({ type: type as WatchEvent<T>['type'], object: object as T }),
+      onDone,
+    );
+    return () => controller.abort();
+  }
+
+  private async request<T>(method: string, path: string, body: unknown, query: Query | undefined, contentType = 'application/json'): Promise<T> {
+    const url = new URL(this.server + path);
+    for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
+    const ctx = new RequestContext(url.toString(), method as HttpMethod);
+    await this.kubeConfig.applySecurityAuthentication(ctx);
+    const headers: Record<string, string> = { ...ctx.getHeaders(), accept: 'application/json' };
+    if (body !== undefined) headers['content-type'] = contentType;
+    const response = await fetch(url, {
+      method,
+      headers,
+      dispatcher: ctx.getDispatcher() as Dispatcher | undefined,
+      ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+      signal: AbortSignal.timeout(30_000),
+    });
+    const text = await response.text();
+    if (!response.ok) {
+      let status: { reason?: string; message?: string; details?: unknown } = {};
+      try {
+        status = JSON.parse(text) as typeof status;
+      } catch {
+        status = { message: text };
+      }
+      throw new KubeApiError(response.status, status.reason ?? String(response.status), `${method} ${path}: ${response.status} ${status.message ?? response.statusText}`, status.details);
+    }
+    return (text ? JSON.parse(text) : undefined) as T;
+  }
+}
+
+export function isConflict(err: unknown): boolean {
+  return err instanceof KubeApiError && err.status === 409;
+}
+
+export function isNotFound(err: unknown): boolean {
+  return err instanceof KubeApiError && err.status === 404;
+}

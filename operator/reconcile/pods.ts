@@ -1,0 +1,169 @@
+import { API_VERSION, BATCH_LABEL, EPOCH_ANNOTATION, KIND, type TaskBatch } from '../api/taskbatch.js';
+import type { KubeObject } from '../kube/client.js';
+
+export interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: Record<string, unknown>;
+}
+
+export interface Container {
+  name: string;
+  image?: string;
+  command?: string[];
+  args?: string[];
+  env?: EnvVar[];
+  ports?: { name?: string; containerPort: number; protocol?: string }[];
+  securityContext?: Record<string, unknown>;
+  resources?: Record<string, unknown>;
+  [key: string]: unknown;
+}
+
+export interface PodSpec {
+  containers: Container[];
+  restartPolicy?: string;
+  terminationGracePeriodSeconds?: number;
+  securityContext?: Record<string, unknown>;
+  serviceAccountName?: string;
+  automountServiceAccountToken?: boolean;
+  nodeName?: string;
+  [key: string]: unknown;
+}
+
+export interface Pod extends KubeObject {
+  spec: PodSpec;
+  status?: {
+    phase?: 'Pending' | 'Running' | 'Succeeded' | 'Failed' | 'Unknown';
+    podIP?: string;
+    conditions?: { type: string; status: string }[];
+    containerStatuses?: { name: string; ready?: boolean; restartCount?: number; state?: Record<string, { exitCode?: number; reason?: string; message?: string } | undefined> }[];
+  };
+}
+
+/** How the operator runs worker pods; from the operator's config (Helm values). */
+export interface WorkerPodConfig {
+  image: string;
+  command: string[];
+  /** Default Redis when a TaskBatch has no spec.redis. */
+  defaultRedis?: { url: string; passwordSecret?: { name: string; key: string }; username?: string; tls?: boolean; cluster?: boolean };
+  metricsPort: number;
+  /** Restricted Pod Security defaults applied where the template says nothing. */
+  restrictedSecurityContext: boolean;
+  /** Seconds a drained/terminated worker gets to finish its items. */
+  terminationGracePeriodSeconds: number;
+}
+
+export function workerContainerIndex(containers: Container[]): number {
+  const named = containers.findIndex((c) => c.name === 'worker');
+  return named >= 0 ? named : 0;
+}
+
+/** The batch's worker environment: everything worker/config.ts reads. */
+export function workerEnv(batch: TaskBatch, epoch: string, cfg: WorkerPodConfig): EnvVar[] {
+  const spec = batch.spec;
+  const pool = spec.pool ?? {};
+  const env: EnvVar[] = [
+    { name: 'TASKBATCH_NAMESPACE', value: batch.metadata.namespace ?? 'default' },
+    { name: 'TASKBATCH_BATCH', value: batch.metadata.name ?? '' },
+    { name: 'TASKBATCH_QUEUE_EPOCH', value: epoch },
+    { name: 'TASKBATCH_HANDLER', value: JSON.stringify(spec.handler) },
+    { name: 'TASKBATCH_POOL_MODE', value: pool.mode ?? 'thread' },
+    { name: 'TASKBATCH_POOL_SIZE', value: String(pool.size ?? 4) },
+    { name: 'TASKBATCH_ITEM_TIMEOUT_SECONDS', value: String(spec.itemTimeoutSeconds ?? 600) },
+    { name: 'TASKBATCH_LEASE_SECONDS', value: String(spec.leaseSeconds ?? 30) },
+    { name: 'TASKBATCH_METRICS_PORT', value: String(cfg.metricsPort) },
+    { name: 'TASKBATCH_WORKER_ID', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+    { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+    { name: 'TASKBATCH_SHUTDOWN_GRACE_SECONDS', value: String(Math.max(1, cfg.terminationGracePeriodSeconds - 5)) },
+  ];
+  if (pool.maxItemsPerExecutor) env.push({ name: 'TASKBATCH_MAX_ITEMS_PER_EXECUTOR', value: String(pool.maxItemsPerExecutor) });
+  if (pool.maxMemoryMiB) env.push({ name: 'TASKBATCH_MAX_MEMORY_MIB', value: String(pool.maxMemoryMiB) });
+  const redis = spec.redis;
+  if (redis) {
+    if (redis.url) env.push({ name: 'TASKBATCH_REDIS_URL', value: redis.url });
+    else if (redis.secretRef?.urlKey) env.push({ name: 'TASKBATCH_REDIS_URL', valueFrom: { secretKeyRef: { name: redis.secretRef.name, key: redis.secretRef.urlKey } } });
+    if (redis.secretRef) env.push({ name: 'TASKBATCH_REDIS_PASSWORD', valueFrom: { secretKeyRef: { name: redis.secretRef.name, key: redis.secretRef.passwordKey ?? 'password', optional: true } } });
+    if (redis.username) env.push({ name: 'TASKBATCH_REDIS_USERNAME', value: redis.username });
+    if (redis.tls?.enabled) env.push({ name: 'TASKBATCH_REDIS_TLS', value: 'true' });
+    if (redis.tls?.insecureSkipVerify) env.push({ name: 'TASKBATCH_REDIS_TLS_INSECURE', value: 'true' });
+    if (redis.cluster) env.push({ name: 'TASKBATCH_REDIS_CLUSTER', value: 'true' });
+  } else if (cfg.defaultRedis) {
+    const d = cfg.defaultRedis;
+    env.push({ name: 'TASKBATCH_REDIS_URL', value: d.url });
+    if (d.passwordSecret) env.push({ name: 'TASKBATCH_REDIS_PASSWORD', valueFrom: { secretKeyRef: { name: d.passwordSecret.name, key: d.passwordSecret.key } } });
+    if (d.username) env.push({ name: 'TASKBATCH_REDIS_USERNAME', value: d.username });
+    if (d.tls) env.push({ name: 'TASKBATCH_REDIS_TLS', value: 'true' });
+    if (d.cluster) env.push({ name: 'TASKBATCH_REDIS_CLUSTER', value: 'true' });
+  }
+  return env;
+}
+
+const RESTRICTED_CONTAINER = {
+  allowPrivilegeEscalation: false,
+  readOnlyRootFilesystem: true,
+  runAsNonRoot: true,
+  capabilities: { drop: ['ALL'] },
+  seccompProfile: { type: 'RuntimeDefault' },
+};
+
+/**
+ * A worker pod from the batch's template: the worker container (named "worker", or the
+ * first) gets the worker command and env; everything else in the template is kept. The
+ * pod is owned by the TaskBatch, so deleting the batch garbage-collects its pods.
+ */
+export function buildWorkerPod(batch: TaskBatch, epoch: string, cfg: WorkerPodConfig): Pod {
+  const template = (batch.spec.template ?? {}) as { metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> }; spec?: Partial<PodSpec> };
+  const spec: PodSpec = structuredClone({ containers: [], ...(template.spec ?? {}) }) as PodSpec;
+  if (spec.containers.length === 0) spec.containers.push({ name: 'worker' });
+  const i = workerContainerIndex(spec.containers);
+  const c = spec.containers[i]!;
+  c.image ??= cfg.image;
+  c.command = [...cfg.command];
+  const own = workerEnv(batch, epoch, cfg);
+  const ownNames = new Set(own.map((e) => e.name));
+  c.env = [...own, ...(c.env ?? []).filter((e) => !ownNames.has(e.name))];
+  c.ports ??= [{ name: 'metrics', containerPort: cfg.metricsPort, protocol: 'TCP' }];
+  if (cfg.restrictedSecurityContext) {
+    c.securityContext = { ...RESTRICTED_CONTAINER, ...(c.securityContext ?? {}) };
+    spec.securityContext = { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' }, ...(spec.securityContext ?? {}) };
+  }
+  // The operator replaces failed workers itself (with backoff), so the kubelet must not.
+  spec.restartPolicy = 'Never';
+  spec.terminationGracePeriodSeconds ??= cfg.terminationGracePeriodSeconds;
+  spec.automountServiceAccountToken ??= false;
+  const name = batch.metadata.name!;
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      generateName: `${name.slice(0, 50)}-w-`,
+      namespace: batch.metadata.namespace!,
+      labels: {
+        ...(template.metadata?.labels ?? {}),
+        [BATCH_LABEL]: name,
+        'app.kubernetes.io/name': 'taskbatch-worker',
+        'app.kubernetes.io/managed-by': 'taskbatch',
+        'app.kubernetes.io/instance': name,
+      },
+      annotations: { ...(template.metadata?.annotations ?? {}), [EPOCH_ANNOTATION]: epoch },
+      ownerReferences: [{ apiVersion: API_VERSION, kind: KIND, name, uid: batch.metadata.uid!, controller: true, blockOwnerDeletion: true }],
+    },
+    spec,
+  };
+}
+
+export function isPodTerminating(p: Pod): boolean {
+  return Boolean(p.metadata.deletionTimestamp);
+}
+
+export function isPodReady(p: Pod): boolean {
+  return p.status?.phase === 'Running' && (p.status.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
+}
+
+export function podExitCode(p: Pod): number | undefined {
+  for (const cs of p.status?.containerStatuses ?? []) {
+    const code = cs.state?.terminated?.exitCode;
+    if (code !== undefined) return code;
+  }
+  return undefined;
+}

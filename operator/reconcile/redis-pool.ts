@@ -1,0 +1,115 @@
+import { connectRedis, type RedisClient } from '../../queue/index.js';
+import type { KubeClient } from '../kube/client.js';
+import type { TaskBatch } from '../api/taskbatch.js';
+import type { WorkerPodConfig } from './pods.js';
+
+export class RedisConfigError extends Error {
+  override name = 'RedisConfigError';
+}
+
+interface Secret {
+  data?: Record<string, string>;
+}
+
+/**
+ * One client per distinct Redis (URL + identity), shared by all batches using it. Clients
+ * fail fast while disconnected (no offline queue) so a reconcile never hangs on a dead
+ * Redis: it reports RedisUnavailable and retries with backoff instead.
+ */
+export class RedisPool {
+  private readonly clients = new Map<string, RedisClient>();
+
+  constructor(
+    private readonly kube: KubeClient,
+    private readonly defaults: WorkerPodConfig['defaultRedis'],
+  ) {}
+
+  async forBatch(batch: TaskBatch): Promise<RedisClient> {
+    const ns = batch.metadata.namespace!;
+    const r = batch.spec.redis;
+    let url: string | undefined;
+    let password: string | undefined;
+    let username: string | undefined;
+    let tls: { ca?: string; insecureSkipVerify?: boolean } | undefined;
+    let cluster = false;
+    if (r) {
+      const secret = r.secretRef ? await this.secret(ns, r.secretRef.name, 'spec.redis.secretRef') : undefined;
+      url = r.url ?? (r.secretRef?.urlKey ? decode(secret, r.secretRef.urlKey, `spec.redis.secretRef (key ${r.secretRef.urlKey})`) : undefined);
+      if (r.secretRef) password = decodeOptional(secret, r.secretRef.passwordKey ?? 'password');
+      username = r.username;
+      if (r.tls?.enabled) {
+        tls = { insecureSkipVerify: r.tls.insecureSkipVerify ?? false };
+        if (r.tls.caSecretRef) {
+          const caSecret = await this.secret(ns, r.tls.caSecretRef.name, 'spec.redis.tls.caSecretRef');
+          tls.ca = decode(caSecret, r.tls.caSecretRef.key ?? 'ca.crt', 'spec.redis.tls.caSecretRef');
+        }
+      }
+      cluster = r.cluster ?? false;
+    } else if (this.defaults) {
+      url = this.defaults.url;
+      username = this.defaults.username;
+      if (this.defaults.passwordSecret) password = process.env.TASKBATCH_DEFAULT_REDIS_PASSWORD;
+      if (this.defaults.tls) tls = {};
+      cluster = this.defaults.cluster ?? false;
+    }
+    if (!url) throw new RedisConfigError('no Redis configured: set spec.redis.url (or spec.redis.secretRef with urlKey), or install the operator with a default Redis');
+    const key = JSON.stringify([url, username, password, tls, cluster]);
+    let client = this.clients.get(key);
+    if (!client) {
+      client = connectRedis({
+        url,
+        ...(username ? { username } : {}),
+        ...(password ? { password } : {}),
+        ...(tls ? { tls } : {}),
+        cluster,
+        redisOptions: { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 5000, commandTimeout: 15_000, retryStrategy: (n) => Math.min(5000, 100 * 2 ** n) },
+      });
+      client.on('error', () => undefined); // reported through failed commands and the RedisUnavailable condition
+      this.clients.set(key, client);
+    }
+    if (client.status === 'wait') await (client as { connect(): Promise<void> }).connect();
+    if (client.status !== 'ready') await waitReady(client, 5000);
+    return client;
+  }
+
+  close(): void {
+    for (const c of this.clients.values()) c.disconnect();
+    this.clients.clear();
+  }
+
+  private async secret(ns: string, name: string, field: string): Promise<Secret> {
+    const s = await this.kube.find<Secret>(`/api/v1/namespaces/${ns}/secrets/${name}`);
+    if (!s) throw new RedisConfigError(`${field}: Secret ${ns}/${name} not found`);
+    return s;
+  }
+}
+
+function decodeOptional(secret: Secret | undefined, key: string): string | undefined {
+  const v = secret?.data?.[key];
+  return v === undefined ? undefined : Buffer.from(v, 'base64').toString();
+}
+
+function decode(secret: Secret | undefined, key: string, field: string): string {
+  const v = decodeOptional(secret, key);
+  if (v === undefined) throw new RedisConfigError(`${field}: the Secret has no key ${key}`);
+  return v;
+}
+
+async function waitReady(client: RedisClient, timeoutMs: number): Promise<void> {
+  if (client.status === 'ready') return;
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`Redis not reachable within ${timeoutMs}ms (status ${client.status})`));
+    }, timeoutMs);
+    const onReady = (): void => {
+      cleanup();
+      resolve();
+    };
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      client.off('ready', onReady);
+    };
+    client.on('ready', onReady);
+  });
+}

@@ -1,0 +1,82 @@
+/** The autoscaler: pure functions of spec and observations, table-tested. */
+
+export interface WorkersSpec {
+  min?: number;
+  max?: number;
+  itemsPerWorker?: number;
+  replicas?: number;
+  scaleDownDelaySeconds?: number;
+}
+
+export interface ScaleObservation {
+  /** pending + due delayed + running items: the work that needs or holds a worker. */
+  backlog: number;
+  suspended: boolean;
+  finished: boolean;
+  /** The batch has not been seeded yet (no point starting workers). */
+  seeding: boolean;
+}
+
+/** Recent raw recommendations, newest last, for the scale-in stabilization window. */
+export type Recommendations = { at: number; value: number }[];
+
+export function clamp(v: number, lo: number, hi: number): number {
+  return Math.min(hi, Math.max(lo, v));
+}
+
+/** What the backlog asks for right now, before stabilization. */
+export function rawDesiredWorkers(spec: WorkersSpec, obs: ScaleObservation): number {
+  if (obs.finished || obs.suspended || obs.seeding) return 0;
+  if (spec.replicas !== undefined && spec.replicas !== null) return spec.replicas;
+  const min = spec.min ?? 0;
+  const max = spec.max ?? 10;
+  const per = Math.max(1, spec.itemsPerWorker ?? 100);
+  return clamp(Math.ceil(obs.backlog / per), min, max);
+}
+
+/**
+ * Scale-out is immediate; scale-in follows the highest recommendation within the
+ * stabilization window (as the HPA does), so a momentary dip does not drain workers that
+ * would be needed again a second later. Suspend, finish and a fixed replica count apply at once.
+ */
+export function desiredWorkers(
+  spec: WorkersSpec,
+  obs: ScaleObservation,
+  history: Recommendations,
+  now: number,
+): { desired: number; history: Recommendations } {
+  const raw = rawDesiredWorkers(spec, obs);
+  const windowMs = (spec.scaleDownDelaySeconds ?? 30) * 1000;
+  const kept = history.filter((r) => now - r.at < windowMs);
+  kept.push({ at: now, value: raw });
+  const immediate = obs.finished || obs.suspended || (spec.replicas !== undefined && spec.replicas !== null);
+  const desired = immediate ? raw : Math.max(...kept.map((r) => r.value));
+  return { desired, history: kept };
+}
+
+export interface WorkerPodView {
+  name: string;
+  /** Not yet running or not yet registered: counts as supply, never drained first. */
+  starting: boolean;
+  draining: boolean;
+  /** Items in flight according to the worker's presence record. */
+  inFlight: number;
+  createdAt: number;
+}
+
+/**
+ * Chooses which workers to ask to drain when there are more than desired: idle workers
+ * first, then the least busy, newest first among equals. Draining never interrupts an
+ * item: a drained worker stops claiming, finishes what it holds and exits.
+ */
+export function chooseWorkersToDrain(pods: WorkerPodView[], desired: number): string[] {
+  const active = pods.filter((p) => !p.draining);
+  const excess = active.length - desired;
+  if (excess <= 0) return [];
+  const ranked = [...active].sort((a, b) => {
+    if (a.starting !== b.starting) return a.starting ? 1 : -1;
+    if (a.inFlight !== b.inFlight) return a.inFlight - b.inFlight;
+    return b.createdAt - a.createdAt;
+  });
+  return ranked.slice(0, excess).map((p) => p.name);
+}
