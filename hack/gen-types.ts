@@ -10,6 +10,7 @@ interface Schema {
   description?: string;
   properties?: Record<string, Schema>;
   items?: Schema;
+  additionalProperties?: Schema;
   required?: string[];
   enum?: (string | number)[];
   'x-kubernetes-preserve-unknown-fields'?: boolean;
@@ -32,6 +33,7 @@ function tsType(s: Schema, indent: string): string {
     case 'array':
       return `${wrap(tsType(s.items ?? {}, indent))}[]`;
     case 'object': {
+      if (s.additionalProperties) return `Record<string, ${tsType(s.additionalProperties, indent)}>`;
       if (!s.properties) return s['x-kubernetes-preserve-unknown-fields'] ? 'Record<string, unknown>' : 'Record<string, never>';
       const inner = `${indent}  `;
       const lines = Object.entries(s.properties).map(([name, prop]) => {

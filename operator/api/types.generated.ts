@@ -26,8 +26,18 @@ export type TaskBatchSpec = {
     /** Name of the exported function (default: default) */
     export?: string;
     builtin?: "noop" | "sleep" | "shell" | "primes";
-    /** For builtin shell: argv, with {{field}} placeholders filled from the item (never run through a shell) */
+    /** fn: each item names the export to call, {fn: NAME, args: [...]} (remote calls to a module of several functions) */
+    dispatch?: "fn";
+    /** For builtin shell: argv, each element templated from the item ({{item}}, {{item.field}}, {{id}}, {{attempt}}); never run through a shell */
     command?: string[];
+    /** For builtin shell: working directory */
+    cwd?: string;
+    /** For builtin shell: extra environment variables (values templated like arguments) */
+    env?: Record<string, string>;
+    /** For builtin shell: json writes the item to the command's stdin */
+    stdin?: "json" | "none";
+    /** For builtin shell: stdout kept as the result */
+    maxOutputBytes?: number;
   };
   /** The local pool each worker pod runs items in. */
   pool?: {

@@ -1,0 +1,96 @@
+import { KubeApiError, KubeClient } from '../../operator/kube/client.js';
+import { batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
+import { startControlPlane, type ControlPlane } from '../../localcluster/index.js';
+import { aTaskBatch, createNamespace, installCrd } from '../support/operator-env.js';
+
+let cp: ControlPlane;
+let kube: KubeClient;
+let ns: string;
+
+beforeAll(async () => {
+  cp = await startControlPlane();
+  kube = new KubeClient(cp.kubeConfig);
+  await installCrd(kube);
+  ns = await createNamespace(kube, 'crd');
+});
+afterAll(async () => {
+  await cp?.stop();
+});
+
+async function rejection(tb: TaskBatch): Promise<string> {
+  try {
+    await kube.create(batchPath(ns, undefined), tb);
+  } catch (err) {
+    expect(err).toBeInstanceOf(KubeApiError);
+    expect((err as KubeApiError).status).toBe(422);
+    return (err as Error).message;
+  }
+  throw new Error(`TaskBatch ${tb.metadata.name} was accepted`);
+}
+
+let n = 0;
+const tb = (spec: Record<string, unknown>): TaskBatch => aTaskBatch(ns, `b${++n}`, spec);
+
+test('a valid TaskBatch is accepted and defaulted', async () => {
+  const created = await kube.create<TaskBatch>(batchPath(ns), tb({ range: { end: 10 } }));
+  expect(created.spec).toMatchObject({ pool: { mode: 'thread', size: 4 }, workers: { min: 0, max: 10, itemsPerWorker: 100 }, retry: { maxAttempts: 3, backoff: { initialMs: 1000, factor: 2, maxMs: 60000, jitter: 0.2 } }, leaseSeconds: 30, itemTimeoutSeconds: 600, suspend: false, range: { start: 0, step: 1, end: 10 } });
+});
+
+test.each([
+  ['two item sources', { range: { end: 5 }, items: [{ a: 1 }] }, /spec: Invalid value: "object": set exactly one item source/],
+  ['no item source', {}, /spec: .*set one item source: spec.items \(inline\), spec.range, spec.itemsFrom \(ConfigMap\) or spec.open: true/],
+  ['min > max', { range: { end: 5 }, workers: { min: 5, max: 2 } }, /spec.workers: Invalid value: "object": spec.workers.min must be <= spec.workers.max/],
+  ['module and builtin', { range: { end: 5 }, handler: { module: '/app/h.js', builtin: 'noop' } }, /spec.handler: .*set exactly one of module \(your code\) or builtin/],
+  ['shell without command', { range: { end: 5 }, handler: { builtin: 'shell' } }, /spec.handler: .*spec.handler.command is required for the shell builtin/],
+  ['password in the Redis URL', { range: { end: 5 }, redis: { url: 'redis://user:hunter2@redis:6379' } }, /spec.redis.url: .*must not contain a password: put it in a Secret and reference it with spec.redis.secretRef/],
+  ['a Redis URL of another scheme', { range: { end: 5 }, redis: { url: 'http://redis:6379' } }, /spec.redis.url: .*must start with redis:\/\/ or rediss:\/\//],
+  ['redis without url or secret', { range: { end: 5 }, redis: { username: 'u' } }, /spec.redis: .*set url, or secretRef/],
+  ['unreachable range end', { range: { start: 10, end: 0 } }, /spec.range: .*end must be reachable from start by step/],
+  ['zero step', { range: { end: 10, step: 0 } }, /spec.range.step must not be 0/],
+  ['unknown pool mode', { range: { end: 5 }, pool: { mode: 'fibers' } }, /spec.pool.mode: Unsupported value: "fibers": supported values: "thread", "process", "async"/],
+  ['pool size out of bounds', { range: { end: 5 }, pool: { size: 0 } }, /spec.pool.size: Invalid value: 0: spec.pool.size in body should be greater than or equal to 1/],
+  ['lease too short', { range: { end: 5 }, leaseSeconds: 1 }, /spec.leaseSeconds: Invalid value: 1: spec.leaseSeconds in body should be greater than or equal to 5/],
+  ['negative max attempts', { range: { end: 5 }, retry: { maxAttempts: -1 } }, /spec.retry.maxAttempts: Invalid value: -1/],
+  ['backoff initial > max', { range: { end: 5 }, retry: { backoff: { initialMs: 5000, maxMs: 10 } } }, /spec.retry.backoff: .*initialMs must be <= maxMs/],
+  ['failure percent > 100', { range: { end: 5 }, failurePolicy: { maxFailedPercent: 150 } }, /spec.failurePolicy.maxFailedPercent: Invalid value: 150/],
+])('rejects %s, naming the field', async (_name, spec, message) => {
+  expect(await rejection(tb(spec))).toMatch(message);
+});
+
+test('too many inline items: the error says to use a ConfigMap or open mode', async () => {
+  const items = Array.from({ length: 1001 }, (_, i) => ({ i }));
+  expect(await rejection(tb({ items }))).toMatch(/spec.items: .*at most 1000 inline items .* put larger inputs in a ConfigMap \(spec.itemsFrom\) or use spec.open: true/);
+});
+
+test('item source, handler, retry and redis are immutable', async () => {
+  const created = await kube.create<TaskBatch>(batchPath(ns), tb({ range: { end: 10 }, redis: { url: 'redis://r:6379' } }));
+  const path = batchPath(ns, created.metadata.name);
+  const patchFails = async (patch: Record<string, unknown>, message: RegExp): Promise<void> => {
+    await expect(kube.patch(path, { spec: patch })).rejects.toThrow(message);
+  };
+  await patchFails({ range: { end: 20 } }, /spec.range: .*spec.range is immutable/);
+  await patchFails({ handler: { builtin: 'sleep' } }, /spec.handler: .*spec.handler is immutable/);
+  await patchFails({ retry: { maxAttempts: 9 } }, /spec.retry: .*spec.retry is immutable/);
+  await patchFails({ redis: { url: 'redis://other:6379' } }, /spec.redis: .*spec.redis is immutable/);
+  await patchFails({ range: null, items: [{ a: 1 }] }, /the item source cannot change after creation/);
+  // Mutable fields can change.
+  const updated = await kube.patch<TaskBatch>(path, { spec: { suspend: true, workers: { max: 3 }, pool: { size: 8 } } });
+  expect(updated.spec).toMatchObject({ suspend: true, workers: { max: 3 }, pool: { size: 8 } });
+});
+
+test('printer columns and the /scale subresource', async () => {
+  const created = await kube.create<TaskBatch>(batchPath(ns), tb({ range: { end: 10 } }));
+  const name = created.metadata.name!;
+  await kube.patch(`${batchPath(ns, name)}/status`, { status: { state: 'Running', progress: '3/10', items: { failed: 1 }, workers: { current: 2, summary: '2/3' }, selector: `taskbatch.dev/batch=${name}` } });
+  const get = await cp.kubectl(['get', 'tb', name, '-n', ns]);
+  expect(get.code).toBe(0);
+  expect(get.stdout).toMatch(/NAME\s+STATUS\s+PROGRESS\s+FAILED\s+WORKERS\s+AGE/);
+  expect(get.stdout).toMatch(new RegExp(`${name}\\s+Running\\s+3/10\\s+1\\s+2/3\\s+`));
+  const scale = await cp.kubectl(['scale', `taskbatch/${name}`, '-n', ns, '--replicas=5']);
+  expect(scale.stderr).toBe('');
+  const after = await kube.get<TaskBatch>(batchPath(ns, name));
+  expect(after.spec.workers?.replicas).toBe(5);
+  const scaleObj = await kube.get<{ status: { replicas: number; selector: string } }>(`${batchPath(ns, name)}/scale`);
+  expect(scaleObj.status).toEqual({ replicas: 2, selector: `taskbatch.dev/batch=${name}` });
+  expect((await cp.kubectl(['get', 'all', '-n', ns])).stdout).toContain(`taskbatch.taskbatch.dev/${name}`);
+});
