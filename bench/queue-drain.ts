@@ -1,7 +1,8 @@
 // Queue-protocol throughput: taskbatch's BatchQueue vs BullMQ on the same redis-server, in the same run.
 //
-//   node --expose-gc dist/bench/queue-drain.js [--n 100000] [--rounds 3] [--modes serial,split,prefetch] [--no-bullmq]
-//   (env: BENCH_N, BENCH_ROUNDS, BENCH_MODES)
+//   node --expose-gc dist/bench/queue-drain.js [--n 100000] [--rounds 5] [--modes serial,split,prefetch] [--no-bullmq] [--profile]
+//   (env: BENCH_N, BENCH_ROUNDS, BENCH_MODES, BENCH_SKIP_BULLMQ=1, BENCH_PROFILE=1)
+//   --profile adds INFO commandstats (per Redis command, incl. those run inside scripts) of the last round's drains.
 //
 // Enqueue: taskbatch enqueueMany(N) (500 items per Lua script, pipelined) with and without caller ids,
 //   vs BullMQ addBulk in chunks of 500 (awaited one after another, and all issued at once), with and without jobId.
@@ -17,7 +18,7 @@
 // Rounds alternate which system goes first; figures are medians over rounds, ratios are medians of per-round ratios.
 import { Queue, Worker } from 'bullmq';
 import { readFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { BatchQueue, connectRedis, type Claim, type ItemInput, type RedisClient } from '../queue/index.js';
 import {
   boolOption,
@@ -30,7 +31,9 @@ import {
   machineLine,
   measure,
   median,
+  parseInfo,
   printTable,
+  procCpuUs,
   startBenchRedis,
   type BenchRedis,
   type Measured,
@@ -38,7 +41,7 @@ import {
 
 const argv = process.argv.slice(2);
 const N = intOption(argv, 'n', 'BENCH_N', 100_000);
-const ROUNDS = Math.max(1, intOption(argv, 'rounds', 'BENCH_ROUNDS', 3));
+const ROUNDS = Math.max(1, intOption(argv, 'rounds', 'BENCH_ROUNDS', 5));
 const WARMUP_N = Math.min(N, 5_000);
 const LEASE_MS = 30_000;
 const IN_FLIGHT = 100;
@@ -54,23 +57,18 @@ const modesArg = (() => {
 const MODES: Mode[] = modesArg ? (modesArg.split(',').map((m) => m.trim()) as Mode[]) : [...ALL_MODES];
 for (const m of MODES) if (!ALL_MODES.includes(m)) throw new Error(`unknown mode ${m}; use ${ALL_MODES.join(',')}`);
 const WITH_BULLMQ = !argv.includes('--no-bullmq') && !boolOption(argv, 'skip-bullmq', 'BENCH_SKIP_BULLMQ');
-const HEADLINE: Mode = MODES.includes('split') ? 'split' : (MODES[0] as Mode);
+const HEADLINE: Mode = MODES.includes('serial') ? 'serial' : (MODES[0] as Mode);
+const PROFILE = boolOption(argv, 'profile', 'BENCH_PROFILE');
 
 interface Sample {
   label: string;
   items: number;
   m: Measured<unknown>;
-  /** % of the machine's CPU capacity used by other processes during the phase. */
-  otherPct: number;
 }
 
 async function sampled<T>(redis: BenchRedis, label: string, items: number, fn: () => Promise<T>): Promise<{ s: Sample; value: T }> {
-  const b0 = machineBusyUs();
   const m = await measure(redis.pid, fn);
-  const busy = machineBusyUs() - b0;
-  const capacity = m.wallMs * 1000 * cpus().length;
-  const otherPct = Math.max(0, (100 * (busy - m.nodeCpuUs - m.redisCpuUs)) / capacity);
-  return { s: { label, items, m, otherPct }, value: m.value as T };
+  return { s: { label, items, m }, value: m.value as T };
 }
 
 // ---------------------------------------------------------------- taskbatch
@@ -175,6 +173,26 @@ async function bullDrainPrepared(redis: BenchRedis, name: string, n: number): Pr
 
 // ---------------------------------------------------------------- rounds
 
+/** INFO commandstats of the last round's drains (--profile): where redis-server's time goes. */
+const profiles = new Map<string, { n: number; stats: Record<string, string> }>();
+
+function printProfiles(): void {
+  for (const [label, { n, stats }] of profiles) {
+    const rows = Object.entries(stats)
+      .map(([k, v]) => {
+        const m = /calls=(\d+),usec=(\d+)/.exec(v);
+        return { cmd: k.replace(/^cmdstat_/, ''), calls: Number(m?.[1] ?? 0), usec: Number(m?.[2] ?? 0) };
+      })
+      .filter((r) => r.cmd !== 'config|resetstat' && r.cmd !== 'info')
+      .sort((x, y) => y.usec - x.usec);
+    console.log(`\n${label}: INFO commandstats for ${fmtInt(n)} items (commands run inside scripts are listed too, and are part of evalsha's time)\n`);
+    printTable(
+      ['command', 'calls', 'calls/item', 'usec', 'usec/call', 'usec/item'],
+      rows.map((r) => [r.cmd, fmtInt(r.calls), (r.calls / n).toFixed(3), fmtInt(r.usec), (r.usec / Math.max(1, r.calls)).toFixed(2), (r.usec / n).toFixed(3)]),
+    );
+  }
+}
+
 interface RoundResult {
   enqueue: Map<string, Sample>;
   drain: Map<string, Sample>;
@@ -187,7 +205,9 @@ async function tbRound(redis: BenchRedis, client: RedisClient, n: number, r: Rou
     const e = await sampled(redis, 'taskbatch enqueueMany, generated ids', n, () => q.enqueueMany(items));
     if (e.value.added !== n) throw new Error(`taskbatch enqueued ${e.value.added} of ${n}`);
     if (!r.enqueue.has(e.s.label)) r.enqueue.set(e.s.label, e.s);
+    if (PROFILE) await redis.admin.config('RESETSTAT');
     const d = await sampled(redis, `taskbatch ${mode}`, n, () => tbDrain(q, mode));
+    if (PROFILE) profiles.set(`taskbatch ${mode}`, { n, stats: parseInfo(await redis.admin.info('commandstats')) });
     const snap = await q.snapshot();
     if (d.value !== n || snap.succeeded !== n || snap.pending + snap.running !== 0) {
       throw new Error(`taskbatch ${mode}: completed ${d.value}, snapshot ${JSON.stringify(snap)}`);
@@ -219,7 +239,9 @@ async function bullRound(redis: BenchRedis, n: number, r: RoundResult): Promise<
     r.enqueue.set(label, e.s);
     if (drain) {
       const w = await bullDrainPrepared(redis, name, n);
+      if (PROFILE) await redis.admin.config('RESETSTAT');
       const d = await sampled(redis, 'BullMQ Worker c=100', n, w.run);
+      if (PROFILE) profiles.set('BullMQ Worker c=100', { n, stats: parseInfo(await redis.admin.info('commandstats')) });
       await w.close();
       const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed');
       if (Object.values(counts).some((c) => c !== 0)) throw new Error(`bullmq left jobs behind: ${JSON.stringify(counts)}`);
@@ -236,8 +258,8 @@ function perItem(s: Sample): { rate: number; node: number; redis: number; total:
   return { rate: s.items / (s.m.wallMs / 1000), node, redis: red, total: node + red };
 }
 
-function summarize(rounds: RoundResult[], kind: 'enqueue' | 'drain'): Map<string, { rate: number; node: number; redis: number; total: number; other: number; rates: number[] }> {
-  const out = new Map<string, { rate: number; node: number; redis: number; total: number; other: number; rates: number[] }>();
+function summarize(rounds: RoundResult[], kind: 'enqueue' | 'drain'): Map<string, { rate: number; node: number; redis: number; total: number; rates: number[] }> {
+  const out = new Map<string, { rate: number; node: number; redis: number; total: number; rates: number[] }>();
   const labels = [...new Set(rounds.flatMap((r) => [...r[kind].keys()]))];
   for (const label of labels) {
     const ss = rounds.map((r) => r[kind].get(label)).filter((s): s is Sample => s !== undefined);
@@ -247,7 +269,6 @@ function summarize(rounds: RoundResult[], kind: 'enqueue' | 'drain'): Map<string
       node: median(p.map((x) => x.node)),
       redis: median(p.map((x) => x.redis)),
       total: median(p.map((x) => x.total)),
-      other: median(ss.map((s) => s.otherPct)),
       rates: p.map((x) => x.rate),
     });
   }
@@ -281,9 +302,14 @@ async function main(): Promise<void> {
     if (WITH_BULLMQ) await bullRound(redis, WARMUP_N, warm);
 
     const rounds: RoundResult[] = [];
+    const roundLines: string[] = [];
     for (let i = 0; i < ROUNDS; i++) {
       const r: RoundResult = { enqueue: new Map(), drain: new Map() };
       const t0 = Date.now();
+      const b0 = machineBusyUs();
+      const own0 = process.cpuUsage();
+      const redis0 = procCpuUs(redis.pid);
+      profiles.clear(); // --profile prints the last round's
       if (i % 2 === 0 || !WITH_BULLMQ) {
         await tbRound(redis, client, N, r);
         if (WITH_BULLMQ) await bullRound(redis, N, r);
@@ -292,17 +318,28 @@ async function main(): Promise<void> {
         await tbRound(redis, client, N, r);
       }
       rounds.push(r);
-      const line = [...r.drain.entries()].map(([l, s]) => `${l}: ${fmtInt(perItem(s).rate)}/s`).join('; ');
-      log(`round ${i + 1}/${ROUNDS} (${((Date.now() - t0) / 1000).toFixed(1)} s): ${line}`);
+      const busy = machineBusyUs() - b0;
+      const own = process.cpuUsage(own0);
+      const ownCpu = own.user + own.system + procCpuUs(redis.pid) - redis0;
+      const wall = Date.now() - t0;
+      const others = Math.max(0, (100 * (busy - ownCpu)) / (wall * 1000 * cpus().length));
+      const line = [...r.drain.entries()].map(([l, s]) => `${l.replace('taskbatch ', 'tb ').replace('BullMQ Worker c=100', 'BullMQ')} ${fmtInt(perItem(s).rate / 1000)}k/s`).join(', ');
+      roundLines.push(
+        `round ${i + 1}: ${i % 2 === 0 || !WITH_BULLMQ ? 'taskbatch first' : 'BullMQ first'}, ${(wall / 1000).toFixed(1)} s, ` +
+          `other processes used ~${others.toFixed(0)}% of the machine (whole round), loadavg ${loadavg().map((x) => x.toFixed(2)).join(' ')}; drain: ${line}`,
+      );
+      log(`round ${i + 1}/${ROUNDS} done in ${(wall / 1000).toFixed(1)} s`);
     }
 
     const drain = summarize(rounds, 'drain');
     const enq = summarize(rounds, 'enqueue');
     const bull = 'BullMQ Worker c=100';
 
+    console.log('');
+    for (const l of roundLines) console.log(l);
     console.log(`\n## Drain: ${fmtInt(N)} no-op items, ~${IN_FLIGHT} in flight (median of ${ROUNDS} round(s))\n`);
     printTable(
-      ['system / mode', 'items/s', 'per round', 'node CPU-µs/item', 'redis CPU-µs/item', 'total CPU-µs/item', 'others %CPU'],
+      ['system / mode', 'items/s', 'per round', 'node CPU-µs/item', 'redis CPU-µs/item', 'total CPU-µs/item'],
       [...drain.entries()].map(([label, v]) => [
         label,
         fmtInt(v.rate),
@@ -310,7 +347,6 @@ async function main(): Promise<void> {
         fmt1(v.node),
         fmt1(v.redis),
         fmt1(v.total),
-        fmt1(v.other),
       ]),
     );
     if (WITH_BULLMQ && drain.has(bull)) {
@@ -337,8 +373,15 @@ async function main(): Promise<void> {
 
     console.log(`\n## Enqueue (bulk): ${fmtInt(N)} items of {"i":n} (median of ${ROUNDS} round(s))\n`);
     printTable(
-      ['system / call', 'items/s', 'node CPU-µs/item', 'redis CPU-µs/item', 'total CPU-µs/item', 'others %CPU'],
-      [...enq.entries()].map(([label, v]) => [label, fmtInt(v.rate), fmt1(v.node), fmt1(v.redis), fmt1(v.total), fmt1(v.other)]),
+      ['system / call', 'items/s', 'per round', 'node CPU-µs/item', 'redis CPU-µs/item', 'total CPU-µs/item'],
+      [...enq.entries()].map(([label, v]) => [
+        label,
+        fmtInt(v.rate),
+        v.rates.map((x) => fmtInt(x / 1000) + 'k').join(' '),
+        fmt1(v.node),
+        fmt1(v.redis),
+        fmt1(v.total),
+      ]),
     );
     if (WITH_BULLMQ) {
       const pairs: [string, string][] = [
@@ -356,6 +399,7 @@ async function main(): Promise<void> {
         ]),
       );
     }
+    if (PROFILE) printProfiles();
     console.log(`\nmachine at end: ${machineLine()}`);
   } finally {
     client.disconnect();

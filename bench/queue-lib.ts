@@ -1,7 +1,7 @@
 // Shared helpers for the queue-protocol benchmarks (bench/queue-drain.ts, bench/queue-memory.ts):
 // our own redis-server, CPU accounting from /proc, load, flags, and table printing.
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { Redis } from 'ioredis';
 import { startRedisServer, type RedisServer } from '../test/support/redis-server.js';
@@ -23,12 +23,31 @@ export async function startBenchRedis(): Promise<BenchRedis> {
   const info = parseInfo(await admin.info('server'));
   const pid = Number(info.process_id);
   if (!Number.isInteger(pid) || pid <= 0) throw new Error('INFO server gave no process_id');
+  // Never leave the server behind, even when the benchmark crashes or is interrupted.
+  const onExit = (): void => {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    rmSync(server.dir, { recursive: true, force: true });
+  };
+  const onSignal = (signal: NodeJS.Signals): void => {
+    process.stderr.write(`[bench] ${signal}: stopping redis-server ${pid}\n`);
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.once('exit', onExit);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   return {
     server,
     pid,
     admin,
     version: info.redis_version ?? '?',
     stop: async () => {
+      process.off('exit', onExit);
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
       admin.disconnect();
       await server.stop();
     },

@@ -148,12 +148,19 @@ async function main(): Promise<void> {
     const ttlS = 1;
     const q = await newBatch(client, ttlS);
     await fill(q, RESULTS_N * 3, false);
-    const m0 = await usedMemory(redis.admin);
     const resultLines: string[][] = [];
     const state = async (step: string): Promise<void> => {
-      const [h, z, items] = await Promise.all([redis.admin.hlen(q.keys.results), redis.admin.zcard(q.keys.resultsIdx), redis.admin.hlen(q.keys.items)]);
-      const m = await usedMemory(redis.admin);
-      resultLines.push([step, fmtInt(h), fmtInt(z), fmtInt(items), fmtBytes(m - m0)]);
+      const cutoff = Date.now() - ttlS * 1000;
+      const [h, z, expired, items, bytesH, bytesZ] = await Promise.all([
+        redis.admin.hlen(q.keys.results),
+        redis.admin.zcard(q.keys.resultsIdx),
+        redis.admin.zcount(q.keys.resultsIdx, '-inf', cutoff),
+        redis.admin.hlen(q.keys.items),
+        redis.admin.memory('USAGE', q.keys.results, 'SAMPLES', 0),
+        redis.admin.memory('USAGE', q.keys.resultsIdx, 'SAMPLES', 0),
+      ]);
+      const listed = (await q.results(0, RESULTS_N * 3)).length;
+      resultLines.push([step, fmtInt(h), fmtInt(z), fmtInt(expired), fmtInt(listed), fmtBytes(Number(bytesH ?? 0) + Number(bytesZ ?? 0)), fmtInt(items)]);
     };
     await state(`enqueued ${fmtInt(RESULTS_N * 3)} items (resultTtlSeconds=${ttlS})`);
     await drain(q, RESULTS_N);
@@ -170,7 +177,7 @@ async function main(): Promise<void> {
     await sleep(ttlS * 1000 + 200);
     await state(`waited ${ttlS * 1000 + 200} ms again; batch finished, no more completes`);
     const snap = await q.snapshot();
-    printTable(['step', 'results', 'results-idx', 'payloads', 'used_memory vs start'], resultLines);
+    printTable(['step', 'results', 'results-idx', 'older than TTL', 'listed by results()', 'MEMORY USAGE results+idx', 'payloads left'], resultLines);
     console.log(`\nbatch counters: total ${fmtInt(snap.total)}, succeeded ${fmtInt(snap.succeeded)}, pending ${snap.pending}, running ${snap.running}`);
     console.log(`\nmachine at end: ${machineLine()}`);
   } finally {

@@ -29,8 +29,10 @@ local zadd = {}
 local expiry = now + leaseMs
 for i = 1, k do
   local member = tostring(tok + i) .. ':' .. ids[i]
-  zadd[#zadd + 1] = expiry
-  zadd[#zadd + 1] = member
+  -- ZADD in descending member order: while the running set is small (<= 128, a listpack)
+  -- each insert scans from the head for its place, and these members share a score and ascend.
+  zadd[2 * (k - i) + 1] = expiry
+  zadd[2 * (k - i) + 2] = member
   out[#out + 1] = member
   out[#out + 1] = attempts[i] or '0'
   out[#out + 1] = payloads[i] or 'null'

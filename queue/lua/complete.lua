@@ -39,5 +39,9 @@ if now then
     redis.call('HDEL', results, unpack(old))
     redis.call('ZREM', resultsIdx, unpack(old))
   end
+  -- Once no result has been written for a whole TTL, every stored result has expired: let
+  -- Redis drop both keys even if no later complete() trims them.
+  redis.call('PEXPIRE', results, ttl)
+  redis.call('PEXPIRE', resultsIdx, ttl)
 end
 return gone

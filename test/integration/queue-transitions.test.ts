@@ -315,6 +315,10 @@ describe('results', () => {
     await q.complete([{ claim: late, result: 'L' }]);
     expect((await q.results()).map((r) => r.id)).toEqual(['late']);
     expect(await redis.hlen(q.keys.results)).toBe(1);
+    // With no later completion, the rest expire too.
+    await sleep(1100);
+    expect(await q.results()).toEqual([]);
+    expect(await q.result('late')).toBeUndefined();
   });
 });
 
