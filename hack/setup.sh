@@ -3,6 +3,8 @@
 #   source hack/setup.sh
 # Provides Node.js 24 on PATH, the Debian packages the project runs for real
 # (redis-server, prometheus, openssl), and node_modules matching package-lock.json.
+# Sourced: keep the caller's shell options; this file's own steps still stop on errors.
+_taskbatch_saved_opts="$(set +o)"
 set -euo pipefail
 TASKBATCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export TASKBATCH_ROOT
@@ -35,3 +37,5 @@ if [[ ! -f "$stamp" ]] || ! cmp -s "$TASKBATCH_ROOT/package-lock.json" "$stamp";
   (cd "$TASKBATCH_ROOT" && npm ci --no-audit --no-fund --loglevel=error >&2)
   cp "$TASKBATCH_ROOT/package-lock.json" "$stamp"
 fi
+eval "$_taskbatch_saved_opts"
+unset _taskbatch_saved_opts

@@ -20,6 +20,11 @@ export class OperatorMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'taskbatch_operator_' });
+    // prom-client names three gauges *_total, which Prometheus reserves for counters
+    // (promtool check metrics rejects them); the per-type gauges without the suffix stay.
+    for (const n of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+      this.registry.removeSingleMetric(`taskbatch_operator_${n}`);
+    }
   }
 
   setBatch(namespace: string, batch: string, items: Record<string, number>, workers: Record<string, number>, outcome?: 'complete' | 'failed'): void {

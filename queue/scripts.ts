@@ -19,6 +19,11 @@ export const SCRIPT_NAMES = [
   'counts',
   'replay',
   'purge',
+  'presence-beat',
+  'presence-list',
+  'presence-prune',
+  'presence-drain',
+  'presence-leave',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -66,6 +71,11 @@ function scriptKeyCount(name: ScriptName): number {
     case 'counts':
       return 2;
     case 'release':
+    case 'presence-beat':
+    case 'presence-list':
+    case 'presence-prune':
+    case 'presence-drain':
+    case 'presence-leave':
       return 3;
     case 'replay':
       return 4;

@@ -74,6 +74,9 @@ export function workerEnv(batch: TaskBatch, epoch: string, cfg: WorkerPodConfig)
     { name: 'TASKBATCH_METRICS_PORT', value: String(cfg.metricsPort) },
     { name: 'TASKBATCH_WORKER_ID', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
     { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+    // Bind the pod's own address: right in a pod, and what lets the local cluster run many
+    // workers side by side on one port.
+    { name: 'TASKBATCH_METRICS_ADDR', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
     { name: 'TASKBATCH_SHUTDOWN_GRACE_SECONDS', value: String(Math.max(1, cfg.terminationGracePeriodSeconds - 5)) },
   ];
   if (pool.maxItemsPerExecutor) env.push({ name: 'TASKBATCH_MAX_ITEMS_PER_EXECUTOR', value: String(pool.maxItemsPerExecutor) });

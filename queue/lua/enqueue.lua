@@ -3,14 +3,21 @@
 -- ARGV[1] version, ARGV[2] epoch, ARGV[3] seed cursor to record ('' = none),
 -- ARGV[4] n, then n triples: id ('' = generate), payload JSON, delayMs (0 = due now)
 -- returns {added, duplicates, first generated seq (ids are '#'..seq in order), -1 if none}
--- error TBCLOSED if the batch was closed.
+-- error TBCLOSED if the batch was closed and an item is new (all duplicates: a no-op).
 local lost = tb_check(KEYS[1])
 if lost then return redis.error_reply(lost) end
 local meta, pending, delayed, items, seen = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-if redis.call('HGET', meta, 'closed') == '1' then
-  return redis.error_reply('TBCLOSED batch is closed: no more items can be added')
-end
 local n = tonumber(ARGV[4])
+if redis.call('HGET', meta, 'closed') == '1' then
+  -- Re-sending items that are all already in the batch stays a no-op (idempotent retries).
+  for i = 0, n - 1 do
+    local id = ARGV[5 + i * 3]
+    if id == '' or redis.call('SISMEMBER', seen, id) == 0 then
+      return redis.error_reply('TBCLOSED batch is closed: no more items can be added')
+    end
+  end
+  return {0, n, -1}
+end
 local generated = 0
 for i = 0, n - 1 do
   if ARGV[5 + i * 3] == '' then generated = generated + 1 end

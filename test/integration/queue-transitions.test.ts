@@ -100,11 +100,13 @@ describe('enqueue', () => {
     expect(await redis.exists(q.keys.items, q.keys.pending)).toBe(0);
   });
 
-  test('a closed batch accepts no items and completes once drained', async () => {
+  test('a closed batch accepts no new items (re-sent ones are no-ops) and completes once drained', async () => {
     const q = await newQueue();
-    await q.enqueue({ data: 1 });
+    await q.enqueue({ id: 'one', data: 1 });
     await q.close();
     await expect(q.enqueue({ data: 2 })).rejects.toThrow(BatchClosedError);
+    await expect(q.enqueueMany([{ id: 'one', data: 1 }, { id: 'new', data: 2 }])).rejects.toThrow(/batch is closed/);
+    expect(await q.enqueueMany([{ id: 'one', data: 1 }])).toMatchObject({ added: 0, duplicates: 1 });
     expect((await q.snapshot()).complete).toBe(false);
     const { items, closed } = await q.claim(5, 10_000);
     expect(closed).toBe(true);

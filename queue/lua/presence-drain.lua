@@ -1,0 +1,10 @@
+-- presence-drain: ask one worker to drain (stop claiming, finish or release its items, exit).
+-- The request stays until the worker leaves or its entry goes stale.
+-- KEYS[1] meta, KEYS[2] workers, KEYS[3] drain
+-- ARGV[1] version, ARGV[2] epoch, ARGV[3] worker id
+-- returns 1 when the worker is registered, 0 when it is not (the request is kept anyway,
+--   so a worker that registers later drains at once)
+local lost = tb_check(KEYS[1])
+if lost then return redis.error_reply(lost) end
+redis.call('SADD', KEYS[3], ARGV[3])
+return redis.call('HEXISTS', KEYS[2], ARGV[3])

@@ -1,0 +1,96 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, loadConfig, parseFlags, SETTINGS } from '../../worker/config.js';
+
+const base = { TASKBATCH_REDIS_URL: 'redis://127.0.0.1:6379', TASKBATCH_BATCH: 'demo', TASKBATCH_HANDLER: 'noop' };
+
+function problems(env: Record<string, string>, argv: string[] = []): string[] {
+  try {
+    loadConfig(env, parseFlags(argv).flags);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  return [];
+}
+
+describe('worker configuration', () => {
+  test('defaults from a minimal environment', () => {
+    const c = loadConfig(base);
+    expect(c).toMatchObject({
+      redis: { url: 'redis://127.0.0.1:6379', prefix: 'tb', cluster: false },
+      batch: { namespace: 'default', name: 'demo' },
+      handler: { builtin: 'noop' },
+      pool: { mode: 'thread', maxItemsPerExecutor: 0, maxMemoryMiB: 0 },
+      itemTimeoutMs: 300_000,
+      leaseMs: 30_000,
+      shutdownGraceMs: 20_000,
+      http: { host: '', port: 9464 },
+      logLevel: 'info',
+    });
+    expect(c.pool.size).toBeGreaterThanOrEqual(1);
+    expect(c.watchdogMs).toBe(31_000);
+    expect(Object.isFrozen(c) && Object.isFrozen(c.pool) && Object.isFrozen(c.redis)).toBe(true);
+  });
+
+  test('flags override environment variables', () => {
+    const c = loadConfig({ ...base, TASKBATCH_POOL_MODE: 'process', TASKBATCH_POOL_SIZE: '3' }, parseFlags(['--pool-mode', 'async', '--pool-size=7', '--redis-tls']).flags);
+    expect(c.pool).toMatchObject({ mode: 'async', size: 7 });
+    expect(c.redis.tls).toEqual({});
+    expect(c.watchdogMs).toBe(31_000);
+  });
+
+  test('every problem is reported at once, naming the variable, its flag and the expected form', () => {
+    const p = problems({ TASKBATCH_POOL_SIZE: 'many', TASKBATCH_LEASE_SECONDS: '-1', TASKBATCH_POOL_MODE: 'fibers', TASKBATCH_HANDLER: 'shell' });
+    expect(p).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^TASKBATCH_REDIS_URL \(--redis-url\) is required \(redis:\/\/host:port/),
+        expect.stringMatching(/^TASKBATCH_BATCH \(--batch\) is required/),
+        expect.stringMatching(/^TASKBATCH_POOL_SIZE \(--pool-size\) must be an integer from 1 to 1024, got "many"/),
+        expect.stringMatching(/^TASKBATCH_LEASE_SECONDS \(--lease-seconds\) must be a number of seconds/),
+        expect.stringMatching(/^TASKBATCH_POOL_MODE \(--pool-mode\) must be one of thread, process, async, got "fibers"/),
+        expect.stringMatching(/^TASKBATCH_HANDLER \(--handler\): shell handler needs command/),
+      ]),
+    );
+  });
+
+  test('validates names, URLs, credentials and cross-field rules', () => {
+    expect(problems({ ...base, TASKBATCH_BATCH: 'Not_Valid' })[0]).toMatch(/^TASKBATCH_BATCH \(--batch\): batch name "Not_Valid" is invalid/);
+    expect(problems({ ...base, TASKBATCH_REDIS_URL: 'redis://u:secret@h:1' })[0]).toMatch(/must not contain a password/);
+    expect(problems({ ...base, TASKBATCH_REDIS_HOST: 'h' })[0]).toMatch(/either TASKBATCH_REDIS_URL .* or TASKBATCH_REDIS_HOST/);
+    expect(problems({ ...base, TASKBATCH_MAX_MEMORY_MIB: '8' })[0]).toMatch(/^TASKBATCH_MAX_MEMORY_MIB \(--max-memory-mib\) must be 0 \(no limit\) or at least 16/);
+    expect(problems({ ...base, TASKBATCH_HEARTBEAT_SECONDS: '10', TASKBATCH_PRESENCE_STALE_SECONDS: '15' })[0]).toMatch(/at least twice/);
+    expect(problems({ ...base, TASKBATCH_HANDLER: './no/such/file.js' })[0]).toMatch(/^TASKBATCH_HANDLER .*does not exist/);
+    expect(problems(base, ['--no-such-flag'])[0]).toMatch(/no-such-flag/);
+  });
+
+  test('settings the CRD allows but that make little sense are accepted with a warning', () => {
+    const c = loadConfig({ ...base, TASKBATCH_POOL_MODE: 'async', TASKBATCH_MAX_ITEMS_PER_EXECUTOR: '5', TASKBATCH_MAX_MEMORY_MIB: '128' });
+    expect(c.pool).toMatchObject({ mode: 'async', maxItemsPerExecutor: 0, maxMemoryMiB: 0 });
+    expect(c.warnings).toEqual([expect.stringMatching(/ignored in async mode/)]);
+    expect(loadConfig({ ...base, TASKBATCH_POOL_MODE: 'process', TASKBATCH_MAX_MEMORY_MIB: '32' }).warnings[0]).toMatch(/replaced after nearly every item/);
+  });
+
+  test('host/port form, password file, metrics off', () => {
+    const dir = fileURLToPath(new URL('.', import.meta.url));
+    const c = loadConfig({
+      TASKBATCH_REDIS_HOST: '10.0.0.5',
+      TASKBATCH_REDIS_PORT: '6380',
+      TASKBATCH_REDIS_DB: '2',
+      TASKBATCH_REDIS_PASSWORD_FILE: fileURLToPath(import.meta.url),
+      TASKBATCH_BATCH: 'b',
+      TASKBATCH_HANDLER: '{"builtin":"shell","command":["echo","{{item}}"]}',
+      TASKBATCH_METRICS_PORT: 'off',
+    }, {}, dir);
+    expect(c.redis.url).toBe('redis://10.0.0.5:6380/2');
+    expect(c.redis.password?.length).toBeGreaterThan(10);
+    expect(c.http).toBeUndefined();
+    expect(c.handler).toEqual({ builtin: 'shell', command: ['echo', '{{item}}'] });
+  });
+
+  test('docs/worker.md documents every environment variable', () => {
+    const doc = readFileSync(fileURLToPath(new URL('../../../docs/worker.md', import.meta.url)), 'utf8');
+    const missing = SETTINGS.filter((s) => !doc.includes(`\`${s.env}\``)).map((s) => s.env);
+    expect(missing).toEqual([]);
+  });
+});

@@ -1,0 +1,52 @@
+import { fileURLToPath } from 'node:url';
+import { expandArgv } from '../../worker/handler/builtins/shell.js';
+import { parseHandlerSpec } from '../../worker/handler/spec.js';
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+
+describe('handler specs', () => {
+  test('shorthands and JSON', () => {
+    expect(parseHandlerSpec('noop')).toEqual({ builtin: 'noop' });
+    expect(parseHandlerSpec('builtin:primes')).toEqual({ builtin: 'primes' });
+    expect(parseHandlerSpec('./worker-config.test.js#run', here)).toEqual({ module: `${here}worker-config.test.js`, export: 'run' });
+    expect(parseHandlerSpec('./worker-config.test.js#*', here)).toEqual({ module: `${here}worker-config.test.js`, dispatch: 'fn' });
+    expect(parseHandlerSpec('some-package#handler')).toEqual({ module: 'some-package', export: 'handler' });
+    expect(parseHandlerSpec('{"module":"pkg","dispatch":"fn"}')).toEqual({ module: 'pkg', dispatch: 'fn' });
+    expect(parseHandlerSpec('{"builtin":"shell","command":["convert","{{item.in}}"],"stdin":"json"}')).toEqual({ builtin: 'shell', command: ['convert', '{{item.in}}'], stdin: 'json' });
+  });
+
+  test('errors say what is expected', () => {
+    expect(() => parseHandlerSpec('{"builtin":"bash"}')).toThrow(/unknown; expected one of noop, sleep, primes, shell/);
+    expect(() => parseHandlerSpec('{"builtin":"shell","command":"rm -rf /"}')).toThrow(/non-empty array of strings/);
+    expect(() => parseHandlerSpec('{"module":"x","export":"a-b"}')).toThrow(/JavaScript identifier/);
+    expect(() => parseHandlerSpec('{"module":"x","export":"a","dispatch":"fn"}')).toThrow(/do not set export too/);
+    expect(() => parseHandlerSpec('{"module":"x","extra":1}')).toThrow(/"extra" is not allowed/);
+    expect(() => parseHandlerSpec('{not json')).toThrow(/handler JSON is invalid/);
+  });
+});
+
+describe('shell argv templates', () => {
+  const vars = (item: unknown) => ({ item, id: 'i-1', attempt: 2 });
+
+  test('each element expands to exactly one argument, whatever the item holds', () => {
+    const hostile = '; rm -rf / #';
+    expect(expandArgv(['echo', '{{item.a}}', 'x{{item.b}}y', '{{id}}/{{attempt}}'], vars({ a: hostile, b: '$(touch /tmp/pwned)' }))).toEqual([
+      'echo',
+      hostile,
+      'x$(touch /tmp/pwned)y',
+      'i-1/2',
+    ]);
+    expect(expandArgv(['{{item}}'], vars("it's \"quoted\" `cmd`"))).toEqual(["it's \"quoted\" `cmd`"]);
+    expect(expandArgv(['--json={{item}}'], vars({ k: [1, 2] }))).toEqual(['--json={"k":[1,2]}']);
+  });
+
+  test('a whole-element placeholder holding an array becomes several arguments', () => {
+    expect(expandArgv(['tar', 'czf', 'out.tgz', '{{item.files}}'], vars({ files: ['a b', '-rf', 3] }))).toEqual(['tar', 'czf', 'out.tgz', 'a b', '-rf', '3']);
+  });
+
+  test('missing fields and unknown names are non-retryable errors', () => {
+    expect(() => expandArgv(['{{item.nope}}'], vars({}))).toThrow(expect.objectContaining({ retryable: false }));
+    expect(() => expandArgv(['{{env.HOME}}'], vars({}))).toThrow(/unknown name "env"/);
+    expect(() => expandArgv(['{{item.a}}'], vars({ a: null }))).toThrow(/resolved to null/);
+  });
+});

@@ -1,0 +1,680 @@
+import { BatchQueue, type BatchRef, type Claim, type QueueOptions, type RedisClient } from '../queue/index.js';
+import { heartbeat, leave, pruneWorkers } from '../queue/presence.js';
+import { AckBatcher, type AckKind } from './acks.js';
+import { Backoff, delay, withTimeout } from './backoff.js';
+import { EXIT_CODES } from './exit-codes.js';
+import { reasonError } from './executor/common.js';
+import type { Executor, Outcome } from './executor/types.js';
+import { errorFields, silentLogger, type Logger } from './log.js';
+import type { WorkerMetrics } from './metrics.js';
+import { WORKER_VERSION } from './version.js';
+
+export interface BatchWorkerOptions {
+  redis: RedisClient;
+  batch: BatchRef;
+  /** Expected epoch, key prefix, limits. Without an epoch, the worker pins the one it first sees. */
+  queueOptions?: QueueOptions;
+  executor: Executor;
+  workerId: string;
+  itemTimeoutMs: number;
+  leaseMs: number;
+  /** On SIGTERM / drain: how long running items may take before they are released. */
+  shutdownGraceMs: number;
+  /** Most claimed-but-unstarted items held (the adaptive prefetch stays below it). */
+  prefetchMax: number;
+  ackMaxItems: number;
+  ackMaxDelayMs: number;
+  /** Longest wait between claims while the batch has nothing to run. */
+  idlePollMs: number;
+  heartbeatMs: number;
+  /** Registry entries older than this are pruned (by any worker, and by the operator). */
+  presenceStaleMs: number;
+  /** Exit (code 4) once the batch's state has been missing from Redis this long. */
+  stateLostExitMs: number;
+  podIp?: string;
+  logger?: Logger;
+  metrics?: WorkerMetrics;
+  /** Progress reported by a handler (local run display). */
+  onProgress?(itemId: string, value: number): void;
+}
+
+export type StopReason = 'complete' | 'shutdown' | 'drain' | 'stateLost' | 'protocolMismatch' | 'handlerStart' | 'fatal';
+
+export interface WorkerResult {
+  reason: StopReason;
+  exitCode: number;
+  message: string;
+}
+
+const EXIT_BY_REASON: Record<StopReason, number> = {
+  complete: EXIT_CODES.ok,
+  shutdown: EXIT_CODES.ok,
+  drain: EXIT_CODES.ok,
+  stateLost: EXIT_CODES.stateLost,
+  protocolMismatch: EXIT_CODES.protocolMismatch,
+  handlerStart: EXIT_CODES.handlerStart,
+  fatal: EXIT_CODES.internal,
+};
+
+/** A claimed item, from claim until Redis has recorded what happened to it. */
+interface Held {
+  id: string;
+  attempt: number;
+  payload: string;
+  claim: Claim;
+  ac: AbortController;
+  state: 'queued' | 'running' | 'done';
+  abortReason: 'LeaseLost' | 'WorkerShutdown' | 'StateLost' | undefined;
+}
+
+const RENEW_CHUNK = 1000;
+/** The queue's largest claim (queue.ts). */
+const MAX_CLAIM = 10_000;
+const FINALIZE_MS = 10_000;
+const PRUNE_EVERY_BEATS = 6;
+
+/**
+ * The consumer loop of one worker: claims items in batches sized to the pool, runs them
+ * in the executor, renews their leases from this (main) thread, batches acknowledgements,
+ * heartbeats its presence, and stops on completion, SIGTERM, a drain request, or lost
+ * batch state. See docs/worker.md.
+ */
+export class BatchWorker {
+  private queue: BatchQueue;
+  private readonly o: BatchWorkerOptions;
+  private readonly log: Logger;
+  private readonly metrics: WorkerMetrics | undefined;
+  private readonly held = new Map<string, Held>();
+  private readonly acks: AckBatcher;
+  private executing = 0;
+  private running = 0;
+  private started = false;
+  private runCalled = false;
+  private claiming = false;
+  private stopping: 'shutdown' | 'drain' | undefined;
+  private finishing: Promise<WorkerResult> | undefined;
+  private lost: { since: number; error: unknown } | undefined;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private graceTimer: NodeJS.Timeout | undefined;
+  private renewTimer: NodeJS.Timeout | undefined;
+  private beatTimer: NodeJS.Timeout | undefined;
+  private renewing = false;
+  private beating = false;
+  private beats = 0;
+  private emptyStreak = 0;
+  private readonly claimBackoff = new Backoff(100, 5000);
+  private redisTrouble = false;
+  private lastTick = Date.now();
+  private claimRttMs = 1;
+  private itemMs: number | undefined;
+  private readonly startedAt = Date.now();
+  private readonly stopController = new AbortController();
+  private resolveDone!: (r: WorkerResult) => void;
+  private readonly done = new Promise<WorkerResult>((resolve) => {
+    this.resolveDone = resolve;
+  });
+
+  constructor(options: BatchWorkerOptions) {
+    this.o = options;
+    this.queue = new BatchQueue(options.redis, options.batch, options.queueOptions);
+    this.log = options.logger ?? silentLogger;
+    this.metrics = options.metrics;
+    this.metrics?.poolSize.set(options.executor.size);
+    this.acks = new AckBatcher(() => this.queue, { maxItems: options.ackMaxItems, maxDelayMs: options.ackMaxDelayMs }, {
+      onSettled: (tokens) => {
+        for (const t of tokens) this.held.delete(t);
+        this.afterChange();
+      },
+      onRejected: (kind, tokens) => this.onAckRejected(kind, tokens),
+      onError: (kind, err) => this.onRedisError(`ack_${kind}`, err),
+      onFlushed: (kind, n) => {
+        this.metrics?.ackRoundTrips.inc();
+        this.metrics?.acks.inc({ kind }, n);
+        this.redisOk();
+      },
+      onQueueError: (err) => this.onQueueError('ack', err),
+    });
+  }
+
+  /** Connected to Redis, batch state present, executors started, not shutting down. */
+  get ready(): boolean {
+    return this.started && !this.lost && !this.finishing && this.o.redis.status === 'ready';
+  }
+
+  /** The loop has made progress recently (claims, renewals or heartbeats, even failed ones). */
+  get healthy(): boolean {
+    return Date.now() - this.lastTick < Math.max(60_000, 3 * this.o.leaseMs);
+  }
+
+  get epoch(): string {
+    return this.queue.expectedEpoch;
+  }
+
+  status(): { inflight: number; running: number; buffered: number; awaitingAck: number; draining: boolean; ready: boolean } {
+    return {
+      inflight: this.executing,
+      running: this.running,
+      buffered: this.executing - this.running,
+      awaitingAck: this.acks.pending,
+      draining: this.stopping !== undefined,
+      ready: this.ready,
+    };
+  }
+
+  /** Runs until the batch is complete, a shutdown finishes, or a fatal condition. */
+  async run(): Promise<WorkerResult> {
+    if (this.runCalled) return this.done;
+    this.runCalled = true;
+    void this.startUp().catch((err: unknown) => {
+      this.log.error('Worker failed', { error: err });
+      void this.finish('fatal', `internal error: ${(err as Error)?.message ?? String(err)}`);
+    });
+    return this.done;
+  }
+
+  /** Graceful shutdown: stop claiming, release unstarted items, let running ones finish within the grace. */
+  shutdown(reason: 'shutdown' | 'drain' = 'shutdown'): void {
+    if (this.stopping || this.finishing) return;
+    this.stopping = reason;
+    this.stopController.abort();
+    this.metrics?.draining.set(1);
+    this.log.info(reason === 'drain' ? 'Began draining on request' : 'Began graceful shutdown', {
+      running: this.running,
+      buffered: this.executing - this.running,
+      graceMs: this.o.shutdownGraceMs,
+    });
+    clearTimeout(this.pollTimer);
+    this.pollTimer = undefined;
+    if (!this.started) return; // startUp() notices and finishes
+    for (const h of this.held.values()) if (h.state === 'queued') this.abortHeld(h, 'WorkerShutdown');
+    this.graceTimer = setTimeout(() => {
+      let n = 0;
+      for (const h of this.held.values()) {
+        if (h.state === 'running') {
+          this.abortHeld(h, 'WorkerShutdown');
+          n++;
+        }
+      }
+      if (n > 0) this.log.info('Stopped items still running after the shutdown grace; releasing them', { items: n });
+    }, this.o.shutdownGraceMs);
+    void this.beat();
+    this.checkDrained();
+  }
+
+  /** Stops at once for a fatal reason (e.g. the executors cannot start): items are released. */
+  stopWith(reason: Exclude<StopReason, 'complete' | 'shutdown' | 'drain'>, message: string): void {
+    void this.finish(reason, message);
+  }
+
+  // ---- start-up ----
+
+  private async startUp(): Promise<void> {
+    await waitForConnection(this.o.redis, 5000, this.stopController.signal);
+    const backoff = new Backoff(200, 5000);
+    let missingSince: number | undefined;
+    let logged = false;
+    for (;;) {
+      if (this.stopping) return void this.finish(this.stopping, 'shut down before starting');
+      try {
+        const snap = await this.queue.snapshot();
+        this.tick();
+        this.redisOk();
+        if (!this.queue.expectedEpoch) {
+          this.queue = new BatchQueue(this.o.redis, this.o.batch, { ...this.o.queueOptions, expectedEpoch: snap.epoch });
+        }
+        break;
+      } catch (err) {
+        this.tick();
+        const code = (err as { code?: string })?.code;
+        if (code === 'ProtocolVersionMismatch') return void this.finish('protocolMismatch', (err as Error).message);
+        if (code === 'BatchStateLost') {
+          missingSince ??= Date.now();
+          if (!logged) {
+            this.log.warn('Waiting for the batch state in Redis', { error: (err as Error).message, exitAfterMs: this.o.stateLostExitMs });
+            logged = true;
+          }
+          if (Date.now() - missingSince >= this.o.stateLostExitMs) return void this.finish('stateLost', (err as Error).message);
+        } else this.onRedisError('snapshot', err);
+        await delay(backoff.next(), this.stopController.signal);
+      }
+    }
+    const ex = this.o.executor;
+    try {
+      await ex.start();
+    } catch (err) {
+      this.log.error('Failed to start the executors', { error: err, mode: ex.mode, size: ex.size });
+      return void this.finish('handlerStart', (err as Error)?.message ?? String(err));
+    }
+    if (this.stopping) return void this.finish(this.stopping, 'shut down while starting');
+    this.started = true;
+    this.metrics?.ready.set(1);
+    this.log.info('Started worker', { mode: ex.mode, size: ex.size, epoch: this.queue.expectedEpoch, leaseMs: this.o.leaseMs, itemTimeoutMs: this.o.itemTimeoutMs });
+    this.renewTimer = setInterval(() => void this.renew(), Math.max(50, Math.floor(this.o.leaseMs / 3)));
+    this.beatTimer = setInterval(() => void this.beat(), this.o.heartbeatMs);
+    void this.beat();
+    this.pump();
+  }
+
+  // ---- claiming ----
+
+  private prefetch(): number {
+    const size = this.o.executor.size;
+    if (this.itemMs === undefined) return Math.min(size, this.o.prefetchMax);
+    // Hold about two claim round trips' worth of work: enough that executors never wait
+    // on Redis, little enough that slow items are not hoarded from other workers.
+    const want = Math.ceil((2 * size * this.claimRttMs) / Math.max(this.itemMs, 0.01));
+    return Math.max(1, Math.min(this.o.prefetchMax, want));
+  }
+
+  private pump(): void {
+    if (!this.started || this.stopping || this.finishing || this.claiming || this.lost || this.pollTimer) return;
+    const prefetch = this.prefetch();
+    const deficit = Math.min(MAX_CLAIM, this.o.executor.size + prefetch - this.executing);
+    if (deficit < Math.max(1, Math.ceil(Math.min(prefetch, MAX_CLAIM) / 2))) return;
+    this.claiming = true;
+    void this.claimOnce(deficit).finally(() => {
+      this.claiming = false;
+      this.checkDrained();
+      this.pump();
+    });
+  }
+
+  private async claimOnce(count: number): Promise<void> {
+    const t0 = performance.now();
+    let result;
+    try {
+      result = await this.queue.claim(count, this.o.leaseMs);
+    } catch (err) {
+      this.tick();
+      if (!this.onQueueError('claim', err)) this.onRedisError('claim', err);
+      if (!this.lost && !this.finishing) this.schedulePoll(this.claimBackoff.next());
+      return;
+    }
+    const rtt = performance.now() - t0;
+    this.tick();
+    this.redisOk();
+    this.claimBackoff.reset();
+    this.claimRttMs = this.claimRttMs * 0.8 + rtt * 0.2;
+    this.metrics?.claimRoundTrips.inc();
+    this.metrics?.claimDuration.observe(rtt / 1000);
+    this.metrics?.claimedItems.inc(result.items.length);
+    if (this.stopping || this.finishing || this.lost) {
+      for (const c of result.items) this.acks.release(c.token);
+      return;
+    }
+    for (const claim of result.items) this.dispatch(claim);
+    this.updateGauges();
+    if (result.items.length === 0) {
+      if (result.closed && this.executing === 0 && !this.acks.busy) {
+        try {
+          const snap = await this.queue.snapshot();
+          if (snap.complete) {
+            this.log.info('Batch is complete', { succeeded: snap.succeeded, failed: snap.failed, total: snap.total });
+            void this.finish('complete', `batch complete: ${snap.succeeded} succeeded, ${snap.failed} failed of ${snap.total}`);
+            return;
+          }
+        } catch (err) {
+          if (!this.onQueueError('snapshot', err)) this.onRedisError('snapshot', err);
+        }
+      }
+      this.emptyStreak++;
+      let wait = Math.min(this.o.idlePollMs, 10 * 2 ** Math.min(this.emptyStreak, 10));
+      if (result.nextDueMs >= 0) wait = Math.min(wait, result.nextDueMs + 5);
+      this.schedulePoll(Math.round(wait * (0.75 + Math.random() * 0.5)));
+    } else if (result.items.length < count) {
+      // The queue ran dry: poll again soon rather than on every completion.
+      this.emptyStreak = 1;
+      this.schedulePoll(20);
+    } else this.emptyStreak = 0;
+  }
+
+  private schedulePoll(ms: number): void {
+    if (this.pollTimer || this.stopping || this.finishing) return;
+    this.pollTimer = setTimeout(() => {
+      this.pollTimer = undefined;
+      this.pump();
+    }, Math.max(1, ms));
+  }
+
+  private dispatch(claim: Claim): void {
+    const h: Held = { id: claim.id, attempt: claim.attempt, payload: claim.payload, claim, ac: new AbortController(), state: 'queued', abortReason: undefined };
+    this.held.set(claim.token, h);
+    this.executing++;
+    this.o.executor
+      .run(h, {
+        timeoutMs: this.o.itemTimeoutMs,
+        signal: h.ac.signal,
+        onStart: () => {
+          h.state = 'running';
+          this.running++;
+          this.metrics?.inFlight.inc();
+        },
+      })
+      .then(
+        (outcome) => this.onOutcome(h, outcome),
+        (err: unknown) => this.onOutcome(h, { status: 'aborted', reason: err, started: false }),
+      );
+  }
+
+  // ---- outcomes ----
+
+  private onOutcome(h: Held, o: Outcome): void {
+    if (h.state === 'running') {
+      this.running--;
+      this.metrics?.inFlight.dec();
+    }
+    this.executing--;
+    h.state = 'done';
+    const m = this.metrics;
+    const token = h.claim.token;
+    switch (o.status) {
+      case 'succeeded': {
+        this.itemMs = this.itemMs === undefined ? o.durationMs : this.itemMs * 0.9 + o.durationMs * 0.1;
+        m?.observeDuration('succeeded', o.durationMs);
+        const max = this.queue.limits.maxResultBytes;
+        if (o.json !== undefined && o.json.length > max / 4 && Buffer.byteLength(o.json) > max) {
+          m?.items.failed.inc();
+          this.failItem(h, { name: 'ResultTooLarge', message: `the result is ${Buffer.byteLength(o.json)} bytes of JSON, over the limit of ${max} bytes; store large results elsewhere and return a reference` }, false, 'failed');
+        } else {
+          m?.items.succeeded.inc();
+          this.acks.complete({ claim: h.claim, result: o.json === undefined ? undefined : (JSON.parse(o.json) as unknown) });
+          if (this.log.enabled('debug')) this.log.debug('Completed item', { item: h.id, attempt: h.attempt, durationMs: round(o.durationMs) });
+        }
+        break;
+      }
+      case 'failed':
+        this.itemMs = this.itemMs === undefined ? o.durationMs : this.itemMs * 0.9 + o.durationMs * 0.1;
+        m?.observeDuration('failed', o.durationMs);
+        m?.items.failed.inc();
+        this.failItem(h, o.error, o.retryable, 'failed');
+        break;
+      case 'timedOut':
+        m?.items.timed_out.inc();
+        this.failItem(h, o.error, true, 'timed_out');
+        break;
+      case 'crashed':
+        m?.items.crashed.inc();
+        this.failItem(h, o.error, true, 'crashed');
+        break;
+      case 'aborted':
+        if (h.abortReason === 'LeaseLost' || h.abortReason === 'StateLost') {
+          (h.abortReason === 'LeaseLost' ? m?.items.lease_lost : m?.items.dropped)?.inc();
+          this.held.delete(token);
+        } else {
+          // Shutdown, or the executor gave up: give the item back without counting an attempt.
+          m?.items.released.inc();
+          if (this.lost) this.held.delete(token);
+          else this.acks.release(token);
+        }
+        break;
+    }
+    this.afterChange();
+  }
+
+  private failItem(h: Held, error: { name: string; message: string; stack?: string }, retryable: boolean, outcome: string): void {
+    this.acks.fail({ claim: h.claim, error, retryable });
+    this.log.warn(outcome === 'failed' ? 'Item failed' : outcome === 'timed_out' ? 'Item timed out' : 'Item crashed its executor', {
+      item: h.id,
+      attempt: h.attempt,
+      retryable,
+      error: { name: error.name, message: error.message },
+    });
+  }
+
+  private afterChange(): void {
+    this.updateGauges();
+    if (this.stopping || this.finishing) this.checkDrained();
+    else this.pump();
+  }
+
+  private updateGauges(): void {
+    this.metrics?.buffered.set(this.executing - this.running);
+  }
+
+  private abortHeld(h: Held, reason: NonNullable<Held['abortReason']>): void {
+    if (h.state === 'done' || h.ac.signal.aborted) return;
+    h.abortReason = reason;
+    const message =
+      reason === 'LeaseLost'
+        ? "the item's lease was lost (it expired and was reclaimed, or finished elsewhere)"
+        : reason === 'StateLost'
+          ? "the batch's state was lost from Redis"
+          : 'the worker is shutting down; the item is released for another worker';
+    h.ac.abort(reasonError(reason === 'WorkerShutdown' ? 'WorkerShutdown' : reason, message));
+  }
+
+  private onAckRejected(kind: AckKind, tokens: readonly string[]): void {
+    this.metrics?.acksRejected.inc({ kind }, tokens.length);
+    this.log.warn(`Discarded ${kind === 'complete' ? 'results' : kind === 'fail' ? 'failures' : 'releases'} of items whose lease was lost`, {
+      items: tokens.slice(0, 20).map((t) => t.slice(t.indexOf(':') + 1)),
+      count: tokens.length,
+    });
+  }
+
+  // ---- leases ----
+
+  private async renew(): Promise<void> {
+    if (this.renewing || this.lost || this.held.size === 0) {
+      if (this.held.size === 0) this.tick();
+      return;
+    }
+    this.renewing = true;
+    const tokens = [...this.held.keys()];
+    try {
+      const calls: Promise<{ lost: string[] }>[] = [];
+      for (let i = 0; i < tokens.length; i += RENEW_CHUNK) calls.push(this.queue.renew(tokens.slice(i, i + RENEW_CHUNK).map((token) => ({ token })), this.o.leaseMs));
+      const replies = await Promise.all(calls);
+      this.metrics?.leaseRenewals.inc(calls.length);
+      this.tick();
+      this.redisOk();
+      for (const r of replies) for (const t of r.lost) this.onLeaseLost(t);
+    } catch (err) {
+      this.tick();
+      this.metrics?.leaseRenewalErrors.inc();
+      if (!this.onQueueError('renew', err)) {
+        this.onRedisError('renew', err);
+        // Retry soon: a short outage should not cost leases.
+        setTimeout(() => void this.renew(), Math.min(1000, this.o.leaseMs / 6)).unref();
+      }
+    } finally {
+      this.renewing = false;
+    }
+  }
+
+  private onLeaseLost(token: string): void {
+    const h = this.held.get(token);
+    if (!h) return;
+    this.metrics?.leasesLost.inc();
+    this.log.warn('Lost the lease of an item; stopped it', { item: h.id, attempt: h.attempt, state: h.state });
+    if (h.state === 'done') {
+      this.acks.drop(token);
+      this.held.delete(token);
+      this.afterChange();
+    } else this.abortHeld(h, 'LeaseLost');
+  }
+
+  // ---- presence ----
+
+  private async beat(): Promise<void> {
+    if (this.beating || this.lost || this.finishing) return;
+    this.beating = true;
+    try {
+      const r = await heartbeat(this.queue, this.o.workerId, {
+        inflight: this.executing,
+        running: this.running,
+        capacity: this.o.executor.size,
+        mode: this.o.executor.mode,
+        draining: this.stopping !== undefined,
+        startedAt: this.startedAt,
+        version: WORKER_VERSION,
+        ...(this.o.podIp ? { podIp: this.o.podIp } : {}),
+      });
+      this.tick();
+      this.redisOk();
+      if (r.drainRequested && !this.stopping) {
+        this.log.info('Received a drain request', { worker: this.o.workerId });
+        this.shutdown('drain');
+      }
+      if (++this.beats % PRUNE_EVERY_BEATS === 0) {
+        const p = await pruneWorkers(this.queue, this.o.presenceStaleMs);
+        if (p.removed > 0) this.log.info('Removed stale workers from the registry', { removed: p.removed });
+      }
+    } catch (err) {
+      this.tick();
+      if (!this.onQueueError('heartbeat', err)) this.onRedisError('heartbeat', err);
+    } finally {
+      this.beating = false;
+    }
+  }
+
+  // ---- errors and state loss ----
+
+  /** Handles typed queue errors; returns false for anything else (treated as a Redis error). */
+  private onQueueError(op: string, err: unknown): boolean {
+    const code = (err as { code?: string } | null)?.code;
+    if (code === 'BatchStateLost') {
+      this.enterStateLost(err);
+      return true;
+    }
+    if (code === 'ProtocolVersionMismatch') {
+      this.log.error('Redis holds the batch under another queue protocol version', { op, error: err });
+      void this.finish('protocolMismatch', (err as Error).message);
+      return true;
+    }
+    if (code === 'InvalidArgument' || code === 'PayloadTooLarge') {
+      this.log.error('Redis rejected a call', { op, error: err });
+      return true;
+    }
+    return false;
+  }
+
+  private onRedisError(op: string, err: unknown): void {
+    this.metrics?.redisErrors.inc({ op });
+    this.metrics?.redisUp.set(0);
+    if (!this.redisTrouble) {
+      this.redisTrouble = true;
+      this.log.warn('Lost contact with Redis; retrying with backoff', { op, error: errorFields(err) });
+    } else if (this.log.enabled('debug')) this.log.debug('Redis call failed', { op, error: errorFields(err) });
+  }
+
+  private redisOk(): void {
+    this.metrics?.redisUp.set(1);
+    if (this.redisTrouble) {
+      this.redisTrouble = false;
+      this.log.info('Reconnected to Redis');
+    }
+  }
+
+  private enterStateLost(err: unknown): void {
+    if (this.lost || this.finishing) return;
+    this.lost = { since: Date.now(), error: err };
+    this.metrics?.ready.set(0);
+    this.log.error("Lost the batch's state in Redis: stopped claiming and dropped all items in hand", {
+      error: (err as Error)?.message ?? String(err),
+      epoch: this.queue.expectedEpoch,
+      exitAfterMs: this.o.stateLostExitMs,
+    });
+    clearTimeout(this.pollTimer);
+    this.pollTimer = undefined;
+    for (const h of this.held.values()) if (h.state !== 'done') this.abortHeld(h, 'StateLost');
+    for (const t of this.acks.clear()) this.held.delete(t);
+    void this.watchLostState();
+  }
+
+  /** While the state is lost: check now and then whether it is back; give up after the bound. */
+  private async watchLostState(): Promise<void> {
+    const backoff = new Backoff(500, 10_000);
+    while (this.lost && !this.finishing) {
+      if (Date.now() - this.lost.since >= this.o.stateLostExitMs) {
+        void this.finish('stateLost', `the batch's state was missing from Redis for ${Math.round((Date.now() - this.lost.since) / 1000)}s: ${(this.lost.error as Error)?.message ?? ''}`);
+        return;
+      }
+      await delay(Math.min(backoff.next(), Math.max(1, this.lost.since + this.o.stateLostExitMs - Date.now())), this.stopController.signal);
+      if (this.stopping) {
+        void this.finish(this.stopping, 'shut down while the batch state was lost');
+        return;
+      }
+      try {
+        await this.queue.snapshot();
+        this.tick();
+        this.log.info("The batch's state is back in Redis; resumed claiming");
+        this.lost = undefined;
+        this.metrics?.ready.set(1);
+        this.pump();
+        return;
+      } catch (err) {
+        this.tick();
+        const code = (err as { code?: string })?.code;
+        if (code === 'ProtocolVersionMismatch') return void this.onQueueError('snapshot', err);
+        if (code !== 'BatchStateLost') this.onRedisError('snapshot', err);
+      }
+    }
+  }
+
+  // ---- stopping ----
+
+  private checkDrained(): void {
+    if (this.stopping && this.started && !this.finishing && this.executing === 0 && !this.claiming) void this.finish(this.stopping, this.stopping === 'drain' ? 'drained on request' : 'graceful shutdown');
+  }
+
+  private finish(reason: StopReason, message: string): Promise<WorkerResult> {
+    if (this.finishing) return this.finishing;
+    this.finishing = this.doFinish(reason, message);
+    return this.finishing;
+  }
+
+  private async doFinish(reason: StopReason, message: string): Promise<WorkerResult> {
+    this.stopController.abort();
+    this.metrics?.ready.set(0);
+    clearTimeout(this.pollTimer);
+    clearTimeout(this.graceTimer);
+    const graceful = reason === 'complete' || reason === 'shutdown' || reason === 'drain';
+    // Non-graceful stops: anything still running is stopped (released if we still can).
+    for (const h of this.held.values()) if (h.state !== 'done') this.abortHeld(h, reason === 'stateLost' ? 'StateLost' : 'WorkerShutdown');
+    const until = Date.now() + FINALIZE_MS;
+    while (this.executing > 0 && Date.now() < until) await delay(10);
+    if (reason !== 'stateLost' && reason !== 'protocolMismatch') {
+      const flushed = await this.acks.flush(Math.max(0, until - Date.now()));
+      if (!flushed) this.log.warn('Could not record every outcome in Redis before exiting; those items will be retried after their leases lapse', { pending: this.acks.pending });
+    }
+    this.acks.stop();
+    clearInterval(this.renewTimer);
+    clearInterval(this.beatTimer);
+    if (reason !== 'protocolMismatch') {
+      await withTimeout(leave(this.queue, this.o.workerId).catch(() => false), 1000, false);
+    }
+    try {
+      await withTimeout(this.o.executor.close(), 5000, undefined);
+    } finally {
+      await this.o.executor.destroy().catch(() => undefined);
+    }
+    const result: WorkerResult = { reason, exitCode: EXIT_BY_REASON[reason], message };
+    (graceful ? this.log.info : this.log.error)('Stopped worker', { reason, exitCode: result.exitCode, detail: message });
+    this.resolveDone(result);
+    return result;
+  }
+
+  private tick(): void {
+    this.lastTick = Date.now();
+  }
+}
+
+/** Resolves once the client is ready, after `ms`, or when stopped (whichever comes first). */
+function waitForConnection(redis: RedisClient, ms: number, signal: AbortSignal): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      redis.off('ready', done);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    redis.once('ready', done);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}

@@ -1,0 +1,339 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { availableParallelism, hostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import { parseRedisUrl, validateBatchRef } from '../queue/index.js';
+import { validateWorkerId } from '../queue/presence.js';
+import { POOL_MODES, type PoolMode } from './executor/types.js';
+import { parseHandlerSpec, type HandlerSpec } from './handler/spec.js';
+import { LOG_LEVELS, type LogLevel } from './log.js';
+
+/**
+ * The worker's configuration: environment variables (what the operator sets on the pod),
+ * each overridable by a command-line flag. Read once, validated (every problem reported,
+ * naming the variable and the expected form), then frozen. docs/worker.md has the table.
+ */
+export interface WorkerConfig {
+  redis: {
+    url: string;
+    username?: string;
+    password?: string;
+    tls?: { caFile?: string; serverName?: string; insecureSkipVerify?: boolean };
+    cluster: boolean;
+    prefix: string;
+    commandTimeoutMs: number;
+  };
+  batch: { namespace: string; name: string; expectedEpoch?: string };
+  handler: HandlerSpec;
+  pool: { mode: PoolMode; size: number; maxItemsPerExecutor: number; maxMemoryMiB: number };
+  /** Accepted but questionable settings, logged at start. */
+  warnings: string[];
+  itemTimeoutMs: number;
+  leaseMs: number;
+  shutdownGraceMs: number;
+  abortGraceMs: number;
+  prefetchMax: number;
+  ackMaxItems: number;
+  ackMaxDelayMs: number;
+  idlePollMs: number;
+  heartbeatMs: number;
+  presenceStaleMs: number;
+  stateLostExitMs: number;
+  /** 0 = no watchdog. */
+  watchdogMs: number;
+  /** undefined = no HTTP server. */
+  http?: { host: string; port: number };
+  workerId: string;
+  podIp?: string;
+  logLevel: LogLevel;
+}
+
+export interface SettingDef {
+  env: string;
+  flag: string;
+  help: string;
+  /** Shown in help and docs. */
+  default: string;
+  boolean?: boolean;
+  /** Removed from process.env after reading, so handlers and their commands do not inherit it. */
+  secret?: boolean;
+}
+
+export const SETTINGS: readonly SettingDef[] = [
+  { env: 'TASKBATCH_REDIS_URL', flag: 'redis-url', default: '(required, or TASKBATCH_REDIS_HOST)', help: 'Redis address: redis://host:port[/db], rediss:// for TLS. No credentials in the URL.' },
+  { env: 'TASKBATCH_REDIS_HOST', flag: 'redis-host', default: '', help: 'Redis host, instead of a URL.' },
+  { env: 'TASKBATCH_REDIS_PORT', flag: 'redis-port', default: '6379', help: 'Redis port (with TASKBATCH_REDIS_HOST).' },
+  { env: 'TASKBATCH_REDIS_DB', flag: 'redis-db', default: '0', help: 'Redis database number (with TASKBATCH_REDIS_HOST).' },
+  { env: 'TASKBATCH_REDIS_USERNAME', flag: 'redis-username', default: '', help: 'Redis ACL user name.' },
+  { env: 'TASKBATCH_REDIS_PASSWORD', flag: 'redis-password', default: '', help: 'Redis password (prefer TASKBATCH_REDIS_PASSWORD_FILE).', secret: true },
+  { env: 'TASKBATCH_REDIS_PASSWORD_FILE', flag: 'redis-password-file', default: '', help: 'File holding the Redis password (a mounted Secret).' },
+  { env: 'TASKBATCH_REDIS_TLS', flag: 'redis-tls', default: 'false', boolean: true, help: 'Use TLS (implied by rediss://).' },
+  { env: 'TASKBATCH_REDIS_TLS_CA_FILE', flag: 'redis-tls-ca-file', default: '', help: 'CA bundle (PEM) to verify the Redis server.' },
+  { env: 'TASKBATCH_REDIS_TLS_SERVER_NAME', flag: 'redis-tls-server-name', default: '', help: 'TLS server name (SNI) to verify.' },
+  { env: 'TASKBATCH_REDIS_TLS_INSECURE', flag: 'redis-tls-insecure', default: 'false', boolean: true, help: 'Skip TLS certificate verification (testing only).' },
+  { env: 'TASKBATCH_REDIS_CLUSTER', flag: 'redis-cluster', default: 'false', boolean: true, help: 'Connect to a Redis Cluster (the address is a seed node).' },
+  { env: 'TASKBATCH_REDIS_PREFIX', flag: 'redis-prefix', default: 'tb', help: 'Key prefix of the installation.' },
+  { env: 'TASKBATCH_REDIS_COMMAND_TIMEOUT_MS', flag: 'redis-command-timeout-ms', default: '10000', help: 'A Redis call that takes longer fails and is retried.' },
+  { env: 'TASKBATCH_NAMESPACE', flag: 'namespace', default: 'default', help: "The TaskBatch's namespace." },
+  { env: 'TASKBATCH_BATCH', flag: 'batch', default: '(required)', help: "The TaskBatch's name." },
+  { env: 'TASKBATCH_QUEUE_EPOCH', flag: 'queue-epoch', default: '(pinned at start)', help: "The batch's epoch from its status; work stops if Redis holds another (lost state)." },
+  { env: 'TASKBATCH_HANDLER', flag: 'handler', default: '(required)', help: 'Handler: noop | sleep | primes | ./path.js[#export] | pkg#export | JSON {"module":..,"export":..} / {"builtin":"shell","command":[..]}; "#*" dispatches by item.fn.' },
+  { env: 'TASKBATCH_POOL_MODE', flag: 'pool-mode', default: 'thread', help: 'thread | process | async.' },
+  { env: 'TASKBATCH_POOL_SIZE', flag: 'pool-size', default: 'CPUs (thread, process); 16 (async)', help: 'Threads, child processes, or concurrent async calls.' },
+  { env: 'TASKBATCH_MAX_ITEMS_PER_EXECUTOR', flag: 'max-items-per-executor', default: '0 (never)', help: 'Replace a thread/process after this many items.' },
+  { env: 'TASKBATCH_MAX_MEMORY_MIB', flag: 'max-memory-mib', default: '0 (no limit)', help: 'Replace a thread/process after an item once it uses more (process RSS / thread heap); V8 heap capped at twice this.' },
+  { env: 'TASKBATCH_ITEM_TIMEOUT_SECONDS', flag: 'item-timeout-seconds', default: '300', help: 'Per-item timeout (hard in thread/process mode, cooperative + watchdog in async mode).' },
+  { env: 'TASKBATCH_LEASE_SECONDS', flag: 'lease-seconds', default: '30', help: 'Lease per claimed item, renewed every third of it.' },
+  { env: 'TASKBATCH_SHUTDOWN_GRACE_SECONDS', flag: 'shutdown-grace-seconds', default: '20', help: 'On SIGTERM or drain: how long running items may finish before they are released.' },
+  { env: 'TASKBATCH_ABORT_GRACE_SECONDS', flag: 'abort-grace-seconds', default: '1', help: 'After a timeout or abort, how long user code may take to stop before its thread/process is killed.' },
+  { env: 'TASKBATCH_PREFETCH_MAX', flag: 'prefetch-max', default: '256', help: 'Most claimed items waiting for an executor (the adaptive prefetch stays below).' },
+  { env: 'TASKBATCH_ACK_MAX_ITEMS', flag: 'ack-max-items', default: '100', help: 'Flush acknowledgements once this many wait.' },
+  { env: 'TASKBATCH_ACK_MAX_DELAY_MS', flag: 'ack-max-delay-ms', default: '5', help: 'Flush acknowledgements at most this late.' },
+  { env: 'TASKBATCH_IDLE_POLL_MS', flag: 'idle-poll-ms', default: '1000', help: 'Longest wait between claims when nothing is pending.' },
+  { env: 'TASKBATCH_HEARTBEAT_SECONDS', flag: 'heartbeat-seconds', default: '5', help: 'Presence heartbeat (and drain-request check) interval.' },
+  { env: 'TASKBATCH_PRESENCE_STALE_SECONDS', flag: 'presence-stale-seconds', default: '30', help: 'Registry entries older than this are removed.' },
+  { env: 'TASKBATCH_STATE_LOST_EXIT_SECONDS', flag: 'state-lost-exit-seconds', default: '60', help: "Exit with code 4 once the batch's state has been missing from Redis this long." },
+  { env: 'TASKBATCH_WATCHDOG_SECONDS', flag: 'watchdog-seconds', default: 'async: min(timeout, lease) + 1; else lease + 1', help: 'Kill the process when its event loop is blocked this long (0 = off).' },
+  { env: 'TASKBATCH_METRICS_ADDR', flag: 'metrics-addr', default: '(all interfaces)', help: 'Address of the /metrics, /healthz, /readyz server.' },
+  { env: 'TASKBATCH_METRICS_PORT', flag: 'metrics-port', default: '9464', help: 'Port of that server; 0 = any free port; "off" = no server.' },
+  { env: 'TASKBATCH_WORKER_ID', flag: 'worker-id', default: '(host name = pod name)', help: "The worker's id in the presence registry." },
+  { env: 'POD_IP', flag: 'pod-ip', default: '', help: "The pod's IP, reported in presence (from the downward API)." },
+  { env: 'TASKBATCH_LOG_LEVEL', flag: 'log-level', default: 'info', help: 'debug | info | warn | error.' },
+];
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  constructor(readonly problems: string[]) {
+    super(`invalid worker configuration:\n  - ${problems.join('\n  - ')}`);
+  }
+}
+
+export interface ParsedArgs {
+  /** Flag values by flag name (without --). */
+  flags: Record<string, string | boolean | undefined>;
+  help: boolean;
+}
+
+/** Parses flags: every setting's flag plus `extra` ones (e.g. the local run's). */
+export function parseFlags(argv: readonly string[], extra: Record<string, { type: 'string' | 'boolean' }> = {}): ParsedArgs {
+  const options: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' }, ...extra };
+  for (const s of SETTINGS) options[s.flag] = { type: s.boolean ? 'boolean' : 'string' };
+  try {
+    const { values } = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false });
+    return { flags: values as Record<string, string | boolean | undefined>, help: values.help === true };
+  } catch (err) {
+    throw new ConfigError([`${(err as Error).message}; run with --help for the list of flags`]);
+  }
+}
+
+export function helpText(extra = ''): string {
+  const lines = ['Usage: taskbatch-worker [flags]   (each flag overrides its environment variable)', ''];
+  for (const s of SETTINGS) {
+    lines.push(`  --${s.flag}${s.boolean ? '' : ' <value>'}`.padEnd(42) + `${s.env}`);
+    lines.push(`      ${s.help}${s.default ? ` Default: ${s.default}.` : ''}`);
+  }
+  return `${lines.join('\n')}\n${extra}`;
+}
+
+/** Reads, validates and freezes the configuration. Throws ConfigError listing every problem. */
+export function loadConfig(env: Record<string, string | undefined>, flags: Record<string, string | boolean | undefined> = {}, cwd = process.cwd()): WorkerConfig {
+  const problems: string[] = [];
+  const defs = new Map(SETTINGS.map((s) => [s.env, s]));
+  const name = (envName: string): string => {
+    const d = defs.get(envName);
+    return d ? `${d.env} (--${d.flag})` : envName;
+  };
+  const raw = (envName: string): string | undefined => {
+    const d = defs.get(envName);
+    const f = d ? flags[d.flag] : undefined;
+    if (typeof f === 'boolean') return f ? 'true' : 'false';
+    const v = f ?? env[envName];
+    return v === undefined || v.trim() === '' ? undefined : v.trim();
+  };
+  const bad = (envName: string, expected: string, got: string | undefined): undefined => {
+    problems.push(`${name(envName)} ${expected}${got === undefined ? '' : `, got ${JSON.stringify(got)}`}`);
+    return undefined;
+  };
+  const int = (envName: string, min: number, max: number, dflt: number): number => {
+    const v = raw(envName);
+    if (v === undefined) return dflt;
+    const n = Number(v);
+    if (!/^-?\d+$/.test(v) || n < min || n > max) return bad(envName, `must be an integer from ${min} to ${max}`, v) ?? dflt;
+    return n;
+  };
+  const seconds = (envName: string, min: number, max: number, dflt: number): number => {
+    const v = raw(envName);
+    if (v === undefined) return Math.round(dflt * 1000);
+    const n = Number(v);
+    if (!/^\d+(\.\d+)?$/.test(v) || n < min || n > max) return bad(envName, `must be a number of seconds from ${min} to ${max} (decimals allowed)`, v) ?? Math.round(dflt * 1000);
+    return Math.round(n * 1000);
+  };
+  const bool = (envName: string): boolean => {
+    const v = raw(envName);
+    if (v === undefined) return false;
+    if (/^(true|1|yes|on)$/i.test(v)) return true;
+    if (/^(false|0|no|off)$/i.test(v)) return false;
+    return bad(envName, 'must be true or false', v) ?? false;
+  };
+  const oneOf = <T extends string>(envName: string, values: readonly T[], dflt: T): T => {
+    const v = raw(envName);
+    if (v === undefined) return dflt;
+    if (!(values as readonly string[]).includes(v)) return bad(envName, `must be one of ${values.join(', ')}`, v) ?? dflt;
+    return v as T;
+  };
+
+  // Redis
+  let url = raw('TASKBATCH_REDIS_URL');
+  const host = raw('TASKBATCH_REDIS_HOST');
+  const tlsFlag = bool('TASKBATCH_REDIS_TLS');
+  if (url && host) problems.push(`set either ${name('TASKBATCH_REDIS_URL')} or ${name('TASKBATCH_REDIS_HOST')}, not both`);
+  if (!url && host) {
+    const port = int('TASKBATCH_REDIS_PORT', 1, 65535, 6379);
+    const db = int('TASKBATCH_REDIS_DB', 0, 1_000_000, 0);
+    url = `${tlsFlag ? 'rediss' : 'redis'}://${host.includes(':') ? `[${host}]` : host}:${port}/${db}`;
+  }
+  if (!url) problems.push(`${name('TASKBATCH_REDIS_URL')} is required (redis://host:port or rediss://host:port), or set ${name('TASKBATCH_REDIS_HOST')}`);
+  else {
+    try {
+      parseRedisUrl(url);
+    } catch (err) {
+      problems.push(`${name(host ? 'TASKBATCH_REDIS_HOST' : 'TASKBATCH_REDIS_URL')}: ${(err as Error).message}`);
+    }
+  }
+  let password = raw('TASKBATCH_REDIS_PASSWORD');
+  const passwordFile = raw('TASKBATCH_REDIS_PASSWORD_FILE');
+  if (password && passwordFile) problems.push(`set either ${name('TASKBATCH_REDIS_PASSWORD')} or ${name('TASKBATCH_REDIS_PASSWORD_FILE')}, not both`);
+  else if (passwordFile) {
+    try {
+      password = readFileSync(passwordFile, 'utf8').replace(/\r?\n$/, '');
+    } catch (err) {
+      problems.push(`${name('TASKBATCH_REDIS_PASSWORD_FILE')} could not be read: ${(err as Error).message}`);
+    }
+  }
+  const caFile = raw('TASKBATCH_REDIS_TLS_CA_FILE');
+  if (caFile && !existsSync(caFile)) problems.push(`${name('TASKBATCH_REDIS_TLS_CA_FILE')} does not exist: ${caFile}`);
+  const serverName = raw('TASKBATCH_REDIS_TLS_SERVER_NAME');
+  const insecure = bool('TASKBATCH_REDIS_TLS_INSECURE');
+  const prefix = raw('TASKBATCH_REDIS_PREFIX') ?? 'tb';
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(prefix)) bad('TASKBATCH_REDIS_PREFIX', "must be 1-64 letters, digits, '_', '.' or '-'", prefix);
+  const username = raw('TASKBATCH_REDIS_USERNAME');
+  const wantTls = tlsFlag || caFile !== undefined || serverName !== undefined || insecure;
+
+  // Batch
+  const namespace = raw('TASKBATCH_NAMESPACE') ?? 'default';
+  const batchName = raw('TASKBATCH_BATCH');
+  if (!batchName) problems.push(`${name('TASKBATCH_BATCH')} is required: the TaskBatch's name`);
+  else {
+    try {
+      validateBatchRef({ namespace, name: batchName });
+    } catch (err) {
+      const msg = (err as Error).message;
+      problems.push(`${name(msg.startsWith('namespace') ? 'TASKBATCH_NAMESPACE' : 'TASKBATCH_BATCH')}: ${msg}`);
+    }
+  }
+  const epoch = raw('TASKBATCH_QUEUE_EPOCH');
+
+  // Handler
+  let handler: HandlerSpec | undefined;
+  const handlerText = raw('TASKBATCH_HANDLER');
+  if (!handlerText) problems.push(`${name('TASKBATCH_HANDLER')} is required: a builtin (noop, sleep, primes), a module path[#export], or JSON {"module": ..., "export": ...}`);
+  else {
+    try {
+      handler = parseHandlerSpec(handlerText, cwd);
+    } catch (err) {
+      problems.push(`${name('TASKBATCH_HANDLER')}: ${(err as Error).message}`);
+    }
+  }
+
+  // Pool
+  const mode = oneOf('TASKBATCH_POOL_MODE', POOL_MODES, 'thread');
+  const size = int('TASKBATCH_POOL_SIZE', 1, 1024, mode === 'async' ? 16 : Math.max(1, availableParallelism()));
+  const maxItemsPerExecutor = int('TASKBATCH_MAX_ITEMS_PER_EXECUTOR', 0, 1_000_000_000, 0);
+  const maxMemoryMiB = int('TASKBATCH_MAX_MEMORY_MIB', 0, 1_048_576, 0);
+  // Accepted as the CRD allows them (pods must not crash-loop on a valid TaskBatch), with warnings.
+  const warnings: string[] = [];
+  if (maxMemoryMiB > 0 && maxMemoryMiB < 16) bad('TASKBATCH_MAX_MEMORY_MIB', 'must be 0 (no limit) or at least 16', String(maxMemoryMiB));
+  else if (maxMemoryMiB > 0 && maxMemoryMiB < 64 && mode === 'process') {
+    warnings.push(`${name('TASKBATCH_MAX_MEMORY_MIB')} is ${maxMemoryMiB}: a Node.js child process alone uses about 45 MiB RSS, so executors will be replaced after nearly every item`);
+  }
+  if (mode === 'async' && (maxItemsPerExecutor > 0 || maxMemoryMiB > 0)) {
+    warnings.push(`${name('TASKBATCH_MAX_ITEMS_PER_EXECUTOR')} and ${name('TASKBATCH_MAX_MEMORY_MIB')} apply to thread and process mode only; ignored in async mode`);
+  }
+
+  // Timing
+  const itemTimeoutMs = seconds('TASKBATCH_ITEM_TIMEOUT_SECONDS', 0.01, 7 * 86_400, 300);
+  const leaseMs = seconds('TASKBATCH_LEASE_SECONDS', 0.5, 86_400, 30);
+  const shutdownGraceMs = seconds('TASKBATCH_SHUTDOWN_GRACE_SECONDS', 0, 86_400, 20);
+  const abortGraceMs = seconds('TASKBATCH_ABORT_GRACE_SECONDS', 0, 600, 1);
+  const prefetchMax = int('TASKBATCH_PREFETCH_MAX', 1, 10_000, 256);
+  const ackMaxItems = int('TASKBATCH_ACK_MAX_ITEMS', 1, 10_000, 100);
+  const ackMaxDelayMs = int('TASKBATCH_ACK_MAX_DELAY_MS', 0, 10_000, 5);
+  const idlePollMs = int('TASKBATCH_IDLE_POLL_MS', 10, 600_000, 1000);
+  const heartbeatMs = seconds('TASKBATCH_HEARTBEAT_SECONDS', 0.05, 3600, 5);
+  const presenceStaleMs = seconds('TASKBATCH_PRESENCE_STALE_SECONDS', 0.1, 86_400, 30);
+  if (presenceStaleMs < 2 * heartbeatMs) problems.push(`${name('TASKBATCH_PRESENCE_STALE_SECONDS')} must be at least twice ${name('TASKBATCH_HEARTBEAT_SECONDS')}, or live workers would be pruned`);
+  const stateLostExitMs = seconds('TASKBATCH_STATE_LOST_EXIT_SECONDS', 0, 7 * 86_400, 60);
+  const commandTimeoutMs = int('TASKBATCH_REDIS_COMMAND_TIMEOUT_MS', 100, 600_000, 10_000);
+  const defaultWatchdog = (mode === 'async' ? Math.min(itemTimeoutMs, leaseMs) : leaseMs) + 1000;
+  const watchdogMs = raw('TASKBATCH_WATCHDOG_SECONDS') === undefined ? defaultWatchdog : seconds('TASKBATCH_WATCHDOG_SECONDS', 0, 86_400, 0);
+  if (watchdogMs > 0 && watchdogMs < 200) bad('TASKBATCH_WATCHDOG_SECONDS', 'must be 0 (off) or at least 0.2', raw('TASKBATCH_WATCHDOG_SECONDS'));
+
+  // HTTP, identity, logs
+  const metricsPortRaw = raw('TASKBATCH_METRICS_PORT');
+  let http: WorkerConfig['http'];
+  if (metricsPortRaw === undefined || !/^(off|none|disabled)$/i.test(metricsPortRaw)) {
+    http = { host: raw('TASKBATCH_METRICS_ADDR') ?? '', port: int('TASKBATCH_METRICS_PORT', 0, 65535, 9464) };
+  }
+  const workerId = raw('TASKBATCH_WORKER_ID') ?? hostname();
+  try {
+    validateWorkerId(workerId);
+  } catch (err) {
+    problems.push(`${name('TASKBATCH_WORKER_ID')}: ${(err as Error).message}`);
+  }
+  const podIp = raw('POD_IP');
+  const logLevel = oneOf('TASKBATCH_LOG_LEVEL', LOG_LEVELS, 'info');
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  const config: WorkerConfig = {
+    redis: {
+      url: url as string,
+      ...(username ? { username } : {}),
+      ...(password ? { password } : {}),
+      ...(wantTls ? { tls: { ...(caFile ? { caFile } : {}), ...(serverName ? { serverName } : {}), ...(insecure ? { insecureSkipVerify: true } : {}) } } : {}),
+      cluster: bool('TASKBATCH_REDIS_CLUSTER'),
+      prefix,
+      commandTimeoutMs,
+    },
+    batch: { namespace, name: batchName as string, ...(epoch ? { expectedEpoch: epoch } : {}) },
+    handler: handler as HandlerSpec,
+    pool: mode === 'async' ? { mode, size, maxItemsPerExecutor: 0, maxMemoryMiB: 0 } : { mode, size, maxItemsPerExecutor, maxMemoryMiB },
+    warnings,
+    itemTimeoutMs,
+    leaseMs,
+    shutdownGraceMs,
+    abortGraceMs,
+    prefetchMax,
+    ackMaxItems,
+    ackMaxDelayMs,
+    idlePollMs,
+    heartbeatMs,
+    presenceStaleMs,
+    stateLostExitMs,
+    watchdogMs,
+    ...(http ? { http } : {}),
+    workerId,
+    ...(podIp ? { podIp } : {}),
+    logLevel,
+  };
+  return deepFreeze(config);
+}
+
+/** Environment variables holding secrets, removed from process.env once read. */
+export const SECRET_ENV = SETTINGS.filter((s) => s.secret).map((s) => s.env);
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value as Record<string, unknown>)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

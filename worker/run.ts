@@ -1,0 +1,180 @@
+import { connectRedis, type RedisClient } from '../queue/index.js';
+import { withTimeout } from './backoff.js';
+import { BatchWorker, type WorkerResult } from './batch-worker.js';
+import type { WorkerConfig } from './config.js';
+import { EXIT_CODES } from './exit-codes.js';
+import { createExecutor } from './executor/index.js';
+import { describeHandler } from './handler/spec.js';
+import { startHttpServer, type HttpServer } from './http.js';
+import { createLogger, type Logger } from './log.js';
+import { WorkerMetrics } from './metrics.js';
+import { startWatchdog, type Watchdog } from './watchdog.js';
+
+export interface RunWorkerOptions {
+  logger?: Logger;
+  /** Install SIGTERM/SIGINT handlers (default true; tests and the local run may not). */
+  handleSignals?: boolean;
+  /** Start the event-loop watchdog (default: when config.watchdogMs > 0). */
+  watchdog?: boolean;
+  /** Called once the HTTP server and worker exist (tests, local run). */
+  onStarted?(running: { worker: BatchWorker; http: HttpServer | undefined; redis: RedisClient; metrics: WorkerMetrics }): void;
+  onProgress?(itemId: string, value: number): void;
+}
+
+/** Opens the Redis connection the way the worker needs it: fail fast while disconnected, retry forever. */
+export function connectWorkerRedis(config: WorkerConfig, logger: Logger): RedisClient {
+  const redis = connectRedis({
+    url: config.redis.url,
+    ...(config.redis.username ? { username: config.redis.username } : {}),
+    ...(config.redis.password ? { password: config.redis.password } : {}),
+    ...(config.redis.tls ? { tls: config.redis.tls } : {}),
+    cluster: config.redis.cluster,
+    redisOptions: {
+      // Calls fail at once while disconnected; the worker's loops back off and retry.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      commandTimeout: config.redis.commandTimeoutMs,
+      connectTimeout: 5000,
+      keepAlive: 10_000,
+      retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 10), 2000),
+    },
+  });
+  let down = false;
+  redis.on('error', (err: Error) => {
+    if (!down) logger.debug('Redis connection error', { error: err.message });
+  });
+  redis.on('close', () => {
+    down = true;
+  });
+  redis.on('ready', () => {
+    down = false;
+  });
+  return redis;
+}
+
+/**
+ * Runs one worker process's worth of work: Redis connection, executors, consumer loop,
+ * HTTP server, watchdog and signal handling. Resolves with the exit code to use.
+ */
+export async function runWorker(config: WorkerConfig, options: RunWorkerOptions = {}): Promise<WorkerResult> {
+  const logger = options.logger ?? createLogger({ level: config.logLevel, base: { worker: config.workerId, namespace: config.batch.namespace, batch: config.batch.name } });
+  const metrics = new WorkerMetrics({ namespace: config.batch.namespace, batch: config.batch.name, mode: config.pool.mode });
+  const redis = connectWorkerRedis(config, logger);
+  let worker: BatchWorker | undefined;
+  const executor = createExecutor(config.pool.mode, {
+    handler: config.handler,
+    size: config.pool.size,
+    maxItemsPerExecutor: config.pool.maxItemsPerExecutor,
+    maxMemoryMiB: config.pool.maxMemoryMiB,
+    abortGraceMs: config.abortGraceMs,
+    hooks: {
+      onRestart: (reason, detail) => {
+        metrics.executorRestarts.inc({ reason });
+        (reason === 'max_items' || reason === 'max_memory' ? logger.info : logger.warn)('Replaced an executor', { reason, detail });
+      },
+      onLog: (task, level, message, fields) => logger[level](message, { ...fields, item: task.id, attempt: task.attempt, source: 'handler' }),
+      onProgress: (task, value) => options.onProgress?.(task.id, value),
+      onBroken: (err) => {
+        logger.error('Gave up starting executors', { error: err.message });
+        worker?.stopWith('handlerStart', err.message);
+      },
+      onAbandoned: (task) => logger.warn('A handler ignored its abort signal past the grace; its slot was given back while it still runs', { item: task.id, attempt: task.attempt }),
+    },
+  });
+  worker = new BatchWorker({
+    redis,
+    batch: { namespace: config.batch.namespace, name: config.batch.name },
+    queueOptions: { prefix: config.redis.prefix, ...(config.batch.expectedEpoch ? { expectedEpoch: config.batch.expectedEpoch } : {}) },
+    executor,
+    workerId: config.workerId,
+    itemTimeoutMs: config.itemTimeoutMs,
+    leaseMs: config.leaseMs,
+    shutdownGraceMs: config.shutdownGraceMs,
+    prefetchMax: config.prefetchMax,
+    ackMaxItems: config.ackMaxItems,
+    ackMaxDelayMs: config.ackMaxDelayMs,
+    idlePollMs: config.idlePollMs,
+    heartbeatMs: config.heartbeatMs,
+    presenceStaleMs: config.presenceStaleMs,
+    stateLostExitMs: config.stateLostExitMs,
+    ...(config.podIp ? { podIp: config.podIp } : {}),
+    logger,
+    metrics,
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  });
+  const w = worker;
+  logger.info('Starting worker', {
+    mode: config.pool.mode,
+    size: config.pool.size,
+    handler: describeHandler(config.handler),
+    redis: config.redis.url,
+    itemTimeoutMs: config.itemTimeoutMs,
+    leaseMs: config.leaseMs,
+    pid: process.pid,
+  });
+
+  for (const warning of config.warnings) logger.warn('Questionable configuration', { warning });
+  let http: HttpServer | undefined;
+  if (config.http) {
+    try {
+      http = await startHttpServer({
+        ...config.http,
+        metrics,
+        ready: () => w.ready,
+        healthy: () => w.healthy,
+        status: () => ({ worker: config.workerId, epoch: w.epoch, ...w.status(), executor: executor.stats() }),
+        logger,
+      });
+    } catch (err) {
+      logger.error('Could not start the HTTP server', { error: err, host: config.http.host, port: config.http.port });
+      await executor.destroy();
+      redis.disconnect();
+      return { reason: 'fatal', exitCode: EXIT_CODES.internal, message: `HTTP server: ${(err as Error).message}` };
+    }
+  }
+  let watchdog: Watchdog | undefined;
+  if ((options.watchdog ?? true) && config.watchdogMs > 0) {
+    watchdog = startWatchdog({ limitMs: config.watchdogMs, context: { worker: config.workerId, namespace: config.batch.namespace, batch: config.batch.name } });
+  }
+
+  let signals = 0;
+  let forceTimer: NodeJS.Timeout | undefined;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals++;
+    if (signals === 1) {
+      logger.info('Received a signal; shutting down gracefully', { signal, graceMs: config.shutdownGraceMs });
+      w.shutdown('shutdown');
+      // The last resort, in case finishing hangs (keep the pod's termination grace above this).
+      forceTimer = setTimeout(() => {
+        logger.error('Shutdown did not finish in time; exiting');
+        process.exit(EXIT_CODES.internal);
+      }, config.shutdownGraceMs + 20_000);
+      forceTimer.unref();
+    } else {
+      logger.warn('Received a second signal; exiting at once (leases will lapse and items be retried elsewhere)', { signal });
+      process.exit(signal === 'SIGINT' ? EXIT_CODES.forcedSigint : EXIT_CODES.forcedSigterm);
+    }
+  };
+  if (options.handleSignals !== false) {
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  }
+  options.onStarted?.({ worker: w, http, redis, metrics });
+
+  let result: WorkerResult;
+  try {
+    result = await w.run();
+  } finally {
+    if (options.handleSignals !== false) {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+    }
+    clearTimeout(forceTimer);
+    watchdog?.stop();
+    await http?.close();
+    await withTimeout(redis.quit().catch(() => undefined), 1000, undefined);
+    redis.disconnect();
+  }
+  return result;
+}
