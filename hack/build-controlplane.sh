@@ -32,7 +32,9 @@ build_k8s() {
   local t0 minor staging w gomod
   t0=$(date +%s); minor="${K8S_VERSION#1.}"; minor="${minor%%.*}"; staging="v0.${K8S_VERSION#1.}"
   w="$WORK/k8s-v$K8S_VERSION"; mkdir -p "$w"; cd "$w"
-  if [[ ! -f go.mod ]]; then
+  # .resolved marks a wrapper module whose `go get`s all succeeded; anything else is redone.
+  if [[ ! -f .resolved ]]; then
+    rm -f go.mod go.sum tools.go
     log "creating wrapper module for k8s.io/kubernetes v$K8S_VERSION"
     go mod init example.invalid/taskbatch-k8sbins >/dev/null 2>&1
     gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
@@ -54,6 +56,10 @@ import (
 )
 GO
     go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@v$K8S_VERSION" "k8s.io/kubernetes/cmd/kubectl@v$K8S_VERSION" >&2
+    # Guard against a resolution that moved kubernetes off the pinned version.
+    local got; got=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
+    [[ "$got" == "v$K8S_VERSION" ]] || { log "k8s.io/kubernetes resolved to $got, not v$K8S_VERSION"; exit 1; }
+    touch .resolved
   fi
   local ldf="-s -w"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -72,9 +78,11 @@ GO
 build_etcd() {
   need etcd || { log "etcd v$ETCD_VERSION cached"; return; }
   local t0 w; t0=$(date +%s); w="$WORK/etcd-v$ETCD_VERSION"; mkdir -p "$w"; cd "$w"
-  if [[ ! -f go.mod ]]; then
+  if [[ ! -f .resolved ]]; then
+    rm -f go.mod go.sum
     go mod init example.invalid/taskbatch-etcdbin >/dev/null 2>&1
     go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >&2
+    touch .resolved
   fi
   log "building etcd v$ETCD_VERSION"
   go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=gomod" -o "$OUT/etcd.tmp" go.etcd.io/etcd/server/v3
@@ -85,9 +93,11 @@ build_etcd() {
 build_helm() {
   need helm || { log "helm v$HELM_VERSION cached"; return; }
   local t0 w; t0=$(date +%s); w="$WORK/helm-v$HELM_VERSION"; mkdir -p "$w"; cd "$w"
-  if [[ ! -f go.mod ]]; then
+  if [[ ! -f .resolved ]]; then
+    rm -f go.mod go.sum
     go mod init example.invalid/taskbatch-helmbin >/dev/null 2>&1
     go get "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" >&2
+    touch .resolved
   fi
   log "building helm v$HELM_VERSION"
   local minor="${K8S_VERSION#1.}"; minor="${minor%%.*}"

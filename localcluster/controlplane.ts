@@ -28,6 +28,7 @@ export const DEFAULT_CONTROLLERS: readonly string[] = [
   'root-ca-certificate-publisher-controller',
   'clusterrole-aggregation-controller',
   'node-lifecycle-controller',
+  'taint-eviction-controller',
   'pod-garbage-collector-controller',
   'deployment-controller',
   'replicaset-controller',
@@ -96,6 +97,8 @@ export interface ControlPlane {
   readonly server: string;
   readonly host: string;
   readonly port: number;
+  /** etcd's client URL (http, loopback), e.g. for tests that compact or inspect storage. */
+  readonly etcdUrl: string;
   readonly binDir: string;
   readonly binaries: ControlPlaneBinaries;
   /** The temp dir: certs/, etcd/, logs/, users/. */
@@ -105,6 +108,8 @@ export interface ControlPlane {
   readonly logDir: string;
   readonly controllerManager: boolean;
   readonly timings: ControlPlaneTimings;
+  /** pids of the running components by name (etcd, kube-apiserver, kube-controller-manager). */
+  processIds(): Record<string, number>;
   /** A kubeconfig for a user authenticated by a client certificate (CN = user, O = groups); no rights until RBAC grants some. */
   createUserKubeconfig(user: string, groups?: string[]): Promise<KubeconfigHandle>;
   /** A kubeconfig holding a TokenRequest token of a ServiceAccount (which must exist). */
@@ -300,6 +305,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       server,
       host: HOST,
       port,
+      etcdUrl,
       binDir: binaries.dir,
       binaries,
       dir,
@@ -307,6 +313,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       logDir,
       controllerManager: options.controllerManager === true,
       timings,
+      processIds: () => Object.fromEntries(processes.filter((p) => !p.exitStatus()).map((p) => [p.name, p.pid])),
       createUserKubeconfig: async (user, groups = []) => {
         const safe = user.replace(/[^a-zA-Z0-9.-]/g, '_');
         const pair = await issueCert(usersDir, certs.ca, { name: safe, commonName: user, organizations: groups, usage: 'client' });

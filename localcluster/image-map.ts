@@ -39,7 +39,7 @@ export function defaultImageMap(repoRoot: string, nodePath: string = process.exe
 }
 
 export interface ContainerCommandSpec {
-  image: string;
+  image?: string;
   command?: string[];
   args?: string[];
   workingDir?: string;
@@ -97,7 +97,8 @@ export function which(name: string, pathEnv: string): string | undefined {
  * ENTRYPOINT (and drops its CMD); its args replace the CMD.
  */
 export function resolveContainerCommand(spec: ContainerCommandSpec, rules: readonly ImageRule[], pathEnv: string): ResolvedCommand {
-  const rule = findImageRule(spec.image, rules);
+  const image = spec.image ?? '';
+  const rule = findImageRule(image, rules);
   const entry = spec.command && spec.command.length > 0 ? spec.command : (rule?.entrypoint ?? []);
   const rest = spec.args ?? (spec.command && spec.command.length > 0 ? [] : (rule?.cmd ?? []));
   const argv = [...entry, ...rest];
@@ -105,7 +106,7 @@ export function resolveContainerCommand(spec: ContainerCommandSpec, rules: reado
     return {
       ok: false,
       reason: 'StartError',
-      message: `container of image ${spec.image} has no command and the node agent's image map has no entrypoint for that image`,
+      message: `container of image ${image} has no command and the node agent's image map has no entrypoint for that image`,
     };
   }
   const paths = rule?.paths ?? {};
@@ -118,8 +119,8 @@ export function resolveContainerCommand(spec: ContainerCommandSpec, rules: reado
       ok: false,
       reason: 'StartError',
       message: rule
-        ? `executable ${JSON.stringify(replaced)} of image ${spec.image} not found on this machine`
-        : `executable ${JSON.stringify(exeName)} not found on this machine, and image ${spec.image} has no rule in the node agent's image map (no image pulls here)`,
+        ? `executable ${JSON.stringify(replaced)} of image ${image} not found on this machine`
+        : `executable ${JSON.stringify(exeName)} not found on this machine, and image ${image} has no rule in the node agent's image map (no image pulls here)`,
     };
   }
   const wd = spec.workingDir ?? rule?.workingDir;

@@ -23,6 +23,7 @@ export class PodIpAllocator {
   constructor(lockDir = join(tmpdir(), 'taskbatch-localcluster-podnet')) {
     this.lockDir = lockDir;
     mkdirSync(lockDir, { recursive: true });
+    this.leaseBlock();
   }
 
   /** The block prefixes this allocator holds, e.g. ["127.0.10"]. */

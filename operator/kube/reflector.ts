@@ -36,6 +36,7 @@ export class Reflector<T extends KubeObject> {
   private relistTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private generation = 0;
+  private outageUntil = 0;
   /** Counts (re)lists, for metrics and tests. */
   lists = 0;
 
@@ -72,8 +73,12 @@ export class Reflector<T extends KubeObject> {
     clearTimeout(this.retryTimer);
   }
 
-  /** Drops the current watch (as a network failure would); the reflector recovers by itself. */
-  breakWatch(): void {
+  /**
+   * Drops the current watch as a network failure would, and keeps it down for `outageMs`;
+   * the reflector then resumes from its last resourceVersion (or relists on 410 Gone).
+   */
+  breakWatch(outageMs = 0): void {
+    this.outageUntil = Date.now() + outageMs;
     this.stopWatch?.();
   }
 
@@ -117,14 +122,14 @@ export class Reflector<T extends KubeObject> {
     const end = (err: unknown): void => {
       if (ended || this.stopped || gen !== this.generation) return;
       ended = true;
-      if (err === null) {
+      if (err === null && Date.now() >= this.outageUntil) {
         // A clean close (server-side timeout): resume from where we were.
         void this.openWatch(gen).catch((e: unknown) => this.retry(gen, e, 'watch'));
       } else if (isGone(err)) {
         this.log.info('Watch expired (410 Gone); relisting', { path: this.options.path });
         void this.relist();
       } else {
-        this.retry(gen, err, 'watch');
+        this.retry(gen, err ?? new Error('watch closed'), 'watch');
       }
     };
     this.stopWatch = await this.client.watch<T>(
@@ -148,6 +153,7 @@ export class Reflector<T extends KubeObject> {
     }
     const rv = e.object.metadata?.resourceVersion;
     if (rv) this.resourceVersion = rv;
+    this.failures = 0;
     if (e.type === 'BOOKMARK') return;
     const key = objectKey(e.object);
     if (e.type === 'DELETED') {
@@ -159,13 +165,25 @@ export class Reflector<T extends KubeObject> {
     }
   }
 
-  private retry(gen: number, err: unknown, what: string): void {
+  /**
+   * After a failed list: relist after a capped backoff. After a dropped watch: re-open it
+   * from the last resourceVersion (as client-go does), so nothing is missed; a too-old
+   * resourceVersion then yields 410 Gone and a relist.
+   */
+  private retry(gen: number, err: unknown, what: 'list' | 'watch'): void {
     if (this.stopped || gen !== this.generation) return;
     this.failures++;
-    const delay = Math.min(this.options.maxBackoffMs ?? 30_000, 200 * 2 ** Math.min(this.failures, 10));
-    this.log.warn(`The ${what} failed; relisting after backoff`, { path: this.options.path, error: String(err), delayMs: delay });
+    const backoff = Math.min(this.options.maxBackoffMs ?? 30_000, 200 * 2 ** Math.min(this.failures, 10));
+    const delay = Math.max(backoff, this.outageUntil - Date.now());
+    this.log.warn(`The ${what} failed; retrying after backoff`, { path: this.options.path, error: String(err), delayMs: delay });
     clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => void this.relist(), delay);
+    this.retryTimer = setTimeout(() => {
+      if (what === 'list' || this.failures > 5) {
+        void this.relist();
+      } else {
+        this.openWatch(gen).catch((e: unknown) => this.retry(gen, e, 'watch'));
+      }
+    }, delay);
     this.retryTimer.unref();
   }
 

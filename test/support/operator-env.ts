@@ -108,10 +108,15 @@ export async function getBatch(kube: KubeClient, ns: string, name: string): Prom
 }
 
 export async function waitForCondition(kube: KubeClient, ns: string, name: string, type: string, timeoutMs = 120_000, status = 'True'): Promise<TaskBatch> {
-  return eventually(async () => {
-    const tb = await getBatch(kube, ns, name);
-    return tb.status?.conditions?.some((c) => c.type === type && c.status === status) ? tb : undefined;
-  }, timeoutMs, `TaskBatch ${ns}/${name} condition ${type}=${status}`);
+  let last: TaskBatch | undefined;
+  try {
+    return await eventually(async () => {
+      last = await getBatch(kube, ns, name);
+      return last.status?.conditions?.some((c) => c.type === type && c.status === status) ? last : undefined;
+    }, timeoutMs, `TaskBatch ${ns}/${name} condition ${type}=${status}`);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; last status: ${JSON.stringify(last?.status)}`);
+  }
 }
 
 export async function workerPods(kube: KubeClient, ns: string, batch: string): Promise<Pod[]> {
