@@ -345,6 +345,10 @@ export class Reconciler {
 
   private async afterFinish(batch: TaskBatch, status: TaskBatchStatus, pods: Pod[], mem: BatchMemory, now: number): Promise<ReconcileResult> {
     for (const p of pods) if (!isPodTerminating(p)) await this.deletePod(p);
+    // Keep the worker counts true while the last pods go away (their deletions requeue us).
+    const remaining = pods.length;
+    status.workers = { ...(status.workers ?? {}), desired: 0, current: remaining, ready: 0, draining: remaining, summary: '0/0' };
+    await this.writeStatus(batch, status, mem, now);
     const ttl = batch.spec.ttlSecondsAfterFinished;
     const finishedAt = Date.parse(status.completionTime ?? findCondition(status, 'Complete')?.lastTransitionTime ?? findCondition(status, 'Failed')?.lastTransitionTime ?? '');
     if (ttl !== undefined && Number.isFinite(finishedAt)) {
@@ -356,7 +360,6 @@ export class Reconciler {
       }
       return { requeueAfterMs: left };
     }
-    void mem;
     return {};
   }
 

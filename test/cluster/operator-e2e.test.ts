@@ -20,12 +20,14 @@ let env: OperatorEnv;
 let op: OperatorProcess;
 let redis: Redis;
 let ns: string;
+// Fail fast on crash-looping workers (2 s + 4 s of replacement backoff) so the test stays short.
+const OPERATOR_ENV = { TASKBATCH_MAX_WORKER_FAILURES: '3' };
 
 beforeAll(async () => {
   env = await startOperatorEnv();
   redis = new Redis(env.redis.port, env.redis.host);
   ns = await createNamespace(env.kube, 'e2e');
-  op = await startOperator(env);
+  op = await startOperator(env, OPERATOR_ENV);
 });
 afterAll(async () => {
   await op?.kill('SIGTERM');
@@ -156,7 +158,7 @@ test('an operator killed mid-seed and mid-batch converges without duplicate item
     return c > 0 && c < total ? c : undefined;
   }, 60_000, 'seeding under way');
   await op.kill('SIGKILL');
-  op = await startOperator(env);
+  op = await startOperator(env, OPERATOR_ENV);
   const q = new BatchQueue(redis, { namespace: ns, name });
   await eventually(async () => (await q.snapshot()).seedCursor === String(total), 120_000, 'seeding finished');
   expect(cursorAt).toBeLessThan(total);
@@ -165,9 +167,29 @@ test('an operator killed mid-seed and mid-batch converges without duplicate item
   await eventually(async () => (await q.snapshot()).succeeded > 1000, 120_000, 'items being processed');
   await op.kill('SIGKILL');
   await sleep(1000);
-  op = await startOperator(env);
+  op = await startOperator(env, OPERATOR_ENV);
   const done = await waitForCondition(env.kube, ns, name, 'Complete', 300_000);
   pods.stop();
   expect(done.status?.items).toMatchObject({ total, succeeded: total, failed: 0 });
   expect(pods.max()).toBeLessThanOrEqual(2);
+});
+
+test('workers that keep crashing fail the batch with WorkersCrashLooping', async () => {
+  const name = 'crashloop';
+  await apply(aTaskBatch(ns, name, { range: { end: 10 }, handler: { module: join(repoRoot(), 'test/fixtures/operator/does-not-exist.mjs') }, workers: { max: 1 } }));
+  const degraded = await waitForCondition(env.kube, ns, name, 'Degraded', 60_000);
+  expect(degraded.status?.conditions?.find((c) => c.type === 'Degraded')).toMatchObject({ reason: 'WorkerPodsFailing' });
+  const failed = await waitForCondition(env.kube, ns, name, 'Failed', 120_000);
+  expect(failed.status?.conditions?.find((c) => c.type === 'Failed')).toMatchObject({ reason: 'WorkersCrashLooping', message: expect.stringMatching(/3 worker pods failed in a row/) });
+  expect(failed.status?.workers?.failures).toBe(3);
+  await eventually(async () => (await workerPods(env.kube, ns, name)).length === 0, 60_000, 'no worker pods left');
+});
+
+test('activeDeadlineSeconds fails a batch that runs too long and stops its workers', async () => {
+  const name = 'deadline';
+  await apply(aTaskBatch(ns, name, { items: Array.from({ length: 50 }, () => ({ ms: 1000 })), handler: { builtin: 'sleep' }, pool: { mode: 'async', size: 1 }, workers: { max: 1 }, activeDeadlineSeconds: 3 }));
+  const failed = await waitForCondition(env.kube, ns, name, 'Failed', 60_000);
+  expect(failed.status?.conditions?.find((c) => c.type === 'Failed')).toMatchObject({ reason: 'DeadlineExceeded' });
+  expect(failed.status?.items?.succeeded).toBeLessThan(50);
+  await eventually(async () => (await workerPods(env.kube, ns, name)).length === 0, 60_000, 'workers stopped');
 });
