@@ -77,6 +77,7 @@ interface BatchMemory {
   expectedPods: Map<string, number>;
   lastStatusWrite: number;
   cleanupAttempts: number;
+  redisFailures: number;
   countedFailedPods: Set<string>;
   lastFailureAt: number;
   lastSucceeded: number;
@@ -87,6 +88,7 @@ const DEFAULT_MEMORY = (): BatchMemory => ({
   expectedPods: new Map(),
   lastStatusWrite: 0,
   cleanupAttempts: 0,
+  redisFailures: 0,
   countedFailedPods: new Set(),
   lastFailureAt: 0,
   lastSucceeded: -1,
@@ -145,10 +147,11 @@ export class Reconciler {
         const reason = err instanceof RedisConfigError ? 'RedisConfigInvalid' : 'ConnectionFailed';
         cond({ type: 'RedisUnavailable', status: 'True', reason, message: String((err as Error).message ?? err) });
         void this.ctx.events.emit(batch, 'Warning', 'RedisUnavailable', String((err as Error).message ?? err));
-        requeueAfterMs = Math.min(30_000, 1000 * 2 ** Math.min(5, mem.cleanupAttempts++));
+        // Checking again is cheap: retry within seconds so recovery shows up promptly.
+        requeueAfterMs = Math.min(5000, 500 * 2 ** Math.min(4, mem.redisFailures++));
       }
     }
-    if (snapshot) mem.cleanupAttempts = 0;
+    if (snapshot) mem.redisFailures = 0;
 
     // Workers.
     const epoch = status.queueEpoch ?? '';
