@@ -126,6 +126,10 @@ export function buildWorkerPod(batch: TaskBatch, epoch: string, cfg: WorkerPodCo
   const ownNames = new Set(own.map((e) => e.name));
   c.env = [...own, ...(c.env ?? []).filter((e) => !ownNames.has(e.name))];
   c.ports ??= [{ name: 'metrics', containerPort: cfg.metricsPort, protocol: 'TCP' }];
+  // /readyz: connected to Redis with the batch's state present; /healthz: the event loop
+  // answers and the consumer loop made progress (a wedged worker is restarted by replacement).
+  c.readinessProbe ??= { httpGet: { path: '/readyz', port: cfg.metricsPort }, periodSeconds: 2, failureThreshold: 2 };
+  c.livenessProbe ??= { httpGet: { path: '/healthz', port: cfg.metricsPort }, initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 6 };
   if (cfg.restrictedSecurityContext) {
     c.securityContext = { ...RESTRICTED_CONTAINER, ...(c.securityContext ?? {}) };
     spec.securityContext = { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' }, ...(spec.securityContext ?? {}) };

@@ -65,6 +65,8 @@ describe('worker pods', () => {
     expect(env).toMatchObject({ TASKBATCH_BATCH: 'resize', TASKBATCH_NAMESPACE: 'media', TASKBATCH_POOL_MODE: 'process', TASKBATCH_POOL_SIZE: '3', TASKBATCH_QUEUE_EPOCH: 'e1', TASKBATCH_REDIS_URL: 'redis://redis:6379', TASKBATCH_HANDLER: '{"builtin":"sleep"}' });
     expect(c.securityContext).toMatchObject({ runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
     expect(pod.spec.restartPolicy).toBe('Never');
+    expect(c.readinessProbe).toMatchObject({ httpGet: { path: '/readyz', port: 9090 } });
+    expect(c.livenessProbe).toMatchObject({ httpGet: { path: '/healthz', port: 9090 } });
   });
 
   test('the template is kept; the container named worker gets the command and env', () => {
