@@ -9,6 +9,7 @@ import type { OperatorConfig } from './config.js';
 import type { Pod } from './reconcile/pods.js';
 import { RedisPool } from './reconcile/redis-pool.js';
 import { Reconciler, TerminalError } from './reconcile/reconciler.js';
+import { ScheduleController } from './schedule/controller.js';
 import { systemClock, WorkQueue, type Clock } from './workqueue.js';
 
 /**
@@ -20,6 +21,8 @@ export class Controller {
   readonly queue: WorkQueue;
   readonly batches: Reflector<TaskBatch>;
   readonly pods: Reflector<Pod>;
+  /** TaskSchedules (periodic TaskBatches); idle while their CRD is not installed. */
+  readonly schedules: ScheduleController;
   private readonly redis: RedisPool;
   private readonly reconciler: Reconciler;
   private running = false;
@@ -58,12 +61,14 @@ export class Controller {
         : {}),
     };
     this.redis = new RedisPool(kube, worker.defaultRedis);
+    const events = new EventRecorder(kube, 'taskbatch-operator', log);
+    this.schedules = new ScheduleController({ kube, batches: this.batches, events, log: log.child({ controller: 'taskschedules' }), watchNamespace: ns, clock });
     this.reconciler = new Reconciler({
       kube,
       batches: this.batches,
       pods: this.pods,
       redis: this.redis,
-      events: new EventRecorder(kube, 'taskbatch-operator', log),
+      events,
       metrics: this.metrics,
       clock,
       log,
@@ -80,15 +85,17 @@ export class Controller {
     this.running = true;
     await Promise.all([this.batches.start(), this.pods.start()]);
     this.loops = Array.from({ length: this.config.concurrency }, () => this.loop());
+    await this.schedules.start();
     this.log.info('Controller started', { namespace: this.config.watchNamespace || '(all)', concurrency: this.config.concurrency });
   }
 
   async stop(): Promise<void> {
     this.running = false;
     this.queue.shutdown();
+    this.schedules.stop();
     this.batches.stop();
     this.pods.stop();
-    await Promise.allSettled(this.loops);
+    await Promise.allSettled([...this.loops, this.schedules.stopped()]);
     this.redis.close();
   }
 

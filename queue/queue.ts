@@ -96,6 +96,32 @@ export interface StoredResult {
   result: unknown;
 }
 
+/** Items whose id is `call:<client>:<n>` are remote calls: their outcome is announced to <client> (see enableReplies). */
+export const CALL_ID_PREFIX = 'call:';
+
+/** How complete/fail announce call outcomes: sharded Pub/Sub (Redis 7+) or classic Pub/Sub. */
+export type ReplyMode = 'spublish' | 'publish';
+
+/** One announced outcome of a call item (see BatchQueue.enableReplies). */
+export type CallReply =
+  | { kind: 'result'; id: string; /** The result's JSON; '' when the handler returned undefined. */ json: string }
+  | { kind: 'error'; id: string; /** The dead letter: attempts, failedAt (ms) and the last error. */ record: { attempts: number; failedAt: number; error: ItemError } };
+
+/** Parses one reply message: lines "r\tid\tjson" (completed) or "e\tid\tdead-letter JSON" (failed for good). */
+export function parseCallReplies(message: string): CallReply[] {
+  const out: CallReply[] = [];
+  for (const line of message.split('\n')) {
+    const a = line.indexOf('\t');
+    const b = a < 0 ? -1 : line.indexOf('\t', a + 1);
+    if (a !== 1 || b < 0) continue;
+    const id = line.slice(2, b);
+    const body = line.slice(b + 1);
+    if (line[0] === 'r') out.push({ kind: 'result', id, json: body });
+    else if (line[0] === 'e') out.push({ kind: 'error', id, record: JSON.parse(body) as { attempts: number; failedAt: number; error: ItemError } });
+  }
+  return out;
+}
+
 const ENQUEUE_CHUNK = 500;
 const MAX_CLAIM = 10_000;
 const MAX_ID_BYTES = 256;
@@ -388,6 +414,57 @@ export class BatchQueue {
       if (v != null) out.push({ id, completedAt: new Date(times[i] as number), result: JSON.parse(v) as unknown });
     });
     return out;
+  }
+
+  /**
+   * Turns on call replies for this batch (idempotent; the first caller's mode wins): from now
+   * on, complete/fail announce the outcome of items whose id is `call:<client>:<n>` on
+   * replyChannel(<client>) — a result when one succeeds, the dead letter when one fails for
+   * good (retries announce nothing). Sharded Pub/Sub (SPUBLISH, Redis 7+, one slot on Redis
+   * Cluster) when the server has it, else PUBLISH. Returns the mode in effect, which decides
+   * how to subscribe (SSUBSCRIBE or SUBSCRIBE). Announcements are fire-and-forget: results and
+   * dead letters are stored as for any item, so a subscriber that missed one can read them.
+   */
+  async enableReplies(): Promise<ReplyMode> {
+    await this.snapshot(); // the batch must exist (and have the expected epoch)
+    let mode = await this.redis.hget(this.keys.meta, 'notify');
+    if (mode === null) {
+      const info = await this.redis.info('server');
+      const major = Number(/redis_version:(\d+)/.exec(info)?.[1] ?? 0);
+      await this.redis.hsetnx(this.keys.meta, 'notify', major >= 7 ? 's' : 'p');
+      mode = await this.redis.hget(this.keys.meta, 'notify');
+    }
+    return mode === 's' ? 'spublish' : 'publish';
+  }
+
+  /** The channel on which the outcomes of `call:<clientId>:*` items are announced. */
+  replyChannel(clientId: string): string {
+    return `${this.keys.meta.slice(0, -'meta'.length)}reply:${clientId}`;
+  }
+
+  /**
+   * Forgets finished call items once their caller has the outcome: their caller id (so the
+   * idempotence set does not grow with every call of a long-lived service) and stored result.
+   * Dead letters stay (listable, replayable). Never touches items that are still queued.
+   */
+  async forgetCalls(ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    const pipeline = this.redis.pipeline();
+    for (let i = 0; i < ids.length; i += ENQUEUE_CHUNK) {
+      const chunk = ids.slice(i, i + ENQUEUE_CHUNK);
+      pipeline.srem(this.keys.seen, ...chunk);
+      pipeline.hdel(this.keys.results, ...chunk);
+      pipeline.zrem(this.keys.resultsIdx, ...chunk);
+    }
+    await pipeline.exec();
+  }
+
+  /** One dead letter by id, or undefined when the item is not dead-lettered. */
+  async deadLetter(id: string): Promise<{ attempts: number; failedAt: Date; error: ItemError } | undefined> {
+    const json = await this.redis.hget(this.keys.dead, id);
+    if (json == null) return undefined;
+    const rec = JSON.parse(json) as { attempts: number; failedAt: number; error: ItemError };
+    return { attempts: rec.attempts, failedAt: new Date(rec.failedAt), error: rec.error };
   }
 
   /** Deletes every key of the batch (cancel or cleanup). Idempotent; returns keys deleted. */

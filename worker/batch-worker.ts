@@ -322,9 +322,10 @@ export class BatchWorker {
       if (result.nextDueMs >= 0) wait = Math.min(wait, result.nextDueMs + 5);
       this.schedulePoll(Math.round(wait * (0.75 + Math.random() * 0.5)));
     } else if (result.items.length < count) {
-      // The queue ran dry: poll again soon rather than on every completion.
+      // The queue ran dry: poll again soon rather than on every completion (never later
+      // than the configured idle poll, which bounds the latency of remote calls).
       this.emptyStreak = 1;
-      this.schedulePoll(20);
+      this.schedulePoll(Math.min(20, this.o.idlePollMs));
     } else this.emptyStreak = 0;
   }
 

@@ -121,6 +121,13 @@ export type TaskBatchStatus = {
   completionTime?: string;
   /** Epoch of the batch's state in Redis, kept here to detect data loss */
   queueEpoch?: string;
+  /** The operator's default Redis this batch uses (when spec.redis is unset), without credentials, so clients (SDK, CLI) can find it */
+  redis?: {
+    url?: string;
+    username?: string;
+    tls?: boolean;
+    cluster?: boolean;
+  };
   seeded?: boolean;
   items?: {
     total?: number;

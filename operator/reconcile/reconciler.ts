@@ -129,6 +129,15 @@ export class Reconciler {
     };
     const pods = this.podsOf(batch);
     status.selector = `${BATCH_LABEL}=${batch.metadata.name}`;
+    const defaultRedis = this.ctx.config.worker.defaultRedis;
+    if (!batch.spec.redis && defaultRedis) {
+      status.redis = {
+        url: defaultRedis.url,
+        ...(defaultRedis.username ? { username: defaultRedis.username } : {}),
+        ...(defaultRedis.tls ? { tls: true } : {}),
+        ...(defaultRedis.cluster ? { cluster: true } : {}),
+      };
+    }
 
     if (isFinished(status)) return this.afterFinish(batch, status, pods, mem, now);
 

@@ -3,17 +3,22 @@
 -- KEYS[6] results, KEYS[7] resultsIdx
 -- ARGV[1] version, ARGV[2] epoch, then pairs: member ("<token>:<id>"), result JSON ('' = none)
 -- returns the members whose lease was lost (rejected: nothing recorded for them)
+-- Replies: when meta field `notify` is set ('s' = SPUBLISH, 'p' = PUBLISH; see
+-- BatchQueue.enableReplies), each completed item whose id is "call:<client>:<n>" is announced
+-- on the channel "<prefix>:{ns/name}:reply:<client>" as one line "r<TAB>id<TAB>result JSON"
+-- (result '' = none); one message per client and script call, lines joined by "\n".
 local lost = tb_check(KEYS[1])
 if lost then return redis.error_reply(lost) end
 local meta, running, items, att, errors, results, resultsIdx = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local now = nil
-local done, gone = {}, {}
+local done, gone, doneResults = {}, {}, {}
 for i = 3, #ARGV, 2 do
   local member = ARGV[i]
   if redis.call('ZREM', running, member) == 1 then
     local id = tb_member_id(member)
     done[#done + 1] = id
     local result = ARGV[i + 1]
+    doneResults[#done] = result
     if result ~= '' then
       now = now or tb_now_ms()
       redis.call('HSET', results, id, result)
@@ -43,5 +48,31 @@ if now then
   -- Redis drop both keys even if no later complete() trims them.
   redis.call('PEXPIRE', results, ttl)
   redis.call('PEXPIRE', resultsIdx, ttl)
+end
+if k > 0 then
+  local notify = redis.call('HGET', meta, 'notify')
+  if notify then
+    local base = string.sub(meta, 1, #meta - 4)
+    local lines, channels = {}, {}
+    for j = 1, k do
+      local id = done[j]
+      if string.sub(id, 1, 5) == 'call:' then
+        local colon = string.find(id, ':', 6, true)
+        if colon then
+          local channel = base .. 'reply:' .. string.sub(id, 6, colon - 1)
+          if not lines[channel] then
+            lines[channel] = {}
+            channels[#channels + 1] = channel
+          end
+          local l = lines[channel]
+          l[#l + 1] = 'r\t' .. id .. '\t' .. doneResults[j]
+        end
+      end
+    end
+    local publish = notify == 's' and 'SPUBLISH' or 'PUBLISH'
+    for j = 1, #channels do
+      redis.call(publish, channels[j], table.concat(lines[channels[j]], '\n'))
+    end
+  end
 end
 return gone

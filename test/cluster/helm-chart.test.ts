@@ -80,6 +80,7 @@ describe('helm template', () => {
       'ClusterRole/tb-taskbatch-view',
       'ClusterRoleBinding/tb-taskbatch',
       'CustomResourceDefinition/taskbatches.taskbatch.dev',
+      'CustomResourceDefinition/taskschedules.taskbatch.dev',
       'Deployment/tb-taskbatch',
       'Deployment/tb-taskbatch-redis',
       'Job/tb-taskbatch-uninstall',

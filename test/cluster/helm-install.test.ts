@@ -145,6 +145,10 @@ describe('helm install, cluster-wide', () => {
       ['patch', 'taskbatches.taskbatch.dev', '-n', 'work'],
       ['patch', 'taskbatches.taskbatch.dev', '--subresource=status', '-n', 'work'],
       ['delete', 'taskbatches.taskbatch.dev', '-n', 'work'],
+      ['create', 'taskbatches.taskbatch.dev', '-n', 'work'], // runs of a TaskSchedule
+      ['list', 'taskschedules.taskbatch.dev', '--all-namespaces'],
+      ['watch', 'taskschedules.taskbatch.dev', '--all-namespaces'],
+      ['patch', 'taskschedules.taskbatch.dev', '--subresource=status', '-n', 'work'],
       ['create', 'pods', '-n', 'work'],
       ['delete', 'pods', '-n', 'elsewhere'],
       ['get', 'configmaps', '-n', 'work'],
@@ -156,8 +160,9 @@ describe('helm install, cluster-wide', () => {
     const denied = [
       ['delete', CRD],
       ['update', CRD],
-      ['create', 'taskbatches.taskbatch.dev', '-n', 'work'],
       ['update', 'taskbatches.taskbatch.dev', '-n', 'work'],
+      ['create', 'taskschedules.taskbatch.dev', '-n', 'work'],
+      ['update', 'taskschedules.taskbatch.dev', '-n', 'work'],
       ['list', 'secrets', '--all-namespaces'],
       ['list', 'secrets', '-n', 'work'],
       ['watch', 'secrets', '-n', 'work'],

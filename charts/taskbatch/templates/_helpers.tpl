@@ -141,14 +141,20 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
-{{/* The least-privilege rules of the operator on TaskBatches and their pods (deploy/operator-rbac.yaml). */}}
+{{/* The least-privilege rules of the operator on TaskBatches, TaskSchedules and worker pods (deploy/operator-rbac.yaml). */}}
 {{- define "taskbatch.operatorRules" -}}
 - apiGroups: [taskbatch.dev]
   resources: [taskbatches]
-  # patch: the finalizer; delete: ttlSecondsAfterFinished
-  verbs: [get, list, watch, patch, delete]
+  # create: TaskSchedule runs; patch: the finalizer; delete: ttlSecondsAfterFinished, run history
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [taskbatch.dev]
   resources: [taskbatches/status]
+  verbs: [patch]
+- apiGroups: [taskbatch.dev]
+  resources: [taskschedules]
+  verbs: [get, list, watch]
+- apiGroups: [taskbatch.dev]
+  resources: [taskschedules/status]
   verbs: [patch]
 - apiGroups: [""]
   resources: [pods]
