@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { Redis } from 'ioredis';
-import { startRedisServer, type RedisServer } from '../test/support/redis-server.js';
+import { startRedisServer, type RedisServer } from '../localcluster/redis-server.js';
 
 export interface BenchRedis {
   server: RedisServer;

@@ -9,7 +9,7 @@ import { cpus, loadavg } from 'node:os';
 import { Redis } from 'ioredis';
 import { connect } from '../sdk/index.js';
 import type * as MathModule from '../examples/handlers/math.js';
-import { startRedisServer } from '../test/support/redis-server.js';
+import { startRedisServer } from '../localcluster/redis-server.js';
 import { spawnWorker } from '../test/support/worker-harness.js';
 import { fileURLToPath } from 'node:url';
 

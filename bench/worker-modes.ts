@@ -10,7 +10,7 @@
 import { execFileSync } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { startRedisServer } from '../test/support/redis-server.js';
+import { startRedisServer } from '../localcluster/redis-server.js';
 
 const quick = process.argv.includes('--quick');
 const noopPart = !process.argv.includes('--cpu-only');

@@ -382,13 +382,20 @@ export class BatchQueue {
   }
 
   /** Replays every dead-lettered item. */
+  /**
+   * Replays every dead-lettered item, a page at a time (HSCAN, not HKEYS: a large dead-letter
+   * set is never loaded whole). Items dead-lettered meanwhile may or may not be included.
+   */
   async replayAll(): Promise<number> {
     let moved = 0;
-    for (;;) {
-      const ids = await this.redis.hkeys(this.keys.dead);
-      if (ids.length === 0) return moved;
-      moved += await this.replay(ids.slice(0, 10_000));
-    }
+    let cursor = '0';
+    do {
+      const [next, flat] = await this.redis.hscan(this.keys.dead, cursor, 'COUNT', 1000);
+      const ids = flat.filter((_, i) => i % 2 === 0);
+      if (ids.length > 0) moved += await this.replay(ids);
+      cursor = next;
+    } while (cursor !== '0');
+    return moved;
   }
 
   async result(id: string): Promise<StoredResult | undefined> {

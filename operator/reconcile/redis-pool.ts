@@ -3,6 +3,8 @@ import type { KubeClient } from '../kube/client.js';
 import type { TaskBatch } from '../api/taskbatch.js';
 import type { WorkerPodConfig } from './pods.js';
 
+const SECRET_TTL_MS = 60_000;
+
 export class RedisConfigError extends Error {
   override name = 'RedisConfigError';
 }
@@ -18,6 +20,7 @@ interface Secret {
  */
 export class RedisPool {
   private readonly clients = new Map<string, RedisClient>();
+  private readonly secrets = new Map<string, { at: number; secret: Secret }>();
 
   constructor(
     private readonly kube: KubeClient,
@@ -77,9 +80,20 @@ export class RedisPool {
     this.clients.clear();
   }
 
+  /**
+   * A running batch is reconciled every second; its Secret is read at most once per
+   * SECRET_TTL_MS (a rotated password is picked up within that time), not on every pass.
+   */
   private async secret(ns: string, name: string, field: string): Promise<Secret> {
+    const key = `${ns}/${name}`;
+    const cached = this.secrets.get(key);
+    if (cached && Date.now() - cached.at < SECRET_TTL_MS) return cached.secret;
     const s = await this.kube.find<Secret>(`/api/v1/namespaces/${ns}/secrets/${name}`);
-    if (!s) throw new RedisConfigError(`${field}: Secret ${ns}/${name} not found`);
+    if (!s) {
+      this.secrets.delete(key);
+      throw new RedisConfigError(`${field}: Secret ${ns}/${name} not found`);
+    }
+    this.secrets.set(key, { at: Date.now(), secret: s });
     return s;
   }
 }

@@ -12,7 +12,7 @@ import { basename, join } from 'node:path';
 import { Redis } from 'ioredis';
 import { defaultImageMap, repoRoot, runCommand } from '../../localcluster/index.js';
 import { BatchQueue } from '../../queue/index.js';
-import { startRedisServer, type RedisServer } from '../support/redis-server.js';
+import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 
 const ROOT = repoRoot();
 const IMAGES = { operator: 'Dockerfile.operator', worker: 'Dockerfile.worker' } as const;

@@ -14,7 +14,7 @@ import type { Pod } from '../../operator/reconcile/pods.js';
 import { eventually, sleep } from '../support/batches.js';
 import { canI, clusterObjectsOf, expectOk, helmUpgradeInstall, localValues, namespacedObjects } from '../support/helm-release.js';
 import { aTaskBatch, createNamespace, getBatch, waitForCondition, workerPods } from '../support/operator-env.js';
-import { startRedisServer, type RedisServer } from '../support/redis-server.js';
+import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 
 const RELEASE = 'tb';
 const SYSTEM_NS = 'taskbatch-system';

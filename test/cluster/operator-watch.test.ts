@@ -4,7 +4,7 @@ import { Controller } from '../../operator/controller.js';
 import { KubeClient } from '../../operator/kube/client.js';
 import { createLogger } from '../../operator/log.js';
 import { startControlPlane, type ControlPlane } from '../../localcluster/index.js';
-import { startRedisServer, type RedisServer } from '../support/redis-server.js';
+import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { eventually } from '../support/batches.js';
 import { aTaskBatch, createNamespace, getBatch, installCrd, waitForCondition } from '../support/operator-env.js';
 

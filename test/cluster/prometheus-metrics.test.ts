@@ -20,7 +20,7 @@ import {
   type OperatorEnv,
   type OperatorProcess,
 } from '../support/operator-env.js';
-import { freePort } from '../support/ports.js';
+import { freePort } from '../../localcluster/ports.js';
 import { promtool, ruleFileOf, scrape, startPrometheus, type Prometheus, type Target } from '../support/prometheus.js';
 
 /** The job name the Prometheus Operator gives the chart's ServiceMonitor targets (release tb). */

@@ -8,7 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { repoRoot } from '../../localcluster/index.js';
 import { connect, TaskBatchClient } from '../../sdk/index.js';
 import { taskbatch } from '../support/cli-run.js';
-import { startRedisServer, type RedisServer } from '../support/redis-server.js';
+import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { sdkBatchName, spawnCallWorker, stopWorker } from '../support/sdk-env.js';
 
 jest.setTimeout(90_000);

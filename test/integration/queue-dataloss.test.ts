@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { BatchQueue, BatchStateLostError, ProtocolVersionError } from '../../queue/index.js';
-import { startRedisServer, type RedisServer } from '../support/redis-server.js';
+import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { eventually, uniqueBatch } from '../support/batches.js';
 
 let server: RedisServer;

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { BatchQueue, type Claim } from '../../queue/index.js';
-import { startRedisServer, type RedisServer } from '../support/redis-server.js';
+import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { sleep, uniqueBatch } from '../support/batches.js';
 
 let server: RedisServer;

@@ -6,7 +6,7 @@ import {
   PayloadTooLargeError,
   type BatchSnapshot,
 } from '../../queue/index.js';
-import { startRedisServer, type RedisServer } from '../support/redis-server.js';
+import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { sleep, uniqueBatch } from '../support/batches.js';
 
 let server: RedisServer;

@@ -2,7 +2,7 @@ import { jest } from '@jest/globals';
 import { Redis } from 'ioredis';
 import { BatchQueue, batchKeys } from '../../queue/index.js';
 import { BatchNotFoundError, connect, NotOpenError, TaskBatchClient, WaitTimeoutError, type Progress } from '../../sdk/index.js';
-import { startRedisServer, type RedisServer } from '../support/redis-server.js';
+import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { sdkBatchName, spawnCallWorker, stopWorker } from '../support/sdk-env.js';
 
 jest.setTimeout(60_000);

@@ -3,7 +3,7 @@
 import { jest } from '@jest/globals';
 import { Redis } from 'ioredis';
 import { BatchQueue, parseCallReplies, type CallReply } from '../../queue/index.js';
-import { startRedisServer, type RedisServer } from '../support/redis-server.js';
+import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { sdkBatchName } from '../support/sdk-env.js';
 import { waitFor } from '../support/worker-harness.js';
 

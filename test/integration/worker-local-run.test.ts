@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import { loadConfig } from '../../worker/config.js';
 import { runLocal } from '../../worker/local-run.js';
 import { silentLogger } from '../../worker/log.js';
-import { startRedisServer, type RedisServer } from '../support/redis-server.js';
+import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { FIXTURES, uniqueName } from '../support/worker-harness.js';
 
 jest.setTimeout(30_000);

@@ -1,6 +1,6 @@
 import { jest } from '@jest/globals';
 import { Redis } from 'ioredis';
-import { startRedisServer, type RedisServer } from '../support/redis-server.js';
+import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { aBatch, fixture, httpGet, spawnWorker, waitFor, workerEnv, type SpawnedWorker } from '../support/worker-harness.js';
 
 // Redis going away under a running worker: with its data (an append-only file survives the

@@ -1,8 +1,8 @@
 import { jest } from '@jest/globals';
 import { Redis } from 'ioredis';
 import { heartbeat, listWorkers, requestDrain } from '../../queue/presence.js';
-import { freePort } from '../support/ports.js';
-import { startRedisServer, type RedisServer } from '../support/redis-server.js';
+import { freePort } from '../../localcluster/ports.js';
+import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { aBatch, BAD_FIXTURE, FIXTURES, fixture, httpGet, metricValue, spawnWorker, waitFor, workerEnv, type SpawnedWorker } from '../support/worker-harness.js';
 
 // The worker as a process (node dist/worker/main.js) against a real redis-server: every

@@ -7,7 +7,7 @@ import { startControlPlane, startNodeAgent, repoRoot, type ControlPlane, type No
 import { KubeClient } from '../../operator/kube/client.js';
 import { batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
 import type { Pod } from '../../operator/reconcile/pods.js';
-import { startRedisServer, type RedisServer } from './redis-server.js';
+import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { eventually } from './batches.js';
 
 export const CRD_FILE = join(repoRoot(), 'crds/taskbatch.dev_taskbatches.yaml');

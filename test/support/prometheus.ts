@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { runCommand, type ToolResult } from '../../localcluster/index.js';
-import { freePort } from './ports.js';
+import { freePort } from '../../localcluster/ports.js';
 
 export interface ScrapeJob {
   name: string;

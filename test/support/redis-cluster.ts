@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { Redis } from 'ioredis';
-import { startRedisServer, type RedisServer } from './redis-server.js';
+import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { eventually } from './batches.js';
 
 export interface RedisClusterFixture {
