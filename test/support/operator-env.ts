@@ -8,6 +8,7 @@ import { KubeClient } from '../../operator/kube/client.js';
 import { batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
 import type { Pod } from '../../operator/reconcile/pods.js';
 import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
+import { freePort } from '../../localcluster/ports.js';
 import { eventually } from './batches.js';
 
 export const CRD_FILE = join(repoRoot(), 'crds/taskbatch.dev_taskbatches.yaml');
@@ -69,7 +70,9 @@ export async function startOperator(env: OperatorEnv, extraEnv: Record<string, s
   const dir = mkdtempSync(join(tmpdir(), 'tb-operator-'));
   const logFile = join(dir, 'operator.log');
   const out = createWriteStream(logFile);
-  const metricsPort = port ?? 20_000 + Math.floor(Math.random() * 20_000);
+  // A port the kernel reports free (a random one can collide with the ephemeral ports that
+  // etcd, kube-apiserver and pods were given).
+  const metricsPort = port ?? (await freePort());
   const proc = spawn(process.execPath, [join(repoRoot(), 'dist/operator/main.js')], {
     env: {
       PATH: process.env.PATH ?? '',
@@ -100,8 +103,18 @@ export async function startOperator(env: OperatorEnv, extraEnv: Record<string, s
       });
     },
   };
+  // Started means serving /healthz; an operator that exits first fails here with its log.
+  await eventually(async () => {
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new StartFailed(`operator exited (${proc.exitCode ?? proc.signalCode}):\n${handle.logs()}`);
+    const r = await fetch(`http://127.0.0.1:${metricsPort}/healthz`).catch(() => undefined);
+    return r?.ok;
+  }, 30_000, 'the operator to serve /healthz').catch((err: unknown) => {
+    throw err instanceof StartFailed ? err : new Error(`${(err as Error).message}; log:\n${handle.logs()}`);
+  });
   return handle;
 }
+
+class StartFailed extends Error {}
 
 export async function getBatch(kube: KubeClient, ns: string, name: string): Promise<TaskBatch> {
   return kube.get<TaskBatch>(batchPath(ns, name));
