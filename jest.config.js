@@ -17,5 +17,7 @@ export default {
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/dist/test/unit/**/*.test.js'] },
     { ...common, displayName: 'integration', testMatch: ['<rootDir>/dist/test/integration/**/*.test.js'] },
     { ...common, displayName: 'cluster', testMatch: ['<rootDir>/dist/test/cluster/**/*.test.js'] },
+    // A real kubelet + containerd node, the built images, the chart: hack/test.sh runs it last, alone.
+    { ...common, displayName: 'e2e', testMatch: ['<rootDir>/dist/test/e2e/**/*.test.js'] },
   ],
 };

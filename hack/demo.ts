@@ -3,10 +3,15 @@
 // modules) with a node agent that runs pods as local processes; runs the operator; applies
 // examples/collatz.yaml; shows live progress until Complete; prints `kubectl get tb` and a
 // summary of the results; then tears everything down.
+//
+// `make demo ARGS=--real-node` (or `node dist/hack/demo.js --real-node [manifest]`) runs it as it
+// runs in a user's cluster instead: a real kubelet + containerd node, the images hack/build-images.sh
+// built, and the Helm chart installed with its default values and bundled Redis.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { startControlPlane, startNodeAgent, repoRoot } from '../localcluster/index.js';
+import { startControlPlane, startNodeAgent, repoRoot, type ToolResult } from '../localcluster/index.js';
+import { imageArchives, startRealCluster } from '../localcluster/realnode/index.js';
 import { startRedisServer } from '../localcluster/redis-server.js';
 import { KubeClient } from '../operator/kube/client.js';
 import { batchPath, type TaskBatch } from '../operator/api/taskbatch.js';
@@ -14,31 +19,72 @@ import { BatchQueue, connectRedis } from '../queue/index.js';
 import { installCrd, startOperator } from '../test/support/operator-env.js';
 
 const root = repoRoot();
-const manifestPath = process.argv[2] ?? join(root, 'examples/collatz.yaml');
+const args = process.argv.slice(2);
+const realNode = args.includes('--real-node');
+const manifestPath = args.find((a) => !a.startsWith('--')) ?? join(root, 'examples/collatz.yaml');
 const say = (s: string): void => console.log(`\u001b[1m==>\u001b[0m ${s}`);
 const t0 = Date.now();
 
-say('Starting redis-server and the local Kubernetes control plane');
-const redis = await startRedisServer();
-const cp = await startControlPlane({ controllerManager: true, record: true });
-const agent = await startNodeAgent({ kubeConfig: cp.kubeConfig });
-const kube = new KubeClient(cp.kubeConfig);
+interface DemoCluster {
+  kube: KubeClient;
+  kubectl(args: string[]): Promise<ToolResult>;
+  /** A Redis URL this process can reach, where the batch's items live. */
+  redisUrl: string;
+  teardown(): Promise<void>;
+}
+
+async function nodeAgentCluster(): Promise<DemoCluster> {
+  say('Starting redis-server and the local Kubernetes control plane');
+  const redis = await startRedisServer();
+  const cp = await startControlPlane({ controllerManager: true, record: true });
+  const agent = await startNodeAgent({ kubeConfig: cp.kubeConfig });
+  const kube = new KubeClient(cp.kubeConfig);
+  console.log(`    kube-apiserver ${cp.server}, redis ${redis.url}, node ${agent.nodeName} (started in ${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+  console.log(`    kubectl: eval "$(hack/kubeconfig.sh)" in another terminal while the demo runs`);
+  let operator: Awaited<ReturnType<typeof startOperator>> | undefined;
+  const teardown = async (): Promise<void> => {
+    await operator?.kill('SIGTERM').catch(() => undefined);
+    await agent.stop().catch(() => undefined);
+    await cp.stop().catch(() => undefined);
+    await redis.stop().catch(() => undefined);
+  };
+  say('Installing the TaskBatch CRD and starting the operator');
+  await installCrd(kube);
+  operator = await startOperator({ cp, agent, redis, kube, stop: teardown });
+  return { kube, kubectl: (a) => cp.kubectl(a), redisUrl: redis.url, teardown };
+}
+
+async function realNodeCluster(): Promise<DemoCluster> {
+  const imagesDir = process.env.TASKBATCH_IMAGES_DIR;
+  if (!imagesDir) throw new Error('TASKBATCH_IMAGES_DIR is not set: run the demo through hack/demo.sh --real-node, which builds the images');
+  say('Starting the local control plane and a real node (kubelet + containerd + runc, kube-proxy, CoreDNS)');
+  const cluster = await startRealCluster({ record: true, node: { images: imageArchives(imagesDir) } });
+  const { cp, node } = cluster;
+  const kube = new KubeClient(cp.kubeConfig);
+  console.log(`    kube-apiserver ${cp.server}, node ${node.nodeName} at ${node.net.nodeIP} (started in ${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+  console.log(`    kubectl: eval "$(hack/kubeconfig.sh)" in another terminal while the demo runs`);
+  say('helm install taskbatch charts/taskbatch --namespace taskbatch-system --create-namespace (default values, bundled Redis)');
+  const tHelm = Date.now();
+  const r = await cp.helm(['install', 'taskbatch', 'charts/taskbatch', '--namespace', 'taskbatch-system', '--create-namespace', '--wait', '--timeout', '5m'], { cwd: root, timeoutMs: 400_000 });
+  if (r.code !== 0) {
+    await cluster.stop();
+    throw new Error(`helm install failed:\n${r.stdout}${r.stderr}`);
+  }
+  console.log(`    installed in ${((Date.now() - tHelm) / 1000).toFixed(1)}s`);
+  // The bundled Redis's ClusterIP: the host reaches the Service range through the node.
+  const svc = await kube.get<{ spec: { clusterIP: string } }>('/api/v1/namespaces/taskbatch-system/services/taskbatch-redis');
+  return { kube, kubectl: (a) => cp.kubectl(a), redisUrl: `redis://${svc.spec.clusterIP}:6379`, teardown: () => cluster.stop() };
+}
+
+const demo = realNode ? await realNodeCluster() : await nodeAgentCluster();
+const { kube, redis } = { kube: demo.kube, redis: { url: demo.redisUrl } };
 let stopped = false;
 const teardown = async (): Promise<void> => {
   if (stopped) return;
   stopped = true;
-  await operator.kill('SIGTERM').catch(() => undefined);
-  await agent.stop().catch(() => undefined);
-  await cp.stop().catch(() => undefined);
-  await redis.stop().catch(() => undefined);
+  await demo.teardown();
 };
 process.on('SIGINT', () => void teardown().then(() => process.exit(130)));
-console.log(`    kube-apiserver ${cp.server}, redis ${redis.url}, node ${agent.nodeName} (started in ${((Date.now() - t0) / 1000).toFixed(1)}s)`);
-console.log(`    kubectl: eval "$(hack/kubeconfig.sh)" in another terminal while the demo runs`);
-
-say('Installing the TaskBatch CRD and starting the operator');
-await installCrd(kube);
-const operator = await startOperator({ cp, agent, redis, kube, stop: teardown });
 
 const manifest = parse(readFileSync(manifestPath, 'utf8')) as TaskBatch;
 const ns = manifest.metadata.namespace ?? 'default';
@@ -91,7 +137,7 @@ clearInterval(firstItemWatch);
 if (process.stdout.isTTY) process.stdout.write('\n');
 
 say('kubectl get taskbatches');
-console.log((await cp.kubectl(['get', 'taskbatches', '-n', ns, '-o', 'wide'])).stdout.trimEnd());
+console.log((await demo.kubectl(['get', 'taskbatches', '-n', ns, '-o', 'wide'])).stdout.trimEnd());
 
 const s = last.status!;
 const q = new BatchQueue(queueRedis, { namespace: ns, name }, { expectedEpoch: s.queueEpoch ?? '' });
@@ -107,6 +153,5 @@ console.log(`    results stored:  ${results.length}${best ? `; longest Collatz c
 console.log(`    apply -> first item processed: ${firstItemAt ? ((firstItemAt - applied) / 1000).toFixed(1) : '?'}s`);
 console.log(`    apply -> Complete:             ${((finishedAt - applied) / 1000).toFixed(1)}s`);
 q.redis.disconnect();
-void operator;
 await teardown();
 process.exit(s.state === 'Complete' ? 0 : 1);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by `make demo` and `make test`; source it:
 #   source hack/setup.sh
-# Provides Node.js 24 on PATH, the Debian packages the project runs for real
-# (redis-server, prometheus, openssl), and node_modules matching package-lock.json.
+# Provides Node.js 24 on PATH, the Debian packages the project runs for real (redis-server,
+# prometheus, openssl; for the real node and the images: containerd, runc, the CNI plugins,
+# iptables, conntrack, buildah, podman, skopeo, mmdebstrap), and node_modules matching package-lock.json.
 # Sourced: keep the caller's shell options; this file's own steps still stop on errors.
 _taskbatch_saved_opts="$(set +o)"
 set -euo pipefail
@@ -15,9 +16,14 @@ NODE_BIN="$("$TASKBATCH_ROOT/hack/ensure-node.sh")"
 export PATH="$NODE_BIN:$TASKBATCH_ROOT/node_modules/.bin:$PATH"
 
 missing=()
-command -v redis-server >/dev/null || missing+=(redis-server)
-command -v prometheus >/dev/null || missing+=(prometheus)
-command -v openssl >/dev/null || missing+=(openssl)
+# command or file -> Debian package
+for pair in redis-server:redis-server prometheus:prometheus openssl:openssl containerd:containerd runc:runc \
+    /usr/lib/cni/bridge:containernetworking-plugins iptables:iptables conntrack:conntrack buildah:buildah \
+    podman:podman skopeo:skopeo mmdebstrap:mmdebstrap nsenter:util-linux ip:iproute2; do
+  what="${pair%%:*}"; pkg="${pair#*:}"
+  if [[ "$what" == /* ]]; then [[ -e "$what" ]] && continue; else PATH="$PATH:/usr/sbin:/sbin" command -v "$what" >/dev/null && continue; fi
+  missing+=("$pkg")
+done
 if (( ${#missing[@]} )); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "[setup] missing Debian packages: ${missing[*]}; run: sudo apt-get install -y ${missing[*]}" >&2; exit 1
@@ -27,7 +33,7 @@ if (( ${#missing[@]} )); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 fi
 # Debian's packages start system services we do not use: the tests start their own servers.
-for svc in redis-server prometheus prometheus-node-exporter; do
+for svc in redis-server prometheus prometheus-node-exporter containerd; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then systemctl stop "$svc" || true; fi
 done
 

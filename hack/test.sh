@@ -1,39 +1,91 @@
 #!/usr/bin/env bash
-# The whole test suite: set-up, build + typecheck, then every jest tier.
-# Prints jest's own summary and a plain closing line "jest: N passed, N failed[, N skipped]".
+# The whole test suite: set-up, build + typecheck, every jest tier, then the real-node e2e tier.
+# Prints jest's own summaries and a plain closing line "jest: N passed, N failed[, N skipped]".
+#
+#   hack/test.sh                       everything
+#   hack/test.sh --selectProjects unit one tier (arguments go to jest; the e2e tier runs only when
+#                                      selected by name or when no arguments are given)
 set -euo pipefail
-# The control-plane build (tens of minutes cold, seconds warm) runs alongside the rest of set-up.
-cp_log="${TMPDIR:-/tmp}/taskbatch-build-controlplane.log"
+# The cluster binaries' build (tens of minutes cold, seconds warm) runs alongside the rest of set-up.
+logdir="${TMPDIR:-/tmp}"
+cp_log="$logdir/taskbatch-build-controlplane.log"
+img_log="$logdir/taskbatch-build-images.log"
 bash "$(dirname "$0")/build-controlplane.sh" >"$cp_log" 2>&1 &
 cp_pid=$!
 source "$(dirname "$0")/setup.sh"
 cd "$TASKBATCH_ROOT"
+
+run_e2e=1
+if (( $# > 0 )); then run_e2e=0; [[ " $* " == *" e2e "* || " $* " == *"--selectProjects=e2e"* ]] && run_e2e=1; fi
+img_pid=
+if (( run_e2e )); then
+  # The images (a Debian base, the operator, worker, Redis and pause images) build in the
+  # background too; they need the pause binary the control-plane build makes first.
+  bash hack/build-images.sh >"$img_log" 2>&1 &
+  img_pid=$!
+fi
+
 echo "[test] node $(node --version), redis $(redis-server --version | awk '{print $3}')"
 echo "[test] building (tsc -b: compiles and typechecks)"
 tsc -b
-echo "[test] waiting for the control-plane build (log: $cp_log)"
+echo "[test] waiting for the cluster binaries' build (log: $cp_log)"
 if ! wait "$cp_pid"; then
   tail -40 "$cp_log" >&2
-  echo "[test] building the control plane failed; see $cp_log" >&2
+  echo "[test] building the cluster binaries failed; see $cp_log" >&2
   exit 1
 fi
 TASKBATCH_CONTROLPLANE_BIN="$(tail -1 "$cp_log")"
 export TASKBATCH_CONTROLPLANE_BIN
-echo "[test] control plane binaries: $TASKBATCH_CONTROLPLANE_BIN"
-results="$TASKBATCH_ROOT/dist/jest-results.json"
-rm -f "$results"
-set +e
-node --experimental-vm-modules --no-warnings "$TASKBATCH_ROOT/node_modules/jest/bin/jest.js" \
-  --ci --json --outputFile="$results" "$@"
-rc=$?
-set -e
-if [[ -f "$results" ]]; then
-  node -e '
-    const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-    const skipped = r.numPendingTests + r.numTodoTests;
-    console.log(`jest: ${r.numPassedTests} passed, ${r.numFailedTests} failed` + (skipped ? `, ${skipped} skipped` : ""));
-    if (r.numTotalTests === 0) { console.error("no tests ran"); process.exit(1); }
-    if (r.numFailedTestSuites > 0 && r.numFailedTests === 0) console.error(`${r.numFailedTestSuites} test suite(s) failed to run`);
-  ' "$results" || rc=1
+echo "[test] cluster binaries: $TASKBATCH_CONTROLPLANE_BIN"
+
+jest() {
+  node --experimental-vm-modules --no-warnings "$TASKBATCH_ROOT/node_modules/jest/bin/jest.js" --ci --json --outputFile="$1" "${@:2}"
+}
+results=()
+rc=0
+if (( $# > 0 )); then
+  # An explicit selection: one jest run with exactly those arguments.
+  out="$TASKBATCH_ROOT/dist/jest-results.json"; rm -f "$out"
+  if (( run_e2e )); then
+    wait "$img_pid" || { tail -40 "$img_log" >&2; echo "[test] building the images failed; see $img_log" >&2; exit 1; }
+    TASKBATCH_IMAGES_DIR="$(tail -1 "$img_log")"; export TASKBATCH_IMAGES_DIR
+  fi
+  set +e; jest "$out" "$@"; rc=$?; set -e
+  results+=("$out")
+else
+  out="$TASKBATCH_ROOT/dist/jest-results.json"; rm -f "$out"
+  set +e; jest "$out" --selectProjects unit integration cluster; rc=$?; set -e
+  results+=("$out")
+  echo "[test] waiting for the images' build (log: $img_log)"
+  if wait "$img_pid"; then
+    TASKBATCH_IMAGES_DIR="$(tail -1 "$img_log")"; export TASKBATCH_IMAGES_DIR
+    echo "[test] images: $TASKBATCH_IMAGES_DIR"
+  else
+    tail -40 "$img_log" >&2
+    echo "[test] building the images failed; see $img_log" >&2
+    rc=1
+  fi
+  if [[ -n "${TASKBATCH_IMAGES_DIR:-}" ]]; then
+    out_e2e="$TASKBATCH_ROOT/dist/jest-results-e2e.json"; rm -f "$out_e2e"
+    echo "[test] e2e tier: a real node, the built images, the Helm chart"
+    set +e; jest "$out_e2e" --selectProjects e2e; e2e_rc=$?; set -e
+    (( e2e_rc == 0 )) || rc=$e2e_rc
+    results+=("$out_e2e")
+  fi
 fi
+
+node -e '
+  let passed = 0, failed = 0, skipped = 0, total = 0, brokenSuites = 0, missing = 0;
+  for (const f of process.argv.slice(1)) {
+    let r;
+    try { r = JSON.parse(require("fs").readFileSync(f, "utf8")); } catch { missing++; continue; }
+    passed += r.numPassedTests; failed += r.numFailedTests; skipped += r.numPendingTests + r.numTodoTests;
+    total += r.numTotalTests;
+    if (r.numFailedTestSuites > 0 && r.numFailedTests === 0) brokenSuites += r.numFailedTestSuites;
+  }
+  console.log(`jest: ${passed} passed, ${failed} failed` + (skipped ? `, ${skipped} skipped` : ""));
+  if (missing) { console.error(`${missing} jest run(s) wrote no results`); process.exit(1); }
+  if (total === 0) { console.error("no tests ran"); process.exit(1); }
+  if (brokenSuites) console.error(`${brokenSuites} test suite(s) failed to run`);
+' "${results[@]}" || rc=1
 exit $rc

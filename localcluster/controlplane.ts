@@ -11,7 +11,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync,
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createCA, createSigningKeyPair, issueCert, readPem, type CertPair, type KeyPair } from './certs.js';
+import { createCA, createSigningKeyPair, issueCert, readPem, type CertPair, type IssueOptions, type KeyPair } from './certs.js';
 import { writeKubeconfig } from './kubeconfig.js';
 import { createLogger, describeError, type Logger } from './log.js';
 import { findControlPlaneBinaries, localClusterStateDir, type ControlPlaneBinaries } from './paths.js';
@@ -56,6 +56,12 @@ export interface ControlPlaneOptions {
   keepDir?: boolean;
   extraApiServerArgs?: string[];
   extraControllerManagerArgs?: string[];
+  /**
+   * Verify kubelets' serving certificates against the cluster CA (`--kubelet-certificate-authority`),
+   * as a real cluster does. Only for real kubelets whose serving certificate the CA signed
+   * (the node agent's is self-signed). Default false.
+   */
+  verifyKubeletServingCerts?: boolean;
   /** Per component (default 60 s; 2 cores are slow to start kube-apiserver). */
   startTimeoutMs?: number;
   logger?: Logger;
@@ -114,6 +120,8 @@ export interface ControlPlane {
   createUserKubeconfig(user: string, groups?: string[]): Promise<KubeconfigHandle>;
   /** A kubeconfig holding a TokenRequest token of a ServiceAccount (which must exist). */
   createServiceAccountKubeconfig(namespace: string, serviceAccount: string, expirationSeconds?: number): Promise<KubeconfigHandle & { token: string }>;
+  /** Issues a certificate signed by the cluster CA (for node components: kubelet, kube-proxy, CoreDNS). */
+  issueCertificate(dir: string, opts: IssueOptions): Promise<CertPair>;
   /** Runs the built kubectl against this cluster (never throws on a non-zero exit). */
   kubectl(args: string[], options?: ToolOptions): Promise<ToolResult>;
   /** Runs the built helm against this cluster, with helm's cache/config/data dirs inside the temp dir. */
@@ -217,6 +225,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
           '--kubelet-preferred-address-types=InternalIP',
           `--kubelet-client-certificate=${certs.kubeletClient.certPath}`,
           `--kubelet-client-key=${certs.kubeletClient.keyPath}`,
+          ...(options.verifyKubeletServingCerts ? [`--kubelet-certificate-authority=${certs.ca.certPath}`] : []),
           // No Services network here; keep the API server from managing endpoints for itself.
           '--endpoint-reconciler-type=none',
           '--enable-priority-and-fairness=false',
@@ -338,6 +347,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         const kc = writeKubeconfig(path, { name: 'taskbatch-local', server, caPem, namespace, credentials: { kind: 'token', token } });
         return { path, kubeConfig: kc, token };
       },
+      issueCertificate: (certDirFor, opts) => issueCert(certDirFor, certs.ca, opts),
       kubectl: runTool(binaries.kubectl, {}),
       helm: runTool(binaries.helm, {
         HELM_CACHE_HOME: join(dir, 'helm', 'cache'),

@@ -75,3 +75,30 @@ function printBuildDir(): string {
     throw new Error(`cannot locate the control-plane binaries: ${script} --print-dir failed: ${(err as Error).message}`);
   }
 }
+
+export const NODE_TOOLS = ['kubelet', 'kube-proxy', 'kube-scheduler', 'coredns', 'pause'] as const;
+export type NodeTool = (typeof NODE_TOOLS)[number];
+export type NodeBinaries = Record<NodeTool, string> & { dir: string };
+
+/**
+ * The real node's binaries (kubelet, kube-proxy, kube-scheduler, CoreDNS, the pause process), built
+ * by hack/build-controlplane.sh next to the control plane's. Throws naming what is missing.
+ */
+export function findNodeBinaries(binDir?: string): NodeBinaries {
+  const dir = binDir ?? process.env.TASKBATCH_CONTROLPLANE_BIN ?? printBuildDir();
+  const result = { dir } as NodeBinaries;
+  const missing: string[] = [];
+  for (const tool of NODE_TOOLS) {
+    const p = join(dir, tool);
+    try {
+      accessSync(p, constants.X_OK);
+    } catch {
+      missing.push(tool);
+    }
+    result[tool] = p;
+  }
+  if (missing.length > 0) {
+    throw new Error(`real-node binaries missing in ${dir}: ${missing.join(', ')}; build them with hack/build-controlplane.sh`);
+  }
+  return result;
+}

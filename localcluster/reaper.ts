@@ -11,14 +11,18 @@
  * The handlers and the reaper exist only while something is tracked, so test files that start and
  * stop clusters one after the other do not pile up listeners.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import type { Socket } from 'node:net';
 
-type Message = { op: 'add' | 'remove'; pgid: number } | { op: 'add-dir' | 'remove-dir'; path: string };
+type Message =
+  | { op: 'add' | 'remove'; pgid: number }
+  | { op: 'add-dir' | 'remove-dir'; path: string }
+  | { op: 'add-cleanup'; id: string; argv: string[] }
+  | { op: 'remove-cleanup'; id: string };
 
 const REAPER_SOURCE = `
-const groups = new Set(); const dirs = new Set(); let buf = '';
+const groups = new Set(); const dirs = new Set(); const cleanups = new Map(); let buf = '';
 for (const s of ['SIGINT', 'SIGHUP', 'SIGTERM']) process.on(s, () => {});
 process.stdin.setEncoding('utf8');
 process.stdin.on('data', (d) => {
@@ -27,14 +31,20 @@ process.stdin.on('data', (d) => {
     const m = JSON.parse(buf.slice(0, i)); buf = buf.slice(i + 1);
     if (m.op === 'add') groups.add(m.pgid); else if (m.op === 'remove') groups.delete(m.pgid);
     else if (m.op === 'add-dir') dirs.add(m.path); else if (m.op === 'remove-dir') dirs.delete(m.path);
+    else if (m.op === 'add-cleanup') cleanups.set(m.id, m.argv); else if (m.op === 'remove-cleanup') cleanups.delete(m.id);
   }
 });
 const killAll = (sig) => { for (const g of groups) { try { process.kill(-g, sig); } catch {} } };
 process.stdin.on('end', () => {
-  if (groups.size === 0 && dirs.size === 0) process.exit(0);
+  if (groups.size === 0 && dirs.size === 0 && cleanups.size === 0) process.exit(0);
   killAll('SIGTERM');
   setTimeout(() => {
     killAll('SIGKILL');
+    // Cleanup commands run after the kill (newest first), before the dirs they may need go.
+    const { spawnSync } = require('node:child_process');
+    for (const argv of [...cleanups.values()].reverse()) {
+      try { spawnSync(argv[0], argv.slice(1), { stdio: 'ignore', timeout: 30000 }); } catch {}
+    }
     const fs = require('node:fs');
     for (const d of dirs) { try { fs.rmSync(d, { recursive: true, force: true }); } catch {} }
     process.exit(0);
@@ -44,6 +54,7 @@ process.stdin.on('end', () => {
 
 const groups = new Set<number>();
 const dirs = new Set<string>();
+const cleanups = new Map<string, string[]>();
 let reaper: ChildProcess | undefined;
 let handlersInstalled = false;
 
@@ -64,6 +75,7 @@ function ensureReaper(): void {
   reaper = child;
   for (const pgid of groups) send({ op: 'add', pgid });
   for (const path of dirs) send({ op: 'add-dir', path });
+  for (const [id, argv] of cleanups) send({ op: 'add-cleanup', id, argv });
 }
 
 function killAllNow(): void {
@@ -72,6 +84,13 @@ function killAllNow(): void {
       process.kill(-pgid, 'SIGKILL');
     } catch {
       // already gone
+    }
+  }
+  for (const argv of [...cleanups.values()].reverse()) {
+    try {
+      spawnSync(argv[0] ?? 'true', argv.slice(1), { stdio: 'ignore', timeout: 30_000 });
+    } catch {
+      // best effort
     }
   }
   for (const d of dirs) {
@@ -88,6 +107,7 @@ const onSignal = (signal: NodeJS.Signals): void => {
   killAllNow();
   groups.clear();
   dirs.clear();
+  cleanups.clear();
   uninstallIfIdle();
   // Re-raise when nobody else handles the signal, so the process still ends as it would have.
   if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
@@ -103,7 +123,7 @@ function installHandlers(): void {
 }
 
 function uninstallIfIdle(): void {
-  if (groups.size > 0 || dirs.size > 0) return;
+  if (groups.size > 0 || dirs.size > 0 || cleanups.size > 0) return;
   if (handlersInstalled) {
     handlersInstalled = false;
     process.off('exit', onExit);
@@ -142,6 +162,24 @@ export function trackDir(path: string): void {
 export function untrackDir(path: string): void {
   if (!dirs.delete(path)) return;
   send({ op: 'remove-dir', path });
+  uninstallIfIdle();
+}
+
+/**
+ * Registers a command to run if the owner dies without cleaning up (after every tracked group is
+ * killed), e.g. to undo host changes. Owners that stop normally run their own cleanup and call
+ * untrackCleanup(id).
+ */
+export function trackCleanup(id: string, argv: string[]): void {
+  cleanups.set(id, argv);
+  installHandlers();
+  ensureReaper();
+  send({ op: 'add-cleanup', id, argv });
+}
+
+export function untrackCleanup(id: string): void {
+  if (!cleanups.delete(id)) return;
+  send({ op: 'remove-cleanup', id });
   uninstallIfIdle();
 }
 

@@ -34,7 +34,7 @@ export function expectOk(r: ToolResult, what: string): ToolResult {
 }
 
 /** Every object of every listable resource type in `namespace` (events excepted). */
-export async function namespacedObjects(cp: ControlPlane, namespace: string): Promise<InstalledObject[]> {
+export async function namespacedObjects(cp: Pick<ControlPlane, 'kubectl'>, namespace: string): Promise<InstalledObject[]> {
   const types = expectOk(await cp.kubectl(['api-resources', '--verbs=list', '--namespaced', '-o', 'name']), 'kubectl api-resources')
     .stdout.split('\n')
     .map((s) => s.trim())
@@ -46,7 +46,7 @@ export async function namespacedObjects(cp: ControlPlane, namespace: string): Pr
 }
 
 /** Cluster-scoped objects labelled as the release's (app.kubernetes.io/instance). */
-export async function clusterObjectsOf(cp: ControlPlane, release: string): Promise<InstalledObject[]> {
+export async function clusterObjectsOf(cp: Pick<ControlPlane, 'kubectl'>, release: string): Promise<InstalledObject[]> {
   const types = expectOk(await cp.kubectl(['api-resources', '--verbs=list', '--namespaced=false', '-o', 'name']), 'kubectl api-resources')
     .stdout.split('\n')
     .map((s) => s.trim())

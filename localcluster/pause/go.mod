@@ -1,0 +1,3 @@
+module example.invalid/taskbatch-pause
+
+go 1.22
