@@ -68,7 +68,7 @@ else
   if [[ -n "${TASKBATCH_IMAGES_DIR:-}" ]]; then
     out_e2e="$TASKBATCH_ROOT/dist/jest-results-e2e.json"; rm -f "$out_e2e"
     echo "[test] e2e tier: a real node, the built images, the Helm chart"
-    set +e; jest "$out_e2e" --selectProjects e2e; e2e_rc=$?; set -e
+    set +e; jest "$out_e2e" --selectProjects e2e --runInBand; e2e_rc=$?; set -e
     (( e2e_rc == 0 )) || rc=$e2e_rc
     results+=("$out_e2e")
   fi

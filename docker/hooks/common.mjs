@@ -7,6 +7,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { KubeClient } from '../../dist/operator/kube/client.js';
 
 export { ALL_BATCHES_PATH, batchPath } from '../../dist/operator/api/taskbatch.js';
+export { ALL_SCHEDULES_PATH, schedulePath } from '../../dist/operator/schedule/api.js';
 export { isNotFound } from '../../dist/operator/kube/client.js';
 
 /** @returns {KubeClient} */

@@ -147,6 +147,7 @@ describe('helm install, cluster-wide', () => {
       ['delete', 'taskbatches.taskbatch.dev', '-n', 'work'],
       ['create', 'taskbatches.taskbatch.dev', '-n', 'work'], // runs of a TaskSchedule
       ['list', 'taskschedules.taskbatch.dev', '--all-namespaces'],
+      ['delete', 'taskschedules.taskbatch.dev', '-n', 'work'], // the uninstall hook
       ['watch', 'taskschedules.taskbatch.dev', '--all-namespaces'],
       ['patch', 'taskschedules.taskbatch.dev', '--subresource=status', '-n', 'work'],
       ['create', 'pods', '-n', 'work'],

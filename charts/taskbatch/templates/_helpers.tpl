@@ -152,7 +152,7 @@ seccompProfile:
   verbs: [patch]
 - apiGroups: [taskbatch.dev]
   resources: [taskschedules]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, delete]  # delete: the uninstall hook, before it deletes the runs
 - apiGroups: [taskbatch.dev]
   resources: [taskschedules/status]
   verbs: [patch]
