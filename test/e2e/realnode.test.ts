@@ -136,10 +136,11 @@ d('on a real node (kubelet + containerd + runc)', () => {
     for (const img of [`ghcr.io/taskbatch/operator:${APP_VERSION}`, `ghcr.io/taskbatch/worker:${APP_VERSION}`, 'docker.io/library/redis:7', 'localhost/pause:1']) expect(images).toContain(img);
   }, T);
 
-  test('pods start in well under a few seconds (create -> Running, measured)', async () => {
+  test('pods start (create -> Running, measured and printed; not a timed assertion)', async () => {
+    const PODS = 20;
     await kubectl(['create', 'namespace', 'podstart']);
     const latencies: number[] = [];
-    for (let i = 0; i < 8; i++) {
+    for (let i = 0; i < PODS; i++) {
       const name = `p${i}`;
       const t0 = Date.now();
       await kubectl(['apply', '-f', '-'], JSON.stringify({
@@ -151,10 +152,11 @@ d('on a real node (kubelet + containerd + runc)', () => {
     }
     latencies.sort((a, b) => a - b);
     timings['pod start p50'] = latencies[Math.floor(latencies.length / 2)]!;
+    timings['pod start p95'] = latencies[Math.ceil(latencies.length * 0.95) - 1]!;
     timings['pod start max'] = latencies[latencies.length - 1]!;
     console.log(`[e2e] pod create -> Running (ms, sorted): ${latencies.join(', ')}`);
     await kubectl(['delete', 'namespace', 'podstart', '--wait=false']);
-    expect(latencies).toHaveLength(8);
+    expect(latencies).toHaveLength(PODS);
   }, T);
 
   test('helm install with default values (bundled Redis) into a restricted namespace, as docs/helm.md says', async () => {
