@@ -37,31 +37,35 @@ export const CONTROL_PLANE_TOOLS = ['etcd', 'kube-apiserver', 'kube-controller-m
 export type ControlPlaneTool = (typeof CONTROL_PLANE_TOOLS)[number];
 export type ControlPlaneBinaries = Record<ControlPlaneTool, string> & { dir: string };
 
-/**
- * The built control-plane binaries: TASKBATCH_CONTROLPLANE_BIN (set by hack/test.sh), else the
- * directory `hack/build-controlplane.sh --print-dir` names. Throws, naming what is missing and
- * how to build it, when a binary is absent.
- */
-export function findControlPlaneBinaries(binDir?: string): ControlPlaneBinaries {
-  const dir = binDir ?? process.env.TASKBATCH_CONTROLPLANE_BIN ?? printBuildDir();
+/** Paths of `tools` in `dir`; throws naming every one that is missing or not executable. */
+function findBinaries<T extends string>(dir: string, tools: readonly T[], what: string): Record<T, string> & { dir: string } {
+  const result = { dir } as Record<T, string> & { dir: string };
   const missing: string[] = [];
-  const result = { dir } as ControlPlaneBinaries;
-  for (const tool of CONTROL_PLANE_TOOLS) {
+  for (const tool of tools) {
     const p = join(dir, tool);
     try {
       accessSync(p, constants.X_OK);
     } catch {
       missing.push(tool);
     }
-    result[tool] = p;
+    (result as Record<T, string>)[tool] = p;
   }
   if (missing.length > 0) {
     throw new Error(
-      `control-plane binaries missing in ${dir}: ${missing.join(', ')}; build them with hack/build-controlplane.sh ` +
+      `${what} binaries missing in ${dir}: ${missing.join(', ')}; build them with hack/build-controlplane.sh ` +
         `(tens of minutes on a cold cache, seconds when cached) or point TASKBATCH_CONTROLPLANE_BIN at a directory holding them`,
     );
   }
   return result;
+}
+
+/**
+ * The built control-plane binaries: TASKBATCH_CONTROLPLANE_BIN (set by hack/test.sh), else the
+ * directory `hack/build-controlplane.sh --print-dir` names. Throws, naming what is missing and
+ * how to build it, when a binary is absent.
+ */
+export function findControlPlaneBinaries(binDir?: string): ControlPlaneBinaries {
+  return findBinaries(binDir ?? process.env.TASKBATCH_CONTROLPLANE_BIN ?? printBuildDir(), CONTROL_PLANE_TOOLS, 'control-plane');
 }
 
 function printBuildDir(): string {
@@ -85,20 +89,5 @@ export type NodeBinaries = Record<NodeTool, string> & { dir: string };
  * by hack/build-controlplane.sh next to the control plane's. Throws naming what is missing.
  */
 export function findNodeBinaries(binDir?: string): NodeBinaries {
-  const dir = binDir ?? process.env.TASKBATCH_CONTROLPLANE_BIN ?? printBuildDir();
-  const result = { dir } as NodeBinaries;
-  const missing: string[] = [];
-  for (const tool of NODE_TOOLS) {
-    const p = join(dir, tool);
-    try {
-      accessSync(p, constants.X_OK);
-    } catch {
-      missing.push(tool);
-    }
-    result[tool] = p;
-  }
-  if (missing.length > 0) {
-    throw new Error(`real-node binaries missing in ${dir}: ${missing.join(', ')}; build them with hack/build-controlplane.sh`);
-  }
-  return result;
+  return findBinaries(binDir ?? process.env.TASKBATCH_CONTROLPLANE_BIN ?? printBuildDir(), NODE_TOOLS, 'real-node');
 }
