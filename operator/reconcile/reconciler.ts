@@ -27,7 +27,13 @@ import { jsonEqual, setCondition, sortConditions, type ConditionInput } from './
 import { buildWorkerPod, isPodReady, isPodTerminating, podExitCode, type Pod, type WorkerPodConfig } from './pods.js';
 import { RedisConfigError, type RedisPool } from './redis-pool.js';
 import { chooseWorkersToDrain, desiredWorkers, type Recommendations, type WorkerPodView } from './scaling.js';
-import { itemSource, seed, SeedError } from './seed.js';
+import { itemSource, seedSlice, SeedError } from './seed.js';
+
+/** How far seeding got: `cursor` of `total` items enqueued. */
+interface SeedProgress {
+  cursor: number;
+  total: number;
+}
 
 export interface ReconcilerConfig {
   worker: WorkerPodConfig;
@@ -41,6 +47,10 @@ export interface ReconcilerConfig {
   maxCleanupAttempts: number;
   /** A worker whose presence heartbeat is older than this is gone. */
   workerStaleMs: number;
+  /** Most items one batch may hold; more is refused (TooManyItems). */
+  maxBatchItems: number;
+  /** Most items seeded per reconcile of one batch. */
+  seedSliceItems: number;
 }
 
 export interface ReconcileContext {
@@ -145,9 +155,12 @@ export class Reconciler {
     let snapshot: BatchSnapshot | undefined;
     let queue: BatchQueue | undefined;
     let requeueAfterMs = this.ctx.config.pollIntervalMs;
+    let seeding: SeedProgress | undefined;
     try {
       const redis = await this.ctx.redis.forBatch(batch);
-      ({ queue, snapshot } = await this.observeQueue(batch, redis, status, cond));
+      ({ queue, snapshot, seeding } = await this.observeQueue(batch, redis, status, cond));
+      // More to seed: come back at once (after other batches' turns), writing status between slices.
+      if (seeding && !batch.spec.suspend) requeueAfterMs = 1;
       cond({ type: 'RedisUnavailable', status: 'False', reason: 'Connected', message: 'The batch\'s Redis is reachable' });
     } catch (err) {
       if (err instanceof TerminalError) {
@@ -201,7 +214,8 @@ export class Reconciler {
     const backlog = snapshot ? snapshot.pending + snapshot.dueDelayed + snapshot.running : 0;
     const { desired, history } = desiredWorkers(
       batch.spec.workers ?? {},
-      { backlog, suspended, finished: failedNow || Boolean(snapshot?.complete), seeding: !snapshot || !status.seeded },
+      // Seeding goes in slices: workers start as soon as the first slice is in.
+      { backlog, suspended, finished: failedNow || Boolean(snapshot?.complete), seeding: !snapshot || (!status.seeded && backlog === 0) },
       mem.scaleHistory,
       now,
     );
@@ -276,7 +290,8 @@ export class Reconciler {
     } else if (suspended) {
       cond({ type: 'Progressing', status: 'False', reason: 'Suspended', message: 'The batch is suspended' });
     } else if (snapshot) {
-      cond({ type: 'Progressing', status: 'True', reason: !status.seeded ? 'Seeding' : ready > 0 ? 'ItemsRunning' : 'WaitingForWorkers', message: `${status.progress} items finished; ${ready} of ${desired} workers ready` });
+      const seeded = seeding ? `; ${seeding.cursor} of ${seeding.total} items seeded` : '';
+      cond({ type: 'Progressing', status: 'True', reason: !status.seeded ? 'Seeding' : ready > 0 ? 'ItemsRunning' : 'WaitingForWorkers', message: `${status.progress} items finished; ${ready} of ${desired} workers ready${seeded}` });
     }
     cond(
       failures > 0
@@ -295,7 +310,8 @@ export class Reconciler {
   }
 
   /** Creates the batch's Redis state, detects lost state, and seeds items (resumably). */
-  private async observeQueue(batch: TaskBatch, redis: RedisClient, status: TaskBatchStatus, cond: (c: ConditionInput) => void): Promise<{ queue: BatchQueue; snapshot: BatchSnapshot }> {
+  private async observeQueue(batch: TaskBatch, redis: RedisClient, status: TaskBatchStatus, cond: (c: ConditionInput) => void): Promise<{ queue: BatchQueue; snapshot: BatchSnapshot; seeding?: SeedProgress }> {
+    let seeding: SeedProgress | undefined;
     const ref = { namespace: batch.metadata.namespace!, name: batch.metadata.name! };
     const retry = batch.spec.retry ?? {};
     const create = async (): Promise<BatchQueue> => {
@@ -340,19 +356,35 @@ export class Reconciler {
         if (cmData === undefined) throw new TerminalError('ItemsSourceNotFound', `spec.itemsFrom: ConfigMap ${ref2.name} has no key ${ref2.key}`);
       }
       const source = itemSource(spec, cmData);
-      if (source) {
-        try {
-          await seed(queue, source, Number(snapshot.seedCursor || 0));
-        } catch (err) {
-          if (err instanceof SeedError || (err as Error).name === 'InvalidArgument' || (err as Error).name === 'PayloadTooLarge') throw new TerminalError('InvalidItems', (err as Error).message);
-          throw err;
+      if (!source) {
+        status.seeded = true;
+      } else {
+        const max = this.ctx.config.maxBatchItems;
+        if (source.total > max) {
+          const field = spec.range ? 'spec.range' : spec.items ? 'spec.items' : 'spec.itemsFrom';
+          throw new TerminalError('TooManyItems', `${field}: ${source.total} items exceed this installation's limit of ${max} items per batch (operator setting TASKBATCH_MAX_BATCH_ITEMS); split the work into several batches or ask the installer to raise the limit`);
         }
-        await queue.close();
+        // Never while suspended; one bounded slice per reconcile otherwise (see seedSlice).
+        if (!batch.spec.suspend) {
+          let slice;
+          try {
+            slice = await seedSlice(queue, source, Number(snapshot.seedCursor || 0), this.ctx.config.seedSliceItems);
+          } catch (err) {
+            if (err instanceof SeedError || (err as Error).name === 'InvalidArgument' || (err as Error).name === 'PayloadTooLarge') throw new TerminalError('InvalidItems', (err as Error).message);
+            throw err;
+          }
+          if (slice.done) {
+            await queue.close();
+            status.seeded = true;
+          }
+          seeding = { cursor: slice.cursor, total: source.total };
+        } else {
+          seeding = { cursor: Number(snapshot.seedCursor || 0), total: source.total };
+        }
       }
-      status.seeded = true;
       snapshot = await queue.snapshot();
     }
-    return { queue, snapshot };
+    return { queue, snapshot, ...(seeding && !status.seeded ? { seeding } : {}) };
   }
 
   private async afterFinish(batch: TaskBatch, status: TaskBatchStatus, pods: Pod[], mem: BatchMemory, now: number): Promise<ReconcileResult> {

@@ -13,7 +13,7 @@ export interface ScaleObservation {
   backlog: number;
   suspended: boolean;
   finished: boolean;
-  /** The batch has not been seeded yet (no point starting workers). */
+  /** Nothing is seeded yet (no point starting workers). */
   seeding: boolean;
 }
 
