@@ -167,8 +167,10 @@ export class Reconciler {
         this.fail(batch, status, cond, err.reason, err.message, now);
       } else {
         const reason = err instanceof RedisConfigError ? 'RedisConfigInvalid' : 'ConnectionFailed';
-        cond({ type: 'RedisUnavailable', status: 'True', reason, message: String((err as Error).message ?? err) });
-        void this.ctx.events.emit(batch, 'Warning', 'RedisUnavailable', String((err as Error).message ?? err));
+        // Connection errors name hosts; a host taken from a Secret must not reach status or events.
+        const message = this.ctx.redis.redact(batch, String((err as Error).message ?? err));
+        cond({ type: 'RedisUnavailable', status: 'True', reason, message });
+        void this.ctx.events.emit(batch, 'Warning', 'RedisUnavailable', message);
         // Checking again is cheap: retry within seconds so recovery shows up promptly.
         requeueAfterMs = Math.min(5000, 500 * 2 ** Math.min(4, mem.redisFailures++));
       }
@@ -418,7 +420,7 @@ export class Reconciler {
       await new BatchQueue(redis, { namespace: batch.metadata.namespace!, name: batch.metadata.name! }).purge();
       cleaned = true;
     } catch (err) {
-      error = String((err as Error).message ?? err);
+      error = this.ctx.redis.redact(batch, String((err as Error).message ?? err));
     }
     if (!cleaned) {
       mem.cleanupAttempts++;

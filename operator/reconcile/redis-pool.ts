@@ -1,4 +1,4 @@
-import { connectRedis, type RedisClient } from '../../queue/index.js';
+import { connectRedis, parseRedisUrl, type RedisClient } from '../../queue/index.js';
 import type { KubeClient } from '../kube/client.js';
 import type { TaskBatch } from '../api/taskbatch.js';
 import type { WorkerPodConfig } from './pods.js';
@@ -21,6 +21,8 @@ interface Secret {
 export class RedisPool {
   private readonly clients = new Map<string, RedisClient>();
   private readonly secrets = new Map<string, { at: number; secret: Secret }>();
+  /** Per batch (ns/name): strings that came out of a Secret, never to appear in status, events or logs. */
+  private readonly sensitive = new Map<string, { values: string[]; source: string }>();
 
   constructor(
     private readonly kube: KubeClient,
@@ -39,6 +41,23 @@ export class RedisPool {
       const secret = r.secretRef ? await this.secret(ns, r.secretRef.name, 'spec.redis.secretRef') : undefined;
       url = r.url ?? (r.secretRef?.urlKey ? decode(secret, r.secretRef.urlKey, `spec.redis.secretRef (key ${r.secretRef.urlKey})`) : undefined);
       if (r.secretRef) password = decodeOptional(secret, r.secretRef.passwordKey ?? 'password');
+      if (r.secretRef) {
+        const fromSecret = !r.url && r.secretRef.urlKey ? url : undefined;
+        const source = `Secret ${ns}/${r.secretRef.name}`;
+        const values = [password, fromSecret].filter((v): v is string => Boolean(v));
+        if (fromSecret) {
+          try {
+            values.push(parseRedisUrl(fromSecret).host);
+          } catch {
+            this.sensitive.set(`${ns}/${batch.metadata.name}`, { values, source });
+            // The value is a secret: say where it is, never what it is.
+            throw new RedisConfigError(`spec.redis.secretRef: key ${r.secretRef.urlKey} of ${source} is not a Redis URL (expected redis://host:port or rediss://host:port; its value is not shown)`);
+          }
+        }
+        this.sensitive.set(`${ns}/${batch.metadata.name}`, { values, source });
+      } else {
+        this.sensitive.delete(`${ns}/${batch.metadata.name}`);
+      }
       username = r.username;
       if (r.tls?.enabled) {
         tls = { insecureSkipVerify: r.tls.insecureSkipVerify ?? false };
@@ -73,6 +92,15 @@ export class RedisPool {
     if (client.status === 'wait') await (client as { connect(): Promise<void> }).connect();
     if (client.status !== 'ready') await waitReady(client, 5000);
     return client;
+  }
+
+  /** `text` with every string that came from the batch's Secret replaced by a placeholder naming the Secret. */
+  redact(batch: TaskBatch, text: string): string {
+    const s = this.sensitive.get(`${batch.metadata.namespace}/${batch.metadata.name}`);
+    if (!s) return text;
+    let out = text;
+    for (const v of [...s.values].sort((a, b) => b.length - a.length)) if (v.length >= 3) out = out.split(v).join(`<value from ${s.source}>`);
+    return out;
   }
 
   close(): void {
