@@ -1,3 +1,5 @@
+import { POD_SECURITY_LEVELS, type PodSecurityLevel } from './reconcile/pod-security.js';
+
 /** The operator's configuration: read from the environment once, validated, frozen. */
 export interface OperatorConfig {
   /** Namespace to watch; '' = all namespaces (cluster-wide RBAC). */
@@ -14,6 +16,8 @@ export interface OperatorConfig {
   workerMetricsPort: number;
   workerGraceSeconds: number;
   restrictedWorkerSecurityContext: boolean;
+  /** Pod Security level enforced on TaskBatch pod templates (TASKBATCH_WORKER_POD_SECURITY). */
+  workerPodSecurity: PodSecurityLevel;
   defaultRedisUrl?: string;
   defaultRedisUsername?: string;
   defaultRedisPasswordSecret?: { name: string; key: string };
@@ -47,6 +51,14 @@ function bool(env: NodeJS.ProcessEnv, name: string, dflt: boolean): boolean {
   throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected true or false`);
 }
 
+function podSecurityLevel(env: NodeJS.ProcessEnv, name: string, dflt: PodSecurityLevel): PodSecurityLevel {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const level = POD_SECURITY_LEVELS.find((l) => l === raw);
+  if (!level) throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected one of ${POD_SECURITY_LEVELS.join(', ')}`);
+  return level;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<OperatorConfig> {
   const cmd = env.TASKBATCH_WORKER_COMMAND ?? '["node","/app/dist/worker/main.js"]';
   let workerCommand: string[];
@@ -76,6 +88,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Opera
     workerMetricsPort: int(env, 'TASKBATCH_WORKER_METRICS_PORT', 9090, 1, 65535),
     workerGraceSeconds: int(env, 'TASKBATCH_WORKER_GRACE_SECONDS', 60, 1, 86_400),
     restrictedWorkerSecurityContext: bool(env, 'TASKBATCH_WORKER_RESTRICTED', true),
+    workerPodSecurity: podSecurityLevel(env, 'TASKBATCH_WORKER_POD_SECURITY', 'restricted'),
     defaultRedisTls: bool(env, 'TASKBATCH_DEFAULT_REDIS_TLS', false),
     statusIntervalMs: int(env, 'TASKBATCH_STATUS_INTERVAL_MS', 2000, 0, 600_000),
     pollIntervalMs: int(env, 'TASKBATCH_POLL_INTERVAL_MS', 1000, 100, 600_000),

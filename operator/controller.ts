@@ -48,6 +48,7 @@ export class Controller {
       command: config.workerCommand,
       metricsPort: config.workerMetricsPort,
       restrictedSecurityContext: config.restrictedWorkerSecurityContext,
+      podSecurity: config.workerPodSecurity,
       terminationGracePeriodSeconds: config.workerGraceSeconds,
       ...(config.defaultRedisUrl
         ? {

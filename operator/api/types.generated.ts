@@ -82,11 +82,255 @@ export type TaskBatchSpec = {
   ttlSecondsAfterFinished?: number;
   /** Job semantics: no worker pods while true; nothing is lost; resumes when false */
   suspend?: boolean;
-  /** Pod template of the worker pods (a PodTemplateSpec). The operator fills in the worker container's command and env; the container named "worker" (or the first) is the worker. */
+  /** Pod template of the worker pods (a PodTemplateSpec). The operator fills in the worker container's command and env; the container named "worker" (or the first) is the worker. The operator's workerPodSecurity level (default restricted) is enforced on it; a template contradicting it fails the batch (PodTemplateRejected). */
   template?: {
     metadata?: Record<string, unknown>;
-    spec?: Record<string, unknown>;
-    [key: string]: unknown;
+    /** A core/v1 PodSpec. The fields below are structural (a misspelt field in them is refused); the rest of PodSpec (affinity, tolerations, nodeSelector, ...) is kept as given, unvalidated until the pod is created. */
+    spec?: {
+      /** The containers; the one named worker (or the first) runs the worker, the others are sidecars. Structural, so that a misspelt field is refused instead of silently reaching (or missing) the pod; probes and lifecycle stay free-form. */
+      containers?: ({
+        name: string;
+        image?: string;
+        imagePullPolicy?: "Always" | "IfNotPresent" | "Never";
+        command?: string[];
+        args?: string[];
+        workingDir?: string;
+        env?: {
+          name: string;
+          value?: string;
+          valueFrom?: Record<string, unknown>;
+        }[];
+        envFrom?: Record<string, unknown>[];
+        ports?: ({
+          name?: string;
+          containerPort: number;
+          hostPort?: number;
+          hostIP?: string;
+          protocol?: "TCP" | "UDP" | "SCTP";
+        })[];
+        resources?: {
+          limits?: Record<string, unknown>;
+          requests?: Record<string, unknown>;
+          claims?: Record<string, unknown>[];
+        };
+        resizePolicy?: Record<string, unknown>[];
+        /** Always on an init container makes it a native sidecar */
+        restartPolicy?: string;
+        restartPolicyRules?: Record<string, unknown>[];
+        volumeMounts?: {
+          name: string;
+          mountPath: string;
+          readOnly?: boolean;
+          recursiveReadOnly?: string;
+          subPath?: string;
+          subPathExpr?: string;
+          mountPropagation?: string;
+        }[];
+        volumeDevices?: Record<string, unknown>[];
+        livenessProbe?: Record<string, unknown>;
+        readinessProbe?: Record<string, unknown>;
+        startupProbe?: Record<string, unknown>;
+        lifecycle?: Record<string, unknown>;
+        terminationMessagePath?: string;
+        terminationMessagePolicy?: string;
+        stdin?: boolean;
+        stdinOnce?: boolean;
+        tty?: boolean;
+        /** The container's security context (the fields of a core/v1 SecurityContext). Enforced by the operator's workerPodSecurity level. */
+        securityContext?: {
+          allowPrivilegeEscalation?: boolean;
+          appArmorProfile?: {
+            type: "RuntimeDefault" | "Localhost" | "Unconfined";
+            localhostProfile?: string;
+          };
+          capabilities?: {
+            add?: string[];
+            drop?: string[];
+          };
+          privileged?: boolean;
+          procMount?: "Default" | "Unmasked";
+          readOnlyRootFilesystem?: boolean;
+          runAsGroup?: number;
+          runAsNonRoot?: boolean;
+          runAsUser?: number;
+          seLinuxOptions?: {
+            level?: string;
+            role?: string;
+            type?: string;
+            user?: string;
+          };
+          seccompProfile?: {
+            type: "RuntimeDefault" | "Localhost" | "Unconfined";
+            localhostProfile?: string;
+          };
+          windowsOptions?: {
+            gmsaCredentialSpec?: string;
+            gmsaCredentialSpecName?: string;
+            hostProcess?: boolean;
+            runAsUserName?: string;
+          };
+        };
+      })[];
+      /** Init containers (restartPolicy Always makes one a native sidecar). Structural, so that a misspelt field is refused instead of silently reaching (or missing) the pod; probes and lifecycle stay free-form. */
+      initContainers?: ({
+        name: string;
+        image?: string;
+        imagePullPolicy?: "Always" | "IfNotPresent" | "Never";
+        command?: string[];
+        args?: string[];
+        workingDir?: string;
+        env?: {
+          name: string;
+          value?: string;
+          valueFrom?: Record<string, unknown>;
+        }[];
+        envFrom?: Record<string, unknown>[];
+        ports?: ({
+          name?: string;
+          containerPort: number;
+          hostPort?: number;
+          hostIP?: string;
+          protocol?: "TCP" | "UDP" | "SCTP";
+        })[];
+        resources?: {
+          limits?: Record<string, unknown>;
+          requests?: Record<string, unknown>;
+          claims?: Record<string, unknown>[];
+        };
+        resizePolicy?: Record<string, unknown>[];
+        /** Always on an init container makes it a native sidecar */
+        restartPolicy?: string;
+        restartPolicyRules?: Record<string, unknown>[];
+        volumeMounts?: {
+          name: string;
+          mountPath: string;
+          readOnly?: boolean;
+          recursiveReadOnly?: string;
+          subPath?: string;
+          subPathExpr?: string;
+          mountPropagation?: string;
+        }[];
+        volumeDevices?: Record<string, unknown>[];
+        livenessProbe?: Record<string, unknown>;
+        readinessProbe?: Record<string, unknown>;
+        startupProbe?: Record<string, unknown>;
+        lifecycle?: Record<string, unknown>;
+        terminationMessagePath?: string;
+        terminationMessagePolicy?: string;
+        stdin?: boolean;
+        stdinOnce?: boolean;
+        tty?: boolean;
+        /** The container's security context (the fields of a core/v1 SecurityContext). Enforced by the operator's workerPodSecurity level. */
+        securityContext?: {
+          allowPrivilegeEscalation?: boolean;
+          appArmorProfile?: {
+            type: "RuntimeDefault" | "Localhost" | "Unconfined";
+            localhostProfile?: string;
+          };
+          capabilities?: {
+            add?: string[];
+            drop?: string[];
+          };
+          privileged?: boolean;
+          procMount?: "Default" | "Unmasked";
+          readOnlyRootFilesystem?: boolean;
+          runAsGroup?: number;
+          runAsNonRoot?: boolean;
+          runAsUser?: number;
+          seLinuxOptions?: {
+            level?: string;
+            role?: string;
+            type?: string;
+            user?: string;
+          };
+          seccompProfile?: {
+            type: "RuntimeDefault" | "Localhost" | "Unconfined";
+            localhostProfile?: string;
+          };
+          windowsOptions?: {
+            gmsaCredentialSpec?: string;
+            gmsaCredentialSpecName?: string;
+            hostProcess?: boolean;
+            runAsUserName?: string;
+          };
+        };
+      })[];
+      /** The pod's security context (the fields of a core/v1 PodSecurityContext). Enforced by the operator's workerPodSecurity level. */
+      securityContext?: {
+        appArmorProfile?: {
+          type: "RuntimeDefault" | "Localhost" | "Unconfined";
+          localhostProfile?: string;
+        };
+        fsGroup?: number;
+        fsGroupChangePolicy?: string;
+        runAsGroup?: number;
+        runAsNonRoot?: boolean;
+        runAsUser?: number;
+        seLinuxChangePolicy?: string;
+        seLinuxOptions?: {
+          level?: string;
+          role?: string;
+          type?: string;
+          user?: string;
+        };
+        seccompProfile?: {
+          type: "RuntimeDefault" | "Localhost" | "Unconfined";
+          localhostProfile?: string;
+        };
+        supplementalGroups?: number[];
+        supplementalGroupsPolicy?: string;
+        sysctls?: {
+          name: string;
+          value: string;
+        }[];
+        windowsOptions?: {
+          gmsaCredentialSpec?: string;
+          gmsaCredentialSpecName?: string;
+          hostProcess?: boolean;
+          runAsUserName?: string;
+        };
+      };
+      hostNetwork?: boolean;
+      hostPID?: boolean;
+      hostIPC?: boolean;
+      /** The pod's volumes. Each names its source (hostPath, emptyDir, configMap, ...); a misspelt source is refused. The sources' own fields are free-form. */
+      volumes?: {
+        name: string;
+        awsElasticBlockStore?: Record<string, unknown>;
+        azureDisk?: Record<string, unknown>;
+        azureFile?: Record<string, unknown>;
+        cephfs?: Record<string, unknown>;
+        cinder?: Record<string, unknown>;
+        configMap?: Record<string, unknown>;
+        csi?: Record<string, unknown>;
+        downwardAPI?: Record<string, unknown>;
+        emptyDir?: Record<string, unknown>;
+        ephemeral?: Record<string, unknown>;
+        fc?: Record<string, unknown>;
+        flexVolume?: Record<string, unknown>;
+        flocker?: Record<string, unknown>;
+        gcePersistentDisk?: Record<string, unknown>;
+        gitRepo?: Record<string, unknown>;
+        glusterfs?: Record<string, unknown>;
+        hostPath?: Record<string, unknown>;
+        image?: Record<string, unknown>;
+        iscsi?: Record<string, unknown>;
+        nfs?: Record<string, unknown>;
+        persistentVolumeClaim?: Record<string, unknown>;
+        photonPersistentDisk?: Record<string, unknown>;
+        portworxVolume?: Record<string, unknown>;
+        projected?: Record<string, unknown>;
+        quobyte?: Record<string, unknown>;
+        rbd?: Record<string, unknown>;
+        scaleIO?: Record<string, unknown>;
+        secret?: Record<string, unknown>;
+        storageos?: Record<string, unknown>;
+        vsphereVolume?: Record<string, unknown>;
+      }[];
+      serviceAccountName?: string;
+      automountServiceAccountToken?: boolean;
+      [key: string]: unknown;
+    };
   };
   /** Where the batch's items live. Unset = the operator's default Redis. */
   redis?: {

@@ -1,5 +1,6 @@
 import { API_VERSION, BATCH_LABEL, EPOCH_ANNOTATION, KIND, type TaskBatch } from '../api/taskbatch.js';
 import type { KubeObject } from '../kube/client.js';
+import { checkPodSecurity, describeViolations, hardenPodSpec, type PodSecurityLevel, type PodSecurityViolation } from './pod-security.js';
 
 export interface EnvVar {
   name: string;
@@ -47,8 +48,10 @@ export interface WorkerPodConfig {
   /** Default Redis when a TaskBatch has no spec.redis. */
   defaultRedis?: { url: string; passwordSecret?: { name: string; key: string }; username?: string; tls?: boolean; cluster?: boolean };
   metricsPort: number;
-  /** Restricted Pod Security defaults applied where the template says nothing. */
+  /** Restricted Pod Security defaults on the worker container where the template says nothing (baseline/unrestricted only). */
   restrictedSecurityContext: boolean;
+  /** The Pod Security level enforced on the template (workerPodSecurity). */
+  podSecurity: PodSecurityLevel;
   /** Seconds a drained/terminated worker gets to finish its items. */
   terminationGracePeriodSeconds: number;
 }
@@ -109,15 +112,40 @@ const RESTRICTED_CONTAINER = {
   seccompProfile: { type: 'RuntimeDefault' },
 };
 
+type PodTemplate = { metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> }; spec?: Partial<PodSpec> };
+
+/** A template the operator's workerPodSecurity level refuses; the batch fails with PodTemplateRejected. */
+export class PodTemplateRejectedError extends Error {
+  override name = 'PodTemplateRejectedError';
+  constructor(
+    readonly level: PodSecurityLevel,
+    readonly violations: readonly PodSecurityViolation[],
+  ) {
+    super(describeViolations(level, violations));
+  }
+}
+
+/** The batch's template's contradictions of the Pod Security level (paths relative to spec.template). */
+export function podTemplateViolations(batch: TaskBatch, cfg: Pick<WorkerPodConfig, 'podSecurity'>): PodSecurityViolation[] {
+  const template = (batch.spec.template ?? {}) as PodTemplate;
+  return checkPodSecurity(cfg.podSecurity, (template.spec ?? {}) as Record<string, unknown>, template.metadata?.annotations ?? {});
+}
+
 /**
  * A worker pod from the batch's template: the worker container (named "worker", or the
- * first) gets the worker command and env; everything else in the template is kept. The
- * pod is owned by the TaskBatch, so deleting the batch garbage-collects its pods.
+ * first) gets the worker command and env; everything else in the template is kept,
+ * except that the workerPodSecurity level is enforced: a template contradicting it throws
+ * PodTemplateRejectedError (no pod is ever built from it), and `restricted` hardens every
+ * container. The pod is owned by the TaskBatch, so deleting the batch garbage-collects its pods.
  */
 export function buildWorkerPod(batch: TaskBatch, epoch: string, cfg: WorkerPodConfig): Pod {
-  const template = (batch.spec.template ?? {}) as { metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> }; spec?: Partial<PodSpec> };
-  const spec: PodSpec = structuredClone({ containers: [], ...(template.spec ?? {}) }) as PodSpec;
-  if (spec.containers.length === 0) spec.containers.push({ name: 'worker' });
+  const template = (batch.spec.template ?? {}) as PodTemplate;
+  const violations = podTemplateViolations(batch, cfg);
+  if (violations.length > 0) throw new PodTemplateRejectedError(cfg.podSecurity, violations);
+  const base = structuredClone({ containers: [], ...(template.spec ?? {}) }) as PodSpec;
+  if (base.containers.length === 0) base.containers.push({ name: 'worker' });
+  // Hardened after the default worker container exists, so it is covered too.
+  const spec = hardenPodSpec(cfg.podSecurity, base);
   const i = workerContainerIndex(spec.containers);
   const c = spec.containers[i]!;
   c.image ??= cfg.image;
@@ -130,7 +158,12 @@ export function buildWorkerPod(batch: TaskBatch, epoch: string, cfg: WorkerPodCo
   // answers and the consumer loop made progress (a wedged worker is restarted by replacement).
   c.readinessProbe ??= { httpGet: { path: '/readyz', port: cfg.metricsPort }, periodSeconds: 2, failureThreshold: 2 };
   c.livenessProbe ??= { httpGet: { path: '/healthz', port: cfg.metricsPort }, initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 6 };
-  if (cfg.restrictedSecurityContext) {
+  if (cfg.podSecurity === 'restricted') {
+    // hardenPodSpec made every container compliant; a read-only root filesystem is not part of
+    // the Standard, so the worker gets it as a default the template may override (as before).
+    c.securityContext ??= {};
+    c.securityContext.readOnlyRootFilesystem ??= true;
+  } else if (cfg.restrictedSecurityContext) {
     c.securityContext = { ...RESTRICTED_CONTAINER, ...(c.securityContext ?? {}) };
     spec.securityContext = { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' }, ...(spec.securityContext ?? {}) };
   }

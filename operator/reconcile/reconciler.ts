@@ -24,7 +24,8 @@ import type { Logger } from '../log.js';
 import type { OperatorMetrics } from '../metrics.js';
 import type { Clock } from '../workqueue.js';
 import { jsonEqual, setCondition, sortConditions, type ConditionInput } from './conditions.js';
-import { buildWorkerPod, isPodReady, isPodTerminating, podExitCode, type Pod, type WorkerPodConfig } from './pods.js';
+import { describeViolations } from './pod-security.js';
+import { buildWorkerPod, isPodReady, isPodTerminating, podExitCode, podTemplateViolations, type Pod, type WorkerPodConfig } from './pods.js';
 import { RedisConfigError, type RedisPool } from './redis-pool.js';
 import { chooseWorkersToDrain, desiredWorkers, type Recommendations, type WorkerPodView } from './scaling.js';
 import { itemSource, seedSlice, SeedError } from './seed.js';
@@ -209,6 +210,12 @@ export class Reconciler {
     const failures = status.workers?.failures ?? 0;
     if (failures >= this.ctx.config.maxWorkerFailures && !finishedNow) {
       this.fail(batch, status, cond, 'WorkersCrashLooping', `${failures} worker pods failed in a row without progress; see the worker pods' logs and events`, now);
+    }
+    // A template the workerPodSecurity level refuses fails the batch before any pod is built
+    // (buildWorkerPod would throw on it too): a spec error, so terminal, like InvalidItems.
+    const rejected = podTemplateViolations(batch, this.ctx.config.worker);
+    if (rejected.length > 0 && findCondition({ conditions }, 'Failed')?.status !== 'True') {
+      this.fail(batch, status, cond, 'PodTemplateRejected', describeViolations(this.ctx.config.worker.podSecurity, rejected), now);
     }
     for (const [name, at] of mem.expectedPods) if (active.some((p) => p.metadata.name === name) || now - at > 60_000) mem.expectedPods.delete(name);
 

@@ -94,3 +94,33 @@ test('printer columns and the /scale subresource', async () => {
   expect(scaleObj.status).toEqual({ replicas: 2, selector: `taskbatch.dev/batch=${name}` });
   expect((await cp.kubectl(['get', 'all', '-n', ns])).stdout).toContain(`taskbatch.taskbatch.dev/${name}`);
 });
+
+describe('spec.template: the fields the operator reads or enforces are structural', () => {
+  const withTemplate = (spec: Record<string, unknown>): TaskBatch => tb({ range: { end: 5 }, template: { spec } });
+
+  test.each([
+    ['a string for privileged', { containers: [{ name: 'w', securityContext: { privileged: 'yes' } }] }, /spec.template.spec.containers\[0\].securityContext.privileged: Invalid value: "string": .*must be of type boolean/],
+    ['a string for hostNetwork', { hostNetwork: 'true', containers: [{ name: 'w' }] }, /spec.template.spec.hostNetwork: Invalid value: "string": .*must be of type boolean/],
+    ['an unknown seccomp profile type', { securityContext: { seccompProfile: { type: 'Unconfinde' } }, containers: [{ name: 'w' }] }, /spec.template.spec.securityContext.seccompProfile.type: Unsupported value: "Unconfinde"/],
+    ['a container without a name', { initContainers: [{ image: 'busybox' }], containers: [{ name: 'w' }] }, /spec.template.spec.initContainers\[0\].name: Required value/],
+    ['a volume without a name', { containers: [{ name: 'w' }], volumes: [{ emptyDir: {} }] }, /spec.template.spec.volumes\[0\].name: Required value/],
+    ['capabilities as a string', { containers: [{ name: 'w', securityContext: { capabilities: { add: 'SYS_ADMIN' } } }] }, /spec.template.spec.containers\[0\].securityContext.capabilities.add: Invalid value: "string"/],
+  ])('rejects %s, naming the field', async (_name, spec, message) => {
+    expect(await rejection(withTemplate(spec))).toMatch(message);
+  });
+
+  test('a misspelt field is refused under strict field validation (kubectl\'s default) and pruned otherwise; the rest of PodSpec is kept', async () => {
+    const typo = withTemplate({ containers: [{ name: 'w', securityContext: { privilegd: true } }], volumes: [{ name: 'v', hostpath: { path: '/' } }], tolerations: [{ operator: 'Exists' }] });
+    const strict = await kube.create(batchPath(ns), typo, { fieldValidation: 'Strict' }).then(
+      () => 'accepted',
+      (err: unknown) => String((err as Error).message),
+    );
+    expect(strict).toMatch(/unknown field "spec.template.spec.containers\[0\].securityContext.privilegd"/);
+    expect(strict).toMatch(/unknown field "spec.template.spec.volumes\[0\].hostpath"/);
+    const created = await kube.create<TaskBatch>(batchPath(ns), typo);
+    const spec = (created.spec.template as { spec: Record<string, unknown> }).spec;
+    expect(spec.containers).toEqual([{ name: 'w', securityContext: {} }]);
+    expect(spec.volumes).toEqual([{ name: 'v' }]);
+    expect(spec.tolerations).toEqual([{ operator: 'Exists' }]);
+  });
+});

@@ -230,6 +230,8 @@ describe('helm template', () => {
     }
     // ... and the operator applies them to the worker pods it creates.
     expect(envOf(container(getObject(objects, 'Deployment', 'tb-taskbatch'))).TASKBATCH_WORKER_RESTRICTED).toBe('true');
+    // ... and enforces the restricted level on every TaskBatch's pod template.
+    expect(envOf(container(getObject(objects, 'Deployment', 'tb-taskbatch'))).TASKBATCH_WORKER_POD_SECURITY).toBe('restricted');
   }, TEST_TIMEOUT_MS);
 
   test('the operator gets its configuration from values', async () => {
@@ -238,7 +240,7 @@ describe('helm template', () => {
       values: {
         ...(VARIANTS.everythingOn as object),
         operator: { concurrency: 8, logLevel: 'debug', metricsPort: 8181, metricsHost: '0.0.0.0', image: { repository: 'reg.example/op', tag: '1.2.3' } },
-        worker: { image: { repository: 'reg.example/wk', tag: '1.2.3' }, metricsPort: 9191, terminationGracePeriodSeconds: 90, restrictedSecurityContext: false, command: ['node', '/app/dist/worker/main.js'] },
+        worker: { image: { repository: 'reg.example/wk', tag: '1.2.3' }, metricsPort: 9191, terminationGracePeriodSeconds: 90, restrictedSecurityContext: false, podSecurity: 'baseline', command: ['node', '/app/dist/worker/main.js'] },
       },
     });
     const op = container(getObject(objects, 'Deployment', 'tb-taskbatch'));
@@ -254,12 +256,13 @@ describe('helm template', () => {
       TASKBATCH_WORKER_METRICS_PORT: '9191',
       TASKBATCH_WORKER_GRACE_SECONDS: '90',
       TASKBATCH_WORKER_RESTRICTED: 'false',
+      TASKBATCH_WORKER_POD_SECURITY: 'baseline',
       TASKBATCH_LEADER_ELECTION: 'true',
     });
     // The operator's own config parser accepts what the chart renders.
     const { loadConfig } = await import('../../operator/config.js');
     const env = Object.fromEntries(Object.entries(envOf(op)).filter(([, v]) => !v.startsWith('{')));
-    expect(loadConfig({ ...env, POD_NAMESPACE: 'taskbatch-system' })).toMatchObject({ concurrency: 8, workerMetricsPort: 9191, workerGraceSeconds: 90, restrictedWorkerSecurityContext: false, workerCommand: ['node', '/app/dist/worker/main.js'], metricsHost: '0.0.0.0' });
+    expect(loadConfig({ ...env, POD_NAMESPACE: 'taskbatch-system' })).toMatchObject({ concurrency: 8, workerMetricsPort: 9191, workerGraceSeconds: 90, restrictedWorkerSecurityContext: false, workerPodSecurity: 'baseline', workerCommand: ['node', '/app/dist/worker/main.js'], metricsHost: '0.0.0.0' });
     const dflt = container(getObject((await helmTemplate({ release: 'tb' })).objects, 'Deployment', 'tb-taskbatch'));
     expect(dflt.image).toBe('ghcr.io/taskbatch/operator:0.1.0');
     expect(envOf(dflt).TASKBATCH_WORKER_IMAGE).toBe('ghcr.io/taskbatch/worker:0.1.0');
@@ -310,7 +313,7 @@ describe('helm template', () => {
     // The labels the operator puts on worker pods (operator/reconcile/pods.ts), in any namespace.
     expect(workerPeer).toEqual({ namespaceSelector: {}, podSelector: { matchLabels: { 'app.kubernetes.io/name': 'taskbatch-worker', 'app.kubernetes.io/managed-by': 'taskbatch' } } });
     const { buildWorkerPod } = await import('../../operator/reconcile/pods.js');
-    const pod = buildWorkerPod({ apiVersion: 'taskbatch.dev/v1alpha1', kind: 'TaskBatch', metadata: { name: 'b', namespace: 'x', uid: 'u' }, spec: { handler: { builtin: 'noop' } } } as never, 'e1', { image: 'w', command: ['node'], metricsPort: 9090, restrictedSecurityContext: true, terminationGracePeriodSeconds: 30 });
+    const pod = buildWorkerPod({ apiVersion: 'taskbatch.dev/v1alpha1', kind: 'TaskBatch', metadata: { name: 'b', namespace: 'x', uid: 'u' }, spec: { handler: { builtin: 'noop' } } } as never, 'e1', { image: 'w', command: ['node'], metricsPort: 9090, restrictedSecurityContext: true, podSecurity: 'restricted', terminationGracePeriodSeconds: 30 });
     expect(pod.metadata.labels).toMatchObject(workerPeer!.podSelector!.matchLabels);
 
     const namespaced = (await helmTemplate({ release: 'tb', values: { networkPolicy: { enabled: true }, watch: { allNamespaces: false, namespace: 'jobs' } } })).objects;
@@ -447,6 +450,7 @@ describe('values.schema.json', () => {
     ['a string for an integer', { operator: { replicas: 'two' } }, /at '\/operator\/replicas': got string, want integer/],
     ['a string for a boolean', { watch: { allNamespaces: 'no' } }, /at '\/watch\/allNamespaces': got string, want boolean/],
     ['a value outside its enum', { operator: { logLevel: 'verbose' } }, /at '\/operator\/logLevel'.*(value must be one of|must be one of)/],
+    ['an unknown worker pod security level', { worker: { podSecurity: 'privileged' } }, /at '\/worker\/podSecurity'.*(value must be one of|must be one of)/],
     ['a port out of range', { worker: { metricsPort: 70000 } }, /at '\/worker\/metricsPort'.*(maximum|<= 65535)/],
     ['a Redis URL with credentials', { redis: { url: 'redis://user:secret@redis:6379' } }, /at '\/redis\/url'.*does not match pattern/],
     ['a Redis URL of another scheme', { redis: { url: 'http://redis:6379' } }, /at '\/redis\/url'.*does not match pattern/],

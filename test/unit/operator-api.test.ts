@@ -46,7 +46,7 @@ describe('item sources', () => {
 });
 
 describe('worker pods', () => {
-  const cfg: WorkerPodConfig = { image: 'taskbatch/worker:dev', command: ['node', '/app/dist/worker/main.js'], metricsPort: 9090, restrictedSecurityContext: true, terminationGracePeriodSeconds: 60, defaultRedis: { url: 'redis://redis:6379' } };
+  const cfg: WorkerPodConfig = { image: 'taskbatch/worker:dev', command: ['node', '/app/dist/worker/main.js'], metricsPort: 9090, restrictedSecurityContext: true, podSecurity: 'restricted', terminationGracePeriodSeconds: 60, defaultRedis: { url: 'redis://redis:6379' } };
   const batch = (template?: unknown): TaskBatch => ({
     apiVersion: 'taskbatch.dev/v1alpha1',
     kind: 'TaskBatch',
@@ -72,7 +72,8 @@ describe('worker pods', () => {
   test('the template is kept; the container named worker gets the command and env', () => {
     const pod = buildWorkerPod(batch({ metadata: { labels: { team: 'a' } }, spec: { containers: [{ name: 'sidecar', image: 'envoy' }, { name: 'worker', image: 'mine:1', env: [{ name: 'MY_VAR', value: '1' }, { name: 'TASKBATCH_BATCH', value: 'spoofed' }], securityContext: { runAsUser: 1000 } }] } }), 'e1', cfg);
     expect(pod.metadata.labels).toMatchObject({ team: 'a', 'taskbatch.dev/batch': 'resize' });
-    expect(pod.spec.containers[0]).toEqual({ name: 'sidecar', image: 'envoy' });
+    // workerPodSecurity=restricted (the default) hardens the sidecar too; it used to pass through bare.
+    expect(pod.spec.containers[0]).toEqual({ name: 'sidecar', image: 'envoy', securityContext: { allowPrivilegeEscalation: false, runAsNonRoot: true, capabilities: { drop: ['ALL'] } } });
     const w = pod.spec.containers[1]!;
     expect(w.image).toBe('mine:1');
     expect(w.env?.filter((e) => e.name === 'TASKBATCH_BATCH')).toEqual([{ name: 'TASKBATCH_BATCH', value: 'resize' }]);
