@@ -51,6 +51,7 @@ const VARIANTS: Record<string, unknown> = {
     uninstall: { deleteTaskBatches: false },
     tests: { enabled: false },
     operator: { leaderElection: false },
+    admissionPolicy: { enabled: false },
   },
 };
 
@@ -94,6 +95,8 @@ describe('helm template', () => {
       'Service/tb-taskbatch-redis',
       'ServiceAccount/tb-taskbatch',
       'ServiceAccount/tb-taskbatch-test',
+      'ValidatingAdmissionPolicy/tb-taskbatch-tenancy',
+      'ValidatingAdmissionPolicyBinding/tb-taskbatch-tenancy',
     ]);
     // Without the Prometheus Operator's API, no monitoring objects.
     expect(r.objects.filter((o) => o.apiVersion.startsWith('monitoring.coreos.com'))).toEqual([]);
@@ -105,7 +108,7 @@ describe('helm template', () => {
     expect(r.code).toBe(0);
     const watched = (VARIANTS[variant] as { watch?: { namespace?: string } }).watch?.namespace;
     for (const o of r.objects) {
-      if (o.kind.startsWith('Cluster') || o.kind === 'CustomResourceDefinition') {
+      if (o.kind.startsWith('Cluster') || o.kind.startsWith('ValidatingAdmissionPolicy') || o.kind === 'CustomResourceDefinition') {
         expect({ obj: `${o.kind}/${o.metadata.name}`, ns: o.metadata.namespace }).toEqual({ obj: `${o.kind}/${o.metadata.name}`, ns: undefined });
         continue;
       }
@@ -332,13 +335,27 @@ describe('helm template', () => {
     const sm = getObject(objects, 'ServiceMonitor', 'tb-taskbatch');
     const svc = getObject(objects, 'Service', 'tb-taskbatch-metrics');
     expect(svc.metadata.labels).toMatchObject((sm.spec as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels);
+    // The operator is trusted: its per-batch `namespace` label is kept.
     expect(sm.spec).toMatchObject({ namespaceSelector: { matchNames: ['taskbatch-system'] }, endpoints: [{ port: 'metrics', path: '/metrics', honorLabels: true }] });
     const pm = getObject(objects, 'PodMonitor', 'tb-taskbatch-workers');
-    expect(pm.spec).toMatchObject({
+    // Worker pods run tenants' code: Prometheus' labels win, and `batch` comes from the pod label the operator sets.
+    expect(pm.spec).toEqual(expect.objectContaining({
       namespaceSelector: { any: true },
       selector: { matchLabels: { 'app.kubernetes.io/name': 'taskbatch-worker', 'app.kubernetes.io/managed-by': 'taskbatch' } },
-      podMetricsEndpoints: [{ port: 'metrics', path: '/metrics', honorLabels: true }],
-    });
+      podMetricsEndpoints: [{
+        port: 'metrics',
+        path: '/metrics',
+        interval: '15s',
+        honorLabels: false,
+        relabelings: [{ sourceLabels: ['__meta_kubernetes_pod_label_taskbatch_dev_batch'], targetLabel: 'batch' }],
+        metricRelabelings: [{ action: 'labeldrop', regex: 'exported_(namespace|batch)' }],
+      }],
+    }));
+    // The label the operator puts on every worker pod (operator/reconcile/pods.ts), as Prometheus names it.
+    const { BATCH_LABEL } = await import('../../operator/api/taskbatch.js');
+    expect(`__meta_kubernetes_pod_label_${BATCH_LABEL.replace(/[^a-zA-Z0-9_]/g, '_')}`).toBe('__meta_kubernetes_pod_label_taskbatch_dev_batch');
+    const trusted = getObject((await helmTemplate({ release: 'tb', apiVersions: MONITORING, values: { monitoring: { podMonitor: { honorLabels: true } } } })).objects, 'PodMonitor');
+    expect((trusted.spec as { podMetricsEndpoints: unknown[] }).podMetricsEndpoints).toEqual([{ port: 'metrics', path: '/metrics', interval: '15s', honorLabels: true }]);
     const rule = getObject(objects, 'PrometheusRule', 'tb-taskbatch');
     const alerts = (rule.spec as { groups: { rules: { alert: string }[] }[] }).groups.flatMap((g) => g.rules.map((r) => r.alert));
     expect(alerts).toEqual(expect.arrayContaining(['TaskBatchFailed', 'TaskBatchItemsFailing', 'TaskBatchWorkersNotReady', 'TaskBatchExecutorsCrashLooping', 'TaskBatchRedisUnreachable', 'TaskBatchQueueNotDraining']));
@@ -347,6 +364,22 @@ describe('helm template', () => {
     expect(getObject(namespaced, 'PodMonitor').spec).toMatchObject({ namespaceSelector: { matchNames: ['jobs'] } });
     const off = (await helmTemplate({ apiVersions: MONITORING, values: { monitoring: { serviceMonitor: { enabled: false }, podMonitor: { enabled: false }, prometheusRule: { enabled: false } } } })).objects;
     expect(off.filter((o) => o.apiVersion.startsWith('monitoring.coreos.com'))).toEqual([]);
+  }, TEST_TIMEOUT_MS);
+
+  test('the admission policy: on by default, exempting the release\'s operator ServiceAccount; validationActions; off', async () => {
+    const { objects } = await helmTemplate({ release: 'tb', namespace: 'ops', values: { serviceAccount: { name: 'runner' } } });
+    const policy = getObject(objects, 'ValidatingAdmissionPolicy', 'tb-taskbatch-tenancy');
+    const spec = policy.spec as { failurePolicy: string; matchConstraints: unknown; matchConditions: { name: string; expression: string }[]; validations: unknown[] };
+    expect(spec.failurePolicy).toBe('Fail');
+    expect(spec.matchConstraints).toEqual({ resourceRules: [{ apiGroups: ['taskbatch.dev'], apiVersions: ['*'], operations: ['CREATE', 'UPDATE'], resources: ['taskbatches', 'taskschedules'] }] });
+    expect(spec.matchConditions[0]).toEqual({ name: 'not-the-operator', expression: 'request.userInfo.username != "system:serviceaccount:ops:runner"' });
+    // create pods, the itemsFrom ConfigMap, 16 Secrets one by one, and the two bounds.
+    expect(spec.validations).toHaveLength(20);
+    expect(getObject(objects, 'ValidatingAdmissionPolicyBinding', 'tb-taskbatch-tenancy').spec).toEqual({ policyName: 'tb-taskbatch-tenancy', validationActions: ['Deny'] });
+    const trial = await helmTemplate({ release: 'tb', values: { admissionPolicy: { validationActions: ['Warn', 'Audit'] } } });
+    expect(getObject(trial.objects, 'ValidatingAdmissionPolicyBinding').spec).toMatchObject({ validationActions: ['Warn', 'Audit'] });
+    const off = await helmTemplate({ values: { admissionPolicy: { enabled: false } } });
+    expect(off.objects.filter((o) => o.kind.startsWith('ValidatingAdmissionPolicy'))).toEqual([]);
   }, TEST_TIMEOUT_MS);
 
   test('the Grafana dashboard ConfigMap holds a dashboard of progress, throughput, latency, failures and workers', async () => {
@@ -374,7 +407,11 @@ describe('helm template', () => {
     const pod = getObject(objects, 'Pod', 'tb-taskbatch-test');
     expect(pod.metadata.annotations).toMatchObject({ 'helm.sh/hook': 'test' });
     expect(container(pod).command).toEqual(['node', '/app/docker/hooks/smoke-test.mjs']);
-    expect(getObject(objects, 'Role', 'tb-taskbatch-test').rules).toEqual([{ apiGroups: ['taskbatch.dev'], resources: ['taskbatches'], verbs: ['get', 'create', 'delete'] }]);
+    expect(getObject(objects, 'Role', 'tb-taskbatch-test').rules).toEqual([
+      { apiGroups: ['taskbatch.dev'], resources: ['taskbatches'], verbs: ['get', 'create', 'delete'] },
+      // The admission policy admits a TaskBatch only from a user who may create pods.
+      { apiGroups: [''], resources: ['pods'], verbs: ['create'] },
+    ]);
     const off = (await helmTemplate({ values: { uninstall: { deleteTaskBatches: false }, tests: { enabled: false } } })).objects;
     expect(off.filter(isHook)).toEqual([]);
   }, TEST_TIMEOUT_MS);
@@ -458,6 +495,8 @@ describe('values.schema.json', () => {
     ['a bad duration', { monitoring: { serviceMonitor: { interval: '30 seconds' } } }, /at '\/monitoring\/serviceMonitor\/interval'.*does not match pattern/],
     ['a bad resource quantity', { operator: { resources: { requests: { memory: 'lots' } } } }, /\/operator\/resources\/requests\/memory/],
     ['an env entry without a name', { operator: { extraEnv: [{ value: 'x' }] } }, /\/operator\/extraEnv\/0.*missing propert(y|ies) 'name'/],
+    ['admission Deny together with Warn', { admissionPolicy: { validationActions: ['Deny', 'Warn'] } }, /at '\/admissionPolicy\/validationActions'/],
+    ['an unknown admission action', { admissionPolicy: { validationActions: ['Block'] } }, /at '\/admissionPolicy\/validationActions\/0'/],
   ])('rejects %s, naming it', async (_what, values, message) => {
     const r = await helmTemplate({ values });
     expect(r.code).not.toBe(0);
