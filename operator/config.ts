@@ -29,6 +29,8 @@ export interface OperatorConfig {
   maxBatchItems: number;
   /** Most items seeded per reconcile of one batch (then status is written and the batch requeued). */
   seedSliceItems: number;
+  /** Most unfinished items all batches of one namespace may hold in Redis; 0 = no quota. */
+  namespaceItemQuota: number;
 }
 
 export class ConfigError extends Error {
@@ -95,6 +97,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Opera
     maxWorkerFailures: int(env, 'TASKBATCH_MAX_WORKER_FAILURES', 6, 1, 1000),
     maxBatchItems: int(env, 'TASKBATCH_MAX_BATCH_ITEMS', 10_000_000, 1, 1_000_000_000),
     seedSliceItems: int(env, 'TASKBATCH_SEED_SLICE_ITEMS', 50_000, 1000, 10_000_000),
+    namespaceItemQuota: int(env, 'TASKBATCH_NAMESPACE_ITEM_QUOTA', 0, 0, 1_000_000_000),
     ...(env.TASKBATCH_DEFAULT_REDIS_URL ? { defaultRedisUrl: env.TASKBATCH_DEFAULT_REDIS_URL } : {}),
     ...(env.TASKBATCH_DEFAULT_REDIS_USERNAME ? { defaultRedisUsername: env.TASKBATCH_DEFAULT_REDIS_USERNAME } : {}),
     ...(defaultRedisPasswordSecret ? { defaultRedisPasswordSecret } : {}),

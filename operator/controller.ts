@@ -73,7 +73,7 @@ export class Controller {
       metrics: this.metrics,
       clock,
       log,
-      config: { worker, statusIntervalMs: config.statusIntervalMs, pollIntervalMs: config.pollIntervalMs, maxWorkerFailures: config.maxWorkerFailures, maxCleanupAttempts: 10, workerStaleMs: 30_000, maxBatchItems: config.maxBatchItems, seedSliceItems: config.seedSliceItems },
+      config: { worker, statusIntervalMs: config.statusIntervalMs, pollIntervalMs: config.pollIntervalMs, maxWorkerFailures: config.maxWorkerFailures, maxCleanupAttempts: 10, workerStaleMs: 30_000, maxBatchItems: config.maxBatchItems, seedSliceItems: config.seedSliceItems, namespaceItemQuota: config.namespaceItemQuota },
     });
   }
 

@@ -31,6 +31,7 @@ export type ConditionType =
   | 'Degraded'
   | 'RedisUnavailable'
   | 'QueueStateLost'
+  | 'QuotaExceeded'
   | 'CleanupBlocked';
 
 export function batchPath(namespace: string, name?: string): string {

@@ -34,7 +34,7 @@ export function removeCondition(conditions: Condition[], type: ConditionType): C
 
 /** Conditions in a stable order, so equal sets compare equal. */
 export function sortConditions(conditions: Condition[]): Condition[] {
-  const order: ConditionType[] = ['Complete', 'Failed', 'Suspended', 'Progressing', 'Degraded', 'RedisUnavailable', 'QueueStateLost', 'CleanupBlocked'];
+  const order: ConditionType[] = ['Complete', 'Failed', 'Suspended', 'Progressing', 'Degraded', 'RedisUnavailable', 'QueueStateLost', 'QuotaExceeded', 'CleanupBlocked'];
   return [...conditions].sort((a, b) => order.indexOf(a.type as ConditionType) - order.indexOf(b.type as ConditionType));
 }
 

@@ -29,6 +29,7 @@ import { buildWorkerPod, isPodReady, isPodTerminating, podExitCode, podTemplateV
 import { RedisConfigError, type RedisPool } from './redis-pool.js';
 import { chooseWorkersToDrain, desiredWorkers, type Recommendations, type WorkerPodView } from './scaling.js';
 import { itemSource, seedSlice, SeedError } from './seed.js';
+import { itemsHeldByOthers, quotaDecision, type HeldBatch, type QuotaDecision } from './quota.js';
 
 /** How far seeding got: `cursor` of `total` items enqueued. */
 interface SeedProgress {
@@ -52,6 +53,8 @@ export interface ReconcilerConfig {
   maxBatchItems: number;
   /** Most items seeded per reconcile of one batch. */
   seedSliceItems: number;
+  /** Most unfinished items all batches of one namespace may hold in Redis (0 = no quota). */
+  namespaceItemQuota: number;
 }
 
 export interface ReconcileContext {
@@ -373,8 +376,15 @@ export class Reconciler {
           const field = spec.range ? 'spec.range' : spec.items ? 'spec.items' : 'spec.itemsFrom';
           throw new TerminalError('TooManyItems', `${field}: ${source.total} items exceed this installation's limit of ${max} items per batch (operator setting TASKBATCH_MAX_BATCH_ITEMS); split the work into several batches or ask the installer to raise the limit`);
         }
-        // Never while suspended; one bounded slice per reconcile otherwise (see seedSlice).
-        if (!batch.spec.suspend) {
+        const quota = this.quotaFor(batch, source.total, snapshot);
+        if (quota.kind === 'never') throw new TerminalError('TooManyItems', quota.message);
+        if (quota.kind === 'wait') {
+          cond({ type: 'QuotaExceeded', status: 'True', reason: 'NamespaceItemQuota', message: quota.message });
+        } else if (status.conditions?.some((c) => c.type === 'QuotaExceeded' && c.status === 'True')) {
+          cond({ type: 'QuotaExceeded', status: 'False', reason: 'WithinQuota', message: 'The batch fits in its namespace\'s item quota' });
+        }
+        // Never while suspended or over quota; one bounded slice per reconcile otherwise (see seedSlice).
+        if (!batch.spec.suspend && quota.kind === 'fits') {
           let slice;
           try {
             slice = await seedSlice(queue, source, Number(snapshot.seedCursor || 0), this.ctx.config.seedSliceItems);
@@ -394,6 +404,23 @@ export class Reconciler {
       snapshot = await queue.snapshot();
     }
     return { queue, snapshot, ...(seeding && !status.seeded ? { seeding } : {}) };
+  }
+
+  /** The namespace item quota's verdict for this batch, from the batches the operator sees. */
+  private quotaFor(batch: TaskBatch, total: number, snapshot: BatchSnapshot): QuotaDecision {
+    const quota = this.ctx.config.namespaceItemQuota;
+    if (quota <= 0) return { kind: 'fits' };
+    const ns = batch.metadata.namespace!;
+    const held: HeldBatch[] = this.ctx.batches
+      .list()
+      .filter((b) => b.metadata.namespace === ns)
+      .map((b) => {
+        const items = b.status?.items;
+        const specTotal = b.spec.range || b.spec.items ? (itemSource(b.spec)?.total ?? 0) : 0;
+        return { name: b.metadata.name!, finished: isFinished(b.status ?? {}), total: Math.max(specTotal, items?.total ?? 0), done: (items?.succeeded ?? 0) + (items?.failed ?? 0) };
+      });
+    const field = batch.spec.range ? 'spec.range' : batch.spec.items ? 'spec.items' : 'spec.itemsFrom';
+    return quotaDecision(quota, ns, field, total, total - (snapshot.succeeded + snapshot.failed), itemsHeldByOthers(held, batch.metadata.name!));
   }
 
   private async afterFinish(batch: TaskBatch, status: TaskBatchStatus, pods: Pod[], mem: BatchMemory, now: number): Promise<ReconcileResult> {
