@@ -14,7 +14,7 @@
  * What remains on the host is undone at teardown and by the reaper: cgroups under `cgroupRoot`,
  * the uplink counter chain, the veth, and the few empty directories the node needed.
  */
-import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api } from '@kubernetes/client-node';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -579,4 +579,3 @@ async function waitFor<T>(what: string, timeoutMs: number, proc: ManagedProcess,
   }
 }
 
-export type { KubeConfig };
