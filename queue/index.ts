@@ -6,3 +6,4 @@ export * from './connection.js';
 export * from './presence.js';
 export type { RedisClient } from './scripts.js';
 export type { ItemError } from './serialize.js';
+export * from './acl.js';

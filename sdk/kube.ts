@@ -131,6 +131,28 @@ async function secretKey(access: KubeAccess, namespace: string, name: string, ke
   return Buffer.from(v, 'base64').toString('utf8');
 }
 
+/** The Secret the operator keeps for a namespace's Redis ACL user (operator/reconcile/redis-acl.ts). */
+export const NAMESPACE_REDIS_SECRET = 'taskbatch-redis';
+
+/**
+ * The namespace's Redis user from its Secret, or undefined when there is none (the default Redis
+ * is not managed) or the caller may not read it (then the caller connects without it, as before,
+ * and a managed Redis answers NOAUTH naming the missing credential).
+ */
+async function namespaceRedisUser(access: KubeAccess, ns: string): Promise<{ username: string; password: string } | undefined> {
+  let secret: Secret | undefined;
+  try {
+    secret = await access.kube.find<Secret>(`/api/v1/namespaces/${ns}/secrets/${NAMESPACE_REDIS_SECRET}`);
+  } catch (err) {
+    if (err instanceof KubeApiError && err.status === 403) return undefined;
+    throw translateKubeError(err, `reading Secret ${ns}/${NAMESPACE_REDIS_SECRET} (the namespace's Redis user)`, access.server);
+  }
+  const username = secret?.data?.username;
+  const password = secret?.data?.password;
+  if (!username || !password) return undefined;
+  return { username: Buffer.from(username, 'base64').toString('utf8'), password: Buffer.from(password, 'base64').toString('utf8') };
+}
+
 /**
  * The Redis a TaskBatch uses, as far as a client can know it: `override` first (fields given
  * there win), then `spec.redis` (URL or the Secret's URL key; password and CA from Secrets when
@@ -159,6 +181,13 @@ export async function redisEndpointFor(access: KubeAccess, tb: TaskBatch, overri
     if (r.cluster) ep.cluster = true;
   } else if (recorded?.url) {
     ep = { url: recorded.url, ...(recorded.username ? { username: recorded.username } : {}), ...(recorded.tls ? { tls: {} } : {}), ...(recorded.cluster ? { cluster: true } : {}) };
+  }
+  if (!r && override.password === undefined) {
+    // On a Redis the operator manages, the caller is the namespace's ACL user (docs/security.md):
+    // with the caller's own rights, so whoever may read Secrets in the namespace gets that
+    // namespace's Redis user and nothing more.
+    const user = await namespaceRedisUser(access, ns);
+    if (user) ep = { ...(ep ?? { url: '' }), username: user.username, password: user.password };
   }
   const merged: RedisEndpoint = { ...(ep ?? { url: '' }), ...stripUndefined(override) };
   if (!merged.url) {

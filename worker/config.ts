@@ -17,6 +17,8 @@ export interface WorkerConfig {
     url: string;
     username?: string;
     password?: string;
+    /** Where the password came from; re-read on reconnection (rotation). */
+    passwordFile?: string;
     tls?: { caFile?: string; serverName?: string; insecureSkipVerify?: boolean };
     cluster: boolean;
     prefix: string;
@@ -65,7 +67,8 @@ export const SETTINGS: readonly SettingDef[] = [
   { env: 'TASKBATCH_REDIS_DB', flag: 'redis-db', default: '0', help: 'Redis database number (with TASKBATCH_REDIS_HOST).' },
   { env: 'TASKBATCH_REDIS_USERNAME', flag: 'redis-username', default: '', help: 'Redis ACL user name.' },
   { env: 'TASKBATCH_REDIS_PASSWORD', flag: 'redis-password', default: '', help: 'Redis password (prefer TASKBATCH_REDIS_PASSWORD_FILE).', secret: true },
-  { env: 'TASKBATCH_REDIS_PASSWORD_FILE', flag: 'redis-password-file', default: '', help: 'File holding the Redis password (a mounted Secret).' },
+  { env: 'TASKBATCH_REDIS_PASSWORD_FILE', flag: 'redis-password-file', default: '', help: 'File holding the Redis password (a mounted Secret; what the operator sets). Read again on each reconnection, so a rotated password is picked up.' },
+  { env: 'TASKBATCH_REDIS_PASSWORD_OPTIONAL', flag: 'redis-password-optional', default: 'false', boolean: true, help: 'A missing TASKBATCH_REDIS_PASSWORD_FILE means no password (an optional Secret key).' },
   { env: 'TASKBATCH_REDIS_TLS', flag: 'redis-tls', default: 'false', boolean: true, help: 'Use TLS (implied by rediss://).' },
   { env: 'TASKBATCH_REDIS_TLS_CA_FILE', flag: 'redis-tls-ca-file', default: '', help: 'CA bundle (PEM) to verify the Redis server.' },
   { env: 'TASKBATCH_REDIS_TLS_SERVER_NAME', flag: 'redis-tls-server-name', default: '', help: 'TLS server name (SNI) to verify.' },
@@ -204,9 +207,10 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
   if (password && passwordFile) problems.push(`set either ${name('TASKBATCH_REDIS_PASSWORD')} or ${name('TASKBATCH_REDIS_PASSWORD_FILE')}, not both`);
   else if (passwordFile) {
     try {
-      password = readFileSync(passwordFile, 'utf8').replace(/\r?\n$/, '');
+      password = readPasswordFile(passwordFile);
     } catch (err) {
-      problems.push(`${name('TASKBATCH_REDIS_PASSWORD_FILE')} could not be read: ${(err as Error).message}`);
+      const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+      if (!(missing && bool('TASKBATCH_REDIS_PASSWORD_OPTIONAL'))) problems.push(`${name('TASKBATCH_REDIS_PASSWORD_FILE')} could not be read: ${(err as Error).message}`);
     }
   }
   const caFile = raw('TASKBATCH_REDIS_TLS_CA_FILE');
@@ -298,6 +302,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
       url: url as string,
       ...(username ? { username } : {}),
       ...(password ? { password } : {}),
+      ...(passwordFile ? { passwordFile } : {}),
       ...(wantTls ? { tls: { ...(caFile ? { caFile } : {}), ...(serverName ? { serverName } : {}), ...(insecure ? { insecureSkipVerify: true } : {}) } } : {}),
       cluster: bool('TASKBATCH_REDIS_CLUSTER'),
       prefix,
@@ -325,6 +330,11 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
     logLevel,
   };
   return deepFreeze(config);
+}
+
+/** A password file's content without its final newline (what `kubectl create secret --from-file` may leave). */
+export function readPasswordFile(path: string): string {
+  return readFileSync(path, 'utf8').replace(/\r?\n$/, '');
 }
 
 /** Environment variables holding secrets, removed from process.env once read. */

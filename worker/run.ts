@@ -1,7 +1,8 @@
+import { Cluster } from 'ioredis';
 import { connectRedis, type RedisClient } from '../queue/index.js';
 import { withTimeout } from './backoff.js';
 import { BatchWorker, type WorkerResult } from './batch-worker.js';
-import type { WorkerConfig } from './config.js';
+import { readPasswordFile, type WorkerConfig } from './config.js';
 import { EXIT_CODES } from './exit-codes.js';
 import { createExecutor } from './executor/index.js';
 import { describeHandler } from './handler/spec.js';
@@ -50,6 +51,22 @@ export function connectWorkerRedis(config: WorkerConfig, logger: Logger): RedisC
   redis.on('ready', () => {
     down = false;
   });
+  const passwordFile = config.redis.passwordFile;
+  if (passwordFile) {
+    // A rotated password (docs/security.md#rotation) reaches the mounted file within a minute;
+    // a reconnection uses what the file holds then, so it authenticates after the old password
+    // is removed. ioredis reads options.password at each connect.
+    redis.on('reconnecting', () => {
+      let fresh: string;
+      try {
+        fresh = readPasswordFile(passwordFile);
+      } catch {
+        return; // keep the password already known; the file may be mid-update
+      }
+      if (redis instanceof Cluster) redis.options.redisOptions = { ...redis.options.redisOptions, password: fresh };
+      else redis.options.password = fresh;
+    });
+  }
   return redis;
 }
 
