@@ -22,6 +22,10 @@ export interface OperatorConfig {
   defaultRedisUsername?: string;
   defaultRedisPasswordSecret?: { name: string; key: string };
   defaultRedisTls: boolean;
+  /** Per-namespace ACL users on the default Redis, its credential being an admin's (TASKBATCH_DEFAULT_REDIS_MANAGE_ACLS). */
+  defaultRedisManageAcls: boolean;
+  /** How long a rotated namespace password keeps working (TASKBATCH_REDIS_ROTATION_GRACE_SECONDS). */
+  redisRotationGraceSeconds: number;
   statusIntervalMs: number;
   pollIntervalMs: number;
   maxWorkerFailures: number;
@@ -92,6 +96,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Opera
     restrictedWorkerSecurityContext: bool(env, 'TASKBATCH_WORKER_RESTRICTED', true),
     workerPodSecurity: podSecurityLevel(env, 'TASKBATCH_WORKER_POD_SECURITY', 'restricted'),
     defaultRedisTls: bool(env, 'TASKBATCH_DEFAULT_REDIS_TLS', false),
+    defaultRedisManageAcls: bool(env, 'TASKBATCH_DEFAULT_REDIS_MANAGE_ACLS', false),
+    redisRotationGraceSeconds: int(env, 'TASKBATCH_REDIS_ROTATION_GRACE_SECONDS', 600, 0, 7 * 86_400),
     statusIntervalMs: int(env, 'TASKBATCH_STATUS_INTERVAL_MS', 2000, 0, 600_000),
     pollIntervalMs: int(env, 'TASKBATCH_POLL_INTERVAL_MS', 1000, 100, 600_000),
     maxWorkerFailures: int(env, 'TASKBATCH_MAX_WORKER_FAILURES', 6, 1, 1000),

@@ -7,6 +7,7 @@ import type { Logger } from './log.js';
 import { OperatorMetrics } from './metrics.js';
 import type { OperatorConfig } from './config.js';
 import type { Pod } from './reconcile/pods.js';
+import { NamespaceAcls } from './reconcile/redis-acl.js';
 import { RedisPool } from './reconcile/redis-pool.js';
 import { Reconciler, TerminalError } from './reconcile/reconciler.js';
 import { ScheduleController } from './schedule/controller.js';
@@ -57,11 +58,13 @@ export class Controller {
               ...(config.defaultRedisUsername ? { username: config.defaultRedisUsername } : {}),
               ...(config.defaultRedisPasswordSecret ? { passwordSecret: config.defaultRedisPasswordSecret } : {}),
               tls: config.defaultRedisTls,
+              ...(config.defaultRedisManageAcls ? { managedAcls: true } : {}),
             },
           }
         : {}),
     };
-    this.redis = new RedisPool(kube, worker.defaultRedis);
+    const acls = config.defaultRedisUrl && config.defaultRedisManageAcls ? new NamespaceAcls(kube, { graceMs: config.redisRotationGraceSeconds * 1000 }) : undefined;
+    this.redis = new RedisPool(kube, worker.defaultRedis, acls);
     const events = new EventRecorder(kube, 'taskbatch-operator', log);
     this.schedules = new ScheduleController({ kube, batches: this.batches, events, log: log.child({ controller: 'taskschedules' }), watchNamespace: ns, clock });
     this.reconciler = new Reconciler({

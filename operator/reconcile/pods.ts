@@ -1,5 +1,7 @@
 import { API_VERSION, BATCH_LABEL, EPOCH_ANNOTATION, KIND, type TaskBatch } from '../api/taskbatch.js';
 import type { KubeObject } from '../kube/client.js';
+import { namespaceAclUser } from '../../queue/acl.js';
+import { NAMESPACE_REDIS_SECRET } from './redis-acl.js';
 import { checkPodSecurity, describeViolations, hardenPodSpec, type PodSecurityLevel, type PodSecurityViolation } from './pod-security.js';
 
 export interface EnvVar {
@@ -46,7 +48,8 @@ export interface WorkerPodConfig {
   image: string;
   command: string[];
   /** Default Redis when a TaskBatch has no spec.redis. */
-  defaultRedis?: { url: string; passwordSecret?: { name: string; key: string }; username?: string; tls?: boolean; cluster?: boolean };
+  /** managedAcls: workers authenticate as their namespace's ACL user, password from its Secret (redis-acl.ts). */
+  defaultRedis?: { url: string; passwordSecret?: { name: string; key: string }; username?: string; tls?: boolean; cluster?: boolean; managedAcls?: boolean };
   metricsPort: number;
   /** Restricted Pod Security defaults on the worker container where the template says nothing (baseline/unrestricted only). */
   restrictedSecurityContext: boolean;
@@ -85,10 +88,14 @@ export function workerEnv(batch: TaskBatch, epoch: string, cfg: WorkerPodConfig)
   if (pool.maxItemsPerExecutor) env.push({ name: 'TASKBATCH_MAX_ITEMS_PER_EXECUTOR', value: String(pool.maxItemsPerExecutor) });
   if (pool.maxMemoryMiB) env.push({ name: 'TASKBATCH_MAX_MEMORY_MIB', value: String(pool.maxMemoryMiB) });
   const redis = spec.redis;
+  const credentials = redisCredentialsVolume(batch, cfg);
+  // Credentials reach the worker as a file of a Secret volume, never as an environment variable
+  // (which would stay readable in /proc/<pid>/environ for every process of the pod, handlers too).
+  if (credentials) env.push({ name: 'TASKBATCH_REDIS_PASSWORD_FILE', value: `${REDIS_CREDENTIALS_DIR}/password` });
+  if (credentials?.optional) env.push({ name: 'TASKBATCH_REDIS_PASSWORD_OPTIONAL', value: 'true' });
   if (redis) {
     if (redis.url) env.push({ name: 'TASKBATCH_REDIS_URL', value: redis.url });
     else if (redis.secretRef?.urlKey) env.push({ name: 'TASKBATCH_REDIS_URL', valueFrom: { secretKeyRef: { name: redis.secretRef.name, key: redis.secretRef.urlKey } } });
-    if (redis.secretRef) env.push({ name: 'TASKBATCH_REDIS_PASSWORD', valueFrom: { secretKeyRef: { name: redis.secretRef.name, key: redis.secretRef.passwordKey ?? 'password', optional: true } } });
     if (redis.username) env.push({ name: 'TASKBATCH_REDIS_USERNAME', value: redis.username });
     if (redis.tls?.enabled) env.push({ name: 'TASKBATCH_REDIS_TLS', value: 'true' });
     if (redis.tls?.insecureSkipVerify) env.push({ name: 'TASKBATCH_REDIS_TLS_INSECURE', value: 'true' });
@@ -96,12 +103,40 @@ export function workerEnv(batch: TaskBatch, epoch: string, cfg: WorkerPodConfig)
   } else if (cfg.defaultRedis) {
     const d = cfg.defaultRedis;
     env.push({ name: 'TASKBATCH_REDIS_URL', value: d.url });
-    if (d.passwordSecret) env.push({ name: 'TASKBATCH_REDIS_PASSWORD', valueFrom: { secretKeyRef: { name: d.passwordSecret.name, key: d.passwordSecret.key } } });
-    if (d.username) env.push({ name: 'TASKBATCH_REDIS_USERNAME', value: d.username });
+    // On a managed Redis the pod is its namespace's ACL user, never the operator's.
+    if (d.managedAcls) env.push({ name: 'TASKBATCH_REDIS_USERNAME', value: namespaceAclUser(batch.metadata.namespace ?? 'default') });
+    else if (d.username) env.push({ name: 'TASKBATCH_REDIS_USERNAME', value: d.username });
     if (d.tls) env.push({ name: 'TASKBATCH_REDIS_TLS', value: 'true' });
     if (d.cluster) env.push({ name: 'TASKBATCH_REDIS_CLUSTER', value: 'true' });
   }
   return env;
+}
+
+/** Where the worker container finds the Redis password (a Secret volume, read-only). */
+export const REDIS_CREDENTIALS_DIR = '/var/run/taskbatch/redis';
+const REDIS_CREDENTIALS_VOLUME = 'taskbatch-redis-credentials';
+
+/**
+ * The Secret volume carrying the batch's Redis password: spec.redis.secretRef (its password key
+ * optional, as before), the namespace's Secret on a managed default Redis, or the installer's
+ * Secret of an unmanaged default Redis. Mounted without subPath, so the kubelet refreshes the
+ * file after a rotation.
+ */
+export function redisCredentialsVolume(batch: TaskBatch, cfg: Pick<WorkerPodConfig, 'defaultRedis'>): { volume: Record<string, unknown>; optional: boolean } | undefined {
+  const r = batch.spec.redis;
+  let secret: { name: string; key: string; optional: boolean } | undefined;
+  if (r) {
+    if (r.secretRef) secret = { name: r.secretRef.name, key: r.secretRef.passwordKey ?? 'password', optional: true };
+  } else if (cfg.defaultRedis?.managedAcls) {
+    secret = { name: NAMESPACE_REDIS_SECRET, key: 'password', optional: false };
+  } else if (cfg.defaultRedis?.passwordSecret) {
+    secret = { ...cfg.defaultRedis.passwordSecret, optional: false };
+  }
+  if (!secret) return undefined;
+  return {
+    volume: { name: REDIS_CREDENTIALS_VOLUME, secret: { secretName: secret.name, items: [{ key: secret.key, path: 'password' }], ...(secret.optional ? { optional: true } : {}) } },
+    optional: secret.optional,
+  };
 }
 
 const RESTRICTED_CONTAINER = {
@@ -153,6 +188,13 @@ export function buildWorkerPod(batch: TaskBatch, epoch: string, cfg: WorkerPodCo
   const own = workerEnv(batch, epoch, cfg);
   const ownNames = new Set(own.map((e) => e.name));
   c.env = [...own, ...(c.env ?? []).filter((e) => !ownNames.has(e.name))];
+  const credentials = redisCredentialsVolume(batch, cfg);
+  if (credentials) {
+    // Only the worker container mounts it; other containers of the template do not see it.
+    spec.volumes = [...((spec.volumes as Record<string, unknown>[] | undefined) ?? []).filter((v) => v.name !== REDIS_CREDENTIALS_VOLUME), credentials.volume];
+    const mounts = ((c.volumeMounts as Record<string, unknown>[] | undefined) ?? []).filter((m) => m.name !== REDIS_CREDENTIALS_VOLUME);
+    c.volumeMounts = [...mounts, { name: REDIS_CREDENTIALS_VOLUME, mountPath: REDIS_CREDENTIALS_DIR, readOnly: true }];
+  }
   c.ports ??= [{ name: 'metrics', containerPort: cfg.metricsPort, protocol: 'TCP' }];
   // /readyz: connected to Redis with the batch's state present; /healthz: the event loop
   // answers and the consumer loop made progress (a wedged worker is restarted by replacement).

@@ -2,6 +2,7 @@ import { connectRedis, parseRedisUrl, type RedisClient } from '../../queue/index
 import type { KubeClient } from '../kube/client.js';
 import type { TaskBatch } from '../api/taskbatch.js';
 import type { WorkerPodConfig } from './pods.js';
+import type { NamespaceAcls } from './redis-acl.js';
 
 const SECRET_TTL_MS = 60_000;
 
@@ -27,6 +28,8 @@ export class RedisPool {
   constructor(
     private readonly kube: KubeClient,
     private readonly defaults: WorkerPodConfig['defaultRedis'],
+    /** Set when the operator manages per-namespace ACL users on the default Redis. */
+    private readonly acls?: NamespaceAcls,
   ) {}
 
   async forBatch(batch: TaskBatch): Promise<RedisClient> {
@@ -91,6 +94,8 @@ export class RedisPool {
     }
     if (client.status === 'wait') await (client as { connect(): Promise<void> }).connect();
     if (client.status !== 'ready') await waitReady(client, 5000);
+    // Before any worker pod of the namespace exists, its user and Secret must (pods mount the Secret).
+    if (!r && this.acls) await this.acls.ensure(ns, client);
     return client;
   }
 
