@@ -31,8 +31,8 @@ for t in "${targets[@]}"; do
     all) expanded+=(queue-drain queue-memory worker-modes) ;;
     queue) expanded+=(queue-drain queue-memory) ;;
     worker) expanded+=(worker-modes) ;;
-    queue-drain|queue-memory|worker-modes) expanded+=("$t") ;;
-    *) echo "[bench] unknown benchmark '$t' (use: all, queue, queue-drain, queue-memory, worker)" >&2; exit 2 ;;
+    queue-drain|queue-memory|queue-acl|worker-modes) expanded+=("$t") ;;
+    *) echo "[bench] unknown benchmark '$t' (use: all, queue, queue-drain, queue-memory, queue-acl, worker)" >&2; exit 2 ;;
   esac
 done
 if ((${#extra[@]})) && ((${#expanded[@]} != 1)); then

@@ -73,7 +73,8 @@ export class RedisPool {
     } else if (this.defaults) {
       url = this.defaults.url;
       username = this.defaults.username;
-      if (this.defaults.passwordSecret) password = process.env.TASKBATCH_DEFAULT_REDIS_PASSWORD;
+      // The installer's Secret, or the bundled Redis's generated admin password (no Secret for workers then).
+      password = process.env.TASKBATCH_DEFAULT_REDIS_PASSWORD || undefined;
       if (this.defaults.tls) tls = {};
       cluster = this.defaults.cluster ?? false;
     }

@@ -91,6 +91,7 @@ describe('helm template', () => {
       'Role/tb-taskbatch-test',
       'RoleBinding/tb-taskbatch-leader-election',
       'RoleBinding/tb-taskbatch-test',
+      'Secret/tb-taskbatch-redis-auth',
       'Service/tb-taskbatch-metrics',
       'Service/tb-taskbatch-redis',
       'ServiceAccount/tb-taskbatch',
@@ -298,6 +299,37 @@ describe('helm template', () => {
 
     const none = (await helmTemplate({ release: 'tb', values: { redis: { bundled: { enabled: false } } } })).objects;
     expect(envOf(container(getObject(none, 'Deployment', 'tb-taskbatch'))).TASKBATCH_DEFAULT_REDIS_URL).toBeUndefined();
+  }, TEST_TIMEOUT_MS);
+
+  test('Redis identities: the bundled Redis has a generated admin password and protected mode; the operator manages per-namespace ACL users', async () => {
+    const { objects } = await helmTemplate({ release: 'tb', namespace: 'ns1' });
+    const auth = getObject(objects, 'Secret', 'tb-taskbatch-redis-auth') as K8sObject & { data: Record<string, string> };
+    expect(Buffer.from(auth.data.password!, 'base64').toString()).toMatch(/^[A-Za-z0-9]{40}$/);
+    const redis = container(getObject(objects, 'Deployment', 'tb-taskbatch-redis'));
+    const args = (redis.command as string[] | undefined) ?? [];
+    expect(args[args.indexOf('--requirepass') + 1]).toBe('$(REDIS_PASSWORD)');
+    expect(args[args.indexOf('--protected-mode') + 1]).toBe('yes');
+    const secretRef = { secretKeyRef: { name: 'tb-taskbatch-redis-auth', key: 'password' } };
+    expect(redis.env?.filter((e) => e.name === 'REDIS_PASSWORD' || e.name === 'REDISCLI_AUTH').map((e) => e.valueFrom)).toEqual([secretRef, secretRef]);
+    const op = container(getObject(objects, 'Deployment', 'tb-taskbatch'));
+    expect(envOf(op)).toMatchObject({ TASKBATCH_DEFAULT_REDIS_MANAGE_ACLS: 'true', TASKBATCH_REDIS_ROTATION_GRACE_SECONDS: '600' });
+    expect(op.env?.find((e) => e.name === 'TASKBATCH_DEFAULT_REDIS_PASSWORD')?.valueFrom).toEqual(secretRef);
+    // Workers never get the admin password: no Secret of it is handed to them.
+    expect(envOf(op).TASKBATCH_DEFAULT_REDIS_PASSWORD_SECRET).toBeUndefined();
+    const secretRules = (getObject(objects, 'ClusterRole', 'tb-taskbatch').rules as { resources: string[]; verbs: string[]; resourceNames?: string[] }[]).filter((r) => r.resources.includes('secrets'));
+    expect(secretRules).toEqual([
+      expect.objectContaining({ verbs: ['get'] }),
+      expect.objectContaining({ verbs: ['create'] }),
+      expect.objectContaining({ verbs: ['update'], resourceNames: ['taskbatch-redis'] }),
+    ]);
+
+    // Your own Redis: unmanaged unless asked, then no Secret rights beyond get.
+    const external = (await helmTemplate({ release: 'tb', values: VARIANTS.externalRedis })).objects;
+    expect(findObject(external, 'Secret', 'tb-taskbatch-redis-auth')).toBeUndefined();
+    expect(envOf(container(getObject(external, 'Deployment', 'tb-taskbatch'))).TASKBATCH_DEFAULT_REDIS_MANAGE_ACLS).toBeUndefined();
+    expect((getObject(external, 'ClusterRole', 'tb-taskbatch').rules as { resources: string[]; verbs: string[] }[]).filter((r) => r.resources.includes('secrets'))).toEqual([expect.objectContaining({ verbs: ['get'] })]);
+    const managed = (await helmTemplate({ release: 'tb', values: { redis: { ...(VARIANTS.externalRedis as { redis: Record<string, unknown> }).redis, manageAcls: true, rotationGraceSeconds: 60 } } })).objects;
+    expect(envOf(container(getObject(managed, 'Deployment', 'tb-taskbatch')))).toMatchObject({ TASKBATCH_DEFAULT_REDIS_MANAGE_ACLS: 'true', TASKBATCH_REDIS_ROTATION_GRACE_SECONDS: '60' });
   }, TEST_TIMEOUT_MS);
 
   test('the NetworkPolicy admits only the operator and worker pods to Redis', async () => {

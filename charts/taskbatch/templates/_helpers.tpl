@@ -108,6 +108,16 @@ app.kubernetes.io/managed-by: taskbatch
 {{- printf "%s-redis" (include "taskbatch.fullname" . | trunc 57 | trimSuffix "-") }}
 {{- end }}
 
+{{/* The Secret holding the bundled Redis's admin password (key `password`). */}}
+{{- define "taskbatch.redis.authSecretName" -}}
+{{- printf "%s-redis-auth" (include "taskbatch.fullname" . | trunc 52 | trimSuffix "-") }}
+{{- end }}
+
+{{/* Whether the operator manages per-namespace ACL users on the default Redis. */}}
+{{- define "taskbatch.redis.manageAcls" -}}
+{{- if or (include "taskbatch.redis.bundled" .) .Values.redis.manageAcls }}true{{ end }}
+{{- end }}
+
 {{/* The default Redis URL the operator hands to workers ("" = none: each TaskBatch sets spec.redis). */}}
 {{- define "taskbatch.redis.url" -}}
 {{- if .Values.redis.url }}
@@ -166,8 +176,19 @@ seccompProfile:
   verbs: [get]
 - apiGroups: [""]
   resources: [secrets]
-  # spec.redis.secretRef (Redis password, URL, CA)
+  # spec.redis.secretRef (Redis password, URL, CA); the namespace's taskbatch-redis Secret
   verbs: [get]
+{{- if include "taskbatch.redis.manageAcls" . }}
+- apiGroups: [""]
+  resources: [secrets]
+  # the namespace's Redis ACL user (docs/security.md): create cannot be limited by name in RBAC
+  verbs: [create]
+- apiGroups: [""]
+  resources: [secrets]
+  # rotating it, and only it
+  resourceNames: [taskbatch-redis]
+  verbs: [update]
+{{- end }}
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
