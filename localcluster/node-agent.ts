@@ -4,7 +4,9 @@
  * scheduler to it, and runs each pod's containers as local processes (see pod-runner.ts), each
  * pod on its own loopback IP. Pods are followed with a list+watch that relists on 410 and errors.
  *
- * Not emulated: Services, cluster DNS, kube-proxy, image pulls, volumes/volumeMounts, cgroups and
+ * Not emulated: Services, cluster DNS, kube-proxy, image pulls, volumes/volumeMounts (except Secret
+ * volumes: written into the pod directory, env values naming a path under their mountPath pointed
+ * there; see pod-runner.ts), cgroups and
  * resource limits, exec/attach/port-forward, startup probes, lifecycle hooks, affinity.
  */
 import { CoordinationV1Api, CoreV1Api, V1MicroTime, VersionApi, type KubeConfig, type V1Node, type V1Pod, type V1Taint, type V1Toleration } from '@kubernetes/client-node';

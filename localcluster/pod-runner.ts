@@ -5,7 +5,7 @@
  * deletion (SIGTERM, grace period, SIGKILL, then the pod object is removed).
  */
 import type { CoreV1Api, V1Container, V1Pod } from '@kubernetes/client-node';
-import { mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { resolveContainerCommand, type ImageRule } from './image-map.js';
@@ -317,6 +317,14 @@ export class PodRunner {
       },
       this.ctx.envSources,
     );
+    // Secret volumes: no mount namespaces here, so each is written into the pod's directory and
+    // an environment value naming a path under its mountPath is pointed there instead.
+    const mounts = await this.secretVolumeDirs(c);
+    for (const [k, v] of Object.entries(resolved)) {
+      for (const [mountPath, dir] of mounts) {
+        if (v === mountPath || v.startsWith(`${mountPath}/`)) resolved[k] = dir + v.slice(mountPath.length);
+      }
+    }
     return {
       ...this.ctx.baseEnv,
       HOME: join(this.dir, 'home'),
@@ -325,6 +333,37 @@ export class PodRunner {
       ...imageEnv,
       ...resolved,
     };
+  }
+
+  /**
+   * The container's Secret volume mounts as [mountPath, directory in the pod dir], the Secret's
+   * keys (or its `items`) written there at container start (not refreshed while it runs). A
+   * missing Secret or key that is not optional is an EnvConfigError (retried, as the kubelet does).
+   */
+  private async secretVolumeDirs(c: ContainerRun): Promise<[string, string][]> {
+    const out: [string, string][] = [];
+    for (const m of c.spec.volumeMounts ?? []) {
+      const vol = (this.pod.spec?.volumes ?? []).find((v) => v.name === m.name);
+      const src = vol?.secret;
+      if (!src) continue;
+      const secret = await this.ctx.envSources.getSecret(this.namespace, src.secretName ?? '');
+      if (!secret && !src.optional) throw new EnvConfigError(`secret "${src.secretName}" not found (volume ${m.name})`);
+      const dir = join(this.dir, 'volumes', m.name);
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir, { recursive: true });
+      const data = secret?.data ?? {};
+      const items = src.items ?? Object.keys(data).map((key) => ({ key, path: key }));
+      for (const item of items) {
+        const v = data[item.key];
+        if (v === undefined) {
+          if (src.optional) continue;
+          throw new EnvConfigError(`couldn't find key ${item.key} in Secret ${this.namespace}/${src.secretName} (volume ${m.name})`);
+        }
+        writeFileSync(join(dir, item.path), Buffer.from(v, 'base64'), { mode: 0o600 });
+      }
+      out.push([m.mountPath.replace(/\/+$/, ''), dir]);
+    }
+    return out;
   }
 
   /** Runs a container until it is done by its restart policy; 'aborted' when the pod is terminating. */
