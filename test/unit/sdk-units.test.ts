@@ -1,6 +1,7 @@
 import type { HandlerContext } from '../../worker/handler/api.js';
 import type { TaskBatch } from '../../operator/api/taskbatch.js';
 import { redisEndpointFor, type KubeAccess } from '../../sdk/kube.js';
+import { KubeApiError } from '../../operator/kube/client.js';
 import { createProxy, formatDuration, formatProgress, ProgressTracker, type CallArgs, type Remote } from '../../sdk/index.js';
 import type * as MathModule from '../fixtures/sdk/math.js';
 
@@ -73,7 +74,8 @@ describe('typed proxy', () => {
 });
 
 describe('the Redis a TaskBatch uses', () => {
-  const access = { kube: undefined, namespace: 'ns', context: 'c', server: 'https://k' } as unknown as KubeAccess;
+  // A namespace without the operator's taskbatch-redis Secret (an unmanaged default Redis).
+  const access = { kube: { find: async () => undefined }, namespace: 'ns', context: 'c', server: 'https://k' } as unknown as KubeAccess;
   const tb = (spec: Partial<TaskBatch['spec']>, status?: unknown): TaskBatch => ({ metadata: { name: 'b', namespace: 'ns' }, spec: { handler: { builtin: 'noop' }, ...spec }, ...(status ? { status: status as TaskBatch['status'] } : {}) });
 
   test('spec.redis, then the recorded status.redis, then an override; never a guess', async () => {
@@ -81,5 +83,19 @@ describe('the Redis a TaskBatch uses', () => {
     expect(await redisEndpointFor(access, tb({}, { redis: { url: 'rediss://default-redis.tb.svc:6379', tls: true } }))).toEqual({ url: 'rediss://default-redis.tb.svc:6379', tls: {} });
     expect(await redisEndpointFor(access, tb({ redis: { url: 'redis://r:6379' } }), { url: 'redis://127.0.0.1:7000', password: 'pw' })).toEqual({ url: 'redis://127.0.0.1:7000', password: 'pw' });
     await expect(redisEndpointFor(access, tb({}))).rejects.toThrow(/uses the operator's default Redis, and its address is not recorded on the resource; pass it with --redis-url/);
+  });
+
+  test("on a managed default Redis: the namespace's user from Secret taskbatch-redis, read with the caller's rights", async () => {
+    const read: string[] = [];
+    const secret = { data: { username: Buffer.from('tb-ns-ns').toString('base64'), password: Buffer.from('ns-pw').toString('base64') } };
+    const withSecret = { ...access, kube: { find: async (path: string) => (read.push(path), secret) } } as unknown as KubeAccess;
+    expect(await redisEndpointFor(withSecret, tb({}, { redis: { url: 'redis://default:6379', username: 'admin' } }))).toEqual({ url: 'redis://default:6379', username: 'tb-ns-ns', password: 'ns-pw' });
+    expect(read).toEqual(['/api/v1/namespaces/ns/secrets/taskbatch-redis']);
+    // A batch with its own spec.redis never uses it; a password given by the caller wins.
+    expect(await redisEndpointFor(withSecret, tb({ redis: { url: 'redis://mine:6379' } }))).toEqual({ url: 'redis://mine:6379' });
+    expect(await redisEndpointFor(withSecret, tb({}, { redis: { url: 'redis://default:6379' } }), { password: 'given' })).toEqual({ url: 'redis://default:6379', password: 'given' });
+    // A caller who may not read Secrets connects as before (and a managed Redis answers NOAUTH).
+    const forbidden = { ...access, kube: { find: async () => { throw new KubeApiError(403, 'Forbidden', 'secrets "taskbatch-redis" is forbidden'); } } } as unknown as KubeAccess;
+    expect(await redisEndpointFor(forbidden, tb({}, { redis: { url: 'redis://default:6379' } }))).toEqual({ url: 'redis://default:6379' });
   });
 });
