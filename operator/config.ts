@@ -1,4 +1,6 @@
 import { POD_SECURITY_LEVELS, type PodSecurityLevel } from './reconcile/pod-security.js';
+import { parseAllowedRedis, RedisAllowListError, type RedisAddressRule } from './reconcile/redis-allow.js';
+import { parseResourceSettings, ResourceSettingsError, type WorkerResourceSettings } from './reconcile/worker-resources.js';
 
 /** The operator's configuration: read from the environment once, validated, frozen. */
 export interface OperatorConfig {
@@ -35,6 +37,12 @@ export interface OperatorConfig {
   seedSliceItems: number;
   /** Most unfinished items all batches of one namespace may hold in Redis; 0 = no quota. */
   namespaceItemQuota: number;
+  /** Redis addresses a TaskBatch's spec.redis may name besides the default Redis (TASKBATCH_ALLOWED_REDIS; empty = none). */
+  allowedRedis: RedisAddressRule[];
+  /** Most bytes the operator reads in one Redis reply (TASKBATCH_MAX_REDIS_REPLY_BYTES). */
+  maxRedisReplyBytes: number;
+  /** Worker pods' default resources and the installer's maximum (TASKBATCH_WORKER_RESOURCES, TASKBATCH_WORKER_MAX_RESOURCES). */
+  workerResources: WorkerResourceSettings;
 }
 
 export class ConfigError extends Error {
@@ -81,6 +89,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Opera
     if (!name) throw new ConfigError(`TASKBATCH_DEFAULT_REDIS_PASSWORD_SECRET=${JSON.stringify(secret)} is invalid: expected NAME or NAME/KEY`);
     defaultRedisPasswordSecret = { name, key };
   }
+  let allowedRedis: RedisAddressRule[];
+  let workerResources: WorkerResourceSettings;
+  try {
+    allowedRedis = parseAllowedRedis(env.TASKBATCH_ALLOWED_REDIS ?? '');
+    workerResources = parseResourceSettings(env.TASKBATCH_WORKER_RESOURCES ?? '', env.TASKBATCH_WORKER_MAX_RESOURCES ?? '');
+  } catch (err) {
+    if (err instanceof RedisAllowListError || err instanceof ResourceSettingsError) throw new ConfigError(err.message);
+    throw err;
+  }
   const config: OperatorConfig = {
     watchNamespace: env.TASKBATCH_WATCH_NAMESPACE ?? '',
     leaseNamespace: env.TASKBATCH_LEASE_NAMESPACE ?? env.POD_NAMESPACE ?? 'default',
@@ -104,6 +121,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Opera
     maxBatchItems: int(env, 'TASKBATCH_MAX_BATCH_ITEMS', 10_000_000, 1, 1_000_000_000),
     seedSliceItems: int(env, 'TASKBATCH_SEED_SLICE_ITEMS', 50_000, 1000, 10_000_000),
     namespaceItemQuota: int(env, 'TASKBATCH_NAMESPACE_ITEM_QUOTA', 0, 0, 1_000_000_000),
+    allowedRedis,
+    // 16 MiB: far above any reply the operator needs (counters, presence of <= 1000 workers,
+    // seeding acknowledgements), far below its 512 MiB memory limit.
+    maxRedisReplyBytes: int(env, 'TASKBATCH_MAX_REDIS_REPLY_BYTES', 16 * 1024 * 1024, 64 * 1024, 512 * 1024 * 1024),
+    workerResources,
     ...(env.TASKBATCH_DEFAULT_REDIS_URL ? { defaultRedisUrl: env.TASKBATCH_DEFAULT_REDIS_URL } : {}),
     ...(env.TASKBATCH_DEFAULT_REDIS_USERNAME ? { defaultRedisUsername: env.TASKBATCH_DEFAULT_REDIS_USERNAME } : {}),
     ...(defaultRedisPasswordSecret ? { defaultRedisPasswordSecret } : {}),

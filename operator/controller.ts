@@ -8,6 +8,7 @@ import { OperatorMetrics } from './metrics.js';
 import type { OperatorConfig } from './config.js';
 import type { Pod } from './reconcile/pods.js';
 import { NamespaceAcls } from './reconcile/redis-acl.js';
+import { RedisGuard } from './reconcile/redis-allow.js';
 import { RedisPool } from './reconcile/redis-pool.js';
 import { Reconciler, TerminalError } from './reconcile/reconciler.js';
 import { ScheduleController } from './schedule/controller.js';
@@ -51,6 +52,7 @@ export class Controller {
       restrictedSecurityContext: config.restrictedWorkerSecurityContext,
       podSecurity: config.workerPodSecurity,
       terminationGracePeriodSeconds: config.workerGraceSeconds,
+      resources: config.workerResources,
       ...(config.defaultRedisUrl
         ? {
             defaultRedis: {
@@ -64,7 +66,7 @@ export class Controller {
         : {}),
     };
     const acls = config.defaultRedisUrl && config.defaultRedisManageAcls ? new NamespaceAcls(kube, { graceMs: config.redisRotationGraceSeconds * 1000 }) : undefined;
-    this.redis = new RedisPool(kube, worker.defaultRedis, acls);
+    this.redis = new RedisPool(kube, worker.defaultRedis, acls, new RedisGuard(config.allowedRedis, config.defaultRedisUrl, config.maxRedisReplyBytes));
     const events = new EventRecorder(kube, 'taskbatch-operator', log);
     this.schedules = new ScheduleController({ kube, batches: this.batches, events, log: log.child({ controller: 'taskschedules' }), watchNamespace: ns, clock });
     this.reconciler = new Reconciler({

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Redis, Cluster, type RedisOptions, type ClusterOptions } from 'ioredis';
 import { InvalidArgumentError } from './errors.js';
+import { limitReplySize } from './reply-limit.js';
 import type { RedisClient } from './scripts.js';
 
 export interface RedisConnectionOptions {
@@ -12,6 +13,11 @@ export interface RedisConnectionOptions {
   tls?: { caFile?: string; ca?: string; insecureSkipVerify?: boolean; serverName?: string };
   /** Connect to a Redis Cluster, using the URL's host as the seed node. */
   cluster?: boolean;
+  /**
+   * Most bytes one reply may take; a larger one closes the connection (queue/reply-limit.ts).
+   * Unset: unbounded (ioredis' default). The operator sets it for every Redis it connects to.
+   */
+  maxReplyBytes?: number;
   /** Extra ioredis options (timeouts, retryStrategy, ...). */
   redisOptions?: RedisOptions;
 }
@@ -65,7 +71,12 @@ export function connectRedis(options: RedisConnectionOptions): RedisClient {
   };
   if (options.cluster) {
     const clusterOptions: ClusterOptions = { redisOptions: common, scaleReads: 'master' };
-    return new Cluster([{ host: parsed.host, port: parsed.port }], clusterOptions);
+    return bounded(new Cluster([{ host: parsed.host, port: parsed.port }], clusterOptions), options.maxReplyBytes);
   }
-  return new Redis({ ...common, host: parsed.host, port: parsed.port, db: parsed.db });
+  return bounded(new Redis({ ...common, host: parsed.host, port: parsed.port, db: parsed.db }), options.maxReplyBytes);
+}
+
+function bounded<C extends Redis | Cluster>(client: C, maxReplyBytes: number | undefined): C {
+  if (maxReplyBytes !== undefined) limitReplySize(client as unknown as Parameters<typeof limitReplySize>[0], maxReplyBytes, (err) => client.emit('error', err));
+  return client;
 }

@@ -43,6 +43,7 @@ export type TaskBatchSpec = {
   pool?: {
     /** thread: worker_threads (CPU-bound JS); process: child processes (strongest isolation); async: concurrent promises (I/O-bound) */
     mode?: "thread" | "process" | "async";
+    /** Executors per worker pod: at most 256 for thread and process (1024 for async), and at most what the worker container's memory limit holds (the operator refuses more with ResourcesRejected) */
     size?: number;
     /** Replace a thread/process after this many items */
     maxItemsPerExecutor?: number;

@@ -3,6 +3,7 @@ import type { KubeObject } from '../kube/client.js';
 import { namespaceAclUser } from '../../queue/acl.js';
 import { NAMESPACE_REDIS_SECRET } from './redis-acl.js';
 import { checkPodSecurity, describeViolations, hardenPodSpec, type PodSecurityLevel, type PodSecurityViolation } from './pod-security.js';
+import { applyWorkerResources, type WorkerResourceSettings } from './worker-resources.js';
 
 export interface EnvVar {
   name: string;
@@ -57,6 +58,8 @@ export interface WorkerPodConfig {
   podSecurity: PodSecurityLevel;
   /** Seconds a drained/terminated worker gets to finish its items. */
   terminationGracePeriodSeconds: number;
+  /** The installer's default resources and maximum (worker-resources.ts); unset = none. */
+  resources?: WorkerResourceSettings;
 }
 
 export function workerContainerIndex(containers: Container[]): number {
@@ -181,6 +184,9 @@ export function buildWorkerPod(batch: TaskBatch, epoch: string, cfg: WorkerPodCo
   if (base.containers.length === 0) base.containers.push({ name: 'worker' });
   // Hardened after the default worker container exists, so it is covered too.
   const spec = hardenPodSpec(cfg.podSecurity, base);
+  // The installer's default requests/limits where the template sets none (the reconciler has
+  // already refused templates over the maximum).
+  if (cfg.resources) applyWorkerResources(spec as { containers: Container[]; initContainers?: Container[] }, cfg.resources);
   const i = workerContainerIndex(spec.containers);
   const c = spec.containers[i]!;
   c.image ??= cfg.image;

@@ -26,7 +26,9 @@ import type { Clock } from '../workqueue.js';
 import { jsonEqual, setCondition, sortConditions, type ConditionInput } from './conditions.js';
 import { describeViolations } from './pod-security.js';
 import { buildWorkerPod, isPodReady, isPodTerminating, podExitCode, podTemplateViolations, type Pod, type WorkerPodConfig } from './pods.js';
+import { RedisNotAllowedError } from './redis-allow.js';
 import { RedisConfigError, type RedisPool } from './redis-pool.js';
+import { workerResourceViolations } from './worker-resources.js';
 import { chooseWorkersToDrain, desiredWorkers, type Recommendations, type WorkerPodView } from './scaling.js';
 import { itemSource, seedSlice, SeedError } from './seed.js';
 import { itemsHeldByOthers, quotaDecision, type HeldBatch, type QuotaDecision } from './quota.js';
@@ -160,7 +162,11 @@ export class Reconciler {
     let queue: BatchQueue | undefined;
     let requeueAfterMs = this.ctx.config.pollIntervalMs;
     let seeding: SeedProgress | undefined;
+    // Resources over the installer's maximum (or a pool too big for the memory limit) are refused
+    // before anything reaches Redis or a pod: a spec error, terminal like TooManyItems.
+    const overLimits = this.ctx.config.worker.resources ? workerResourceViolations(batch, this.ctx.config.worker.resources) : [];
     try {
+      if (overLimits.length > 0) throw new TerminalError('ResourcesRejected', overLimits.join('; '));
       const redis = await this.ctx.redis.forBatch(batch);
       ({ queue, snapshot, seeding } = await this.observeQueue(batch, redis, status, cond));
       // More to seed: come back at once (after other batches' turns), writing status between slices.
@@ -169,6 +175,9 @@ export class Reconciler {
     } catch (err) {
       if (err instanceof TerminalError) {
         this.fail(batch, status, cond, err.reason, err.message, now);
+      } else if (err instanceof RedisNotAllowedError) {
+        // Checked before connecting; the message names the field (and a Secret by name only).
+        this.fail(batch, status, cond, 'RedisAddressNotAllowed', err.message, now);
       } else {
         const reason = err instanceof RedisConfigError ? 'RedisConfigInvalid' : 'ConnectionFailed';
         // Connection errors name hosts; a host taken from a Secret must not reach status or events.
@@ -454,6 +463,8 @@ export class Reconciler {
       await new BatchQueue(redis, { namespace: batch.metadata.namespace!, name: batch.metadata.name! }).purge();
       cleaned = true;
     } catch (err) {
+      // A Redis the operator may not contact holds nothing it wrote: nothing to clean up.
+      if (err instanceof RedisNotAllowedError) cleaned = true;
       error = this.ctx.redis.redact(batch, String((err as Error).message ?? err));
     }
     if (!cleaned) {

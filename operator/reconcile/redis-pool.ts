@@ -2,6 +2,7 @@ import { connectRedis, parseRedisUrl, type RedisClient } from '../../queue/index
 import type { KubeClient } from '../kube/client.js';
 import type { TaskBatch } from '../api/taskbatch.js';
 import type { WorkerPodConfig } from './pods.js';
+import type { RedisGuard } from './redis-allow.js';
 import type { NamespaceAcls } from './redis-acl.js';
 
 const SECRET_TTL_MS = 60_000;
@@ -30,6 +31,8 @@ export class RedisPool {
     private readonly defaults: WorkerPodConfig['defaultRedis'],
     /** Set when the operator manages per-namespace ACL users on the default Redis. */
     private readonly acls?: NamespaceAcls,
+    /** The installer's allowed addresses and reply bound (redis-allow.ts); unset = none. */
+    private readonly guard?: RedisGuard,
   ) {}
 
   async forBatch(batch: TaskBatch): Promise<RedisClient> {
@@ -79,6 +82,8 @@ export class RedisPool {
       cluster = this.defaults.cluster ?? false;
     }
     if (!url) throw new RedisConfigError('no Redis configured: set spec.redis.url (or spec.redis.secretRef with urlKey), or install the operator with a default Redis');
+    // Before any connection: a Redis outside the installer's list is never contacted.
+    this.guard?.check(batch, url);
     const key = JSON.stringify([url, username, password, tls, cluster]);
     let client = this.clients.get(key);
     if (!client) {
@@ -88,6 +93,7 @@ export class RedisPool {
         ...(password ? { password } : {}),
         ...(tls ? { tls } : {}),
         cluster,
+        ...(this.guard ? { maxReplyBytes: this.guard.maxReplyBytes } : {}),
         redisOptions: { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 5000, commandTimeout: 15_000, retryStrategy: (n) => Math.min(5000, 100 * 2 ** n) },
       });
       client.on('error', () => undefined); // reported through failed commands and the RedisUnavailable condition

@@ -53,8 +53,18 @@ test.each([
   ['negative max attempts', { range: { end: 5 }, retry: { maxAttempts: -1 } }, /spec.retry.maxAttempts: Invalid value: -1/],
   ['backoff initial > max', { range: { end: 5 }, retry: { backoff: { initialMs: 5000, maxMs: 10 } } }, /spec.retry.backoff: .*initialMs must be <= maxMs/],
   ['failure percent > 100', { range: { end: 5 }, failurePolicy: { maxFailedPercent: 150 } }, /spec.failurePolicy.maxFailedPercent: Invalid value: 150/],
+  ['a thread pool over 256', { range: { end: 5 }, pool: { mode: 'thread', size: 257 } }, /spec.pool.size: Invalid value: "object": spec.pool.size: a thread or process pool holds at most 256 executors per worker pod/],
+  ['a process pool over 256 (mode defaulted to thread counts too)', { range: { end: 5 }, pool: { size: 300 } }, /spec.pool.size: .*at most 256 executors/],
+  ['a range of more than 1e9 items', { range: { start: 0, end: 1_000_000_001 } }, /spec.range: Invalid value: "object": spec.range: at most 1000000000 items \(\(end - start\) \/ step\) per TaskBatch, the API's hard ceiling \(the installer's limit, operator setting TASKBATCH_MAX_BATCH_ITEMS, is usually lower\)/],
+  ['a negative-step range of more than 1e9 items', { range: { start: 0, end: -4_000_000_000, step: -2 } }, /spec.range: .*at most 1000000000 items/],
+  ['a range at the edge of int64 (no overflow)', { range: { start: -9_000_000_000_000_000_000, end: 9_000_000_000_000_000_000 } }, /spec.range: .*at most 1000000000 items/],
 ])('rejects %s, naming the field', async (_name, spec, message) => {
   expect(await rejection(tb(spec))).toMatch(message);
+});
+
+test('the largest allowed pool and range are accepted', async () => {
+  await kube.create(batchPath(ns), tb({ range: { end: 1_000_000_000 }, pool: { mode: 'thread', size: 256 } }));
+  await kube.create(batchPath(ns), tb({ range: { start: 10, end: 2_000_000_010, step: 2 }, pool: { mode: 'async', size: 1024 } }));
 });
 
 test('too many inline items: the error says to use a ConfigMap or open mode', async () => {

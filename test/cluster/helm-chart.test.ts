@@ -274,6 +274,26 @@ describe('helm template', () => {
     expect(envOf(dflt).TASKBATCH_WORKER_COMMAND).toBeUndefined(); // the operator's default
   }, TEST_TIMEOUT_MS);
 
+  test('worker resources, their maximum and the allowed Redis addresses reach the operator, which parses them', async () => {
+    const { loadConfig } = await import('../../operator/config.js');
+    const dflt = envOf(container(getObject((await helmTemplate({ release: 'tb' })).objects, 'Deployment', 'tb-taskbatch')));
+    // By default no Redis but the default one, and workers get 256Mi requested / 1Gi limit, at most 4 CPUs / 8Gi.
+    expect(dflt.TASKBATCH_ALLOWED_REDIS).toBe('');
+    expect(loadConfig({ ...dflt, POD_NAMESPACE: 'x' })).toMatchObject({
+      allowedRedis: [],
+      workerResources: { defaults: { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '1Gi' } }, max: { cpu: '4', memory: '8Gi' } },
+    });
+    const set = envOf(container(getObject((await helmTemplate({
+      release: 'tb',
+      values: { redis: { allowedAddresses: ['redis.team-a.svc', '10.0.0.0/8', 'cache:7000'] }, worker: { resources: { requests: { cpu: '1' }, limits: { memory: '2Gi' } }, maxResources: { memory: '16Gi' } } },
+    })).objects, 'Deployment', 'tb-taskbatch')));
+    expect(set.TASKBATCH_ALLOWED_REDIS).toBe('redis.team-a.svc,10.0.0.0/8,cache:7000');
+    const cfg = loadConfig({ ...set, POD_NAMESPACE: 'x' });
+    expect(cfg.allowedRedis.map((r) => r.kind)).toEqual(['host', 'cidr', 'host']);
+    // Helm merges maps with the defaults: keys not set keep their default (null removes one).
+    expect(cfg.workerResources).toEqual({ defaults: { requests: { cpu: '1', memory: '256Mi' }, limits: { memory: '2Gi' } }, max: { cpu: '4', memory: '16Gi' } });
+  }, TEST_TIMEOUT_MS);
+
   test('Redis: bundled by default; off when a URL is given (in values or a Secret)', async () => {
     const bundled = (await helmTemplate({ release: 'tb', namespace: 'ns1' })).objects;
     const redis = getObject(bundled, 'Deployment', 'tb-taskbatch-redis');
@@ -405,8 +425,8 @@ describe('helm template', () => {
     expect(spec.failurePolicy).toBe('Fail');
     expect(spec.matchConstraints).toEqual({ resourceRules: [{ apiGroups: ['taskbatch.dev'], apiVersions: ['*'], operations: ['CREATE', 'UPDATE'], resources: ['taskbatches', 'taskschedules'] }] });
     expect(spec.matchConditions[0]).toEqual({ name: 'not-the-operator', expression: 'request.userInfo.username != "system:serviceaccount:ops:runner"' });
-    // create pods, the itemsFrom ConfigMap, 16 Secrets one by one, and the two bounds.
-    expect(spec.validations).toHaveLength(20);
+    // create pods, the itemsFrom ConfigMap, 16 Secrets one by one, the two bounds, and the allowed Redis addresses.
+    expect(spec.validations).toHaveLength(21);
     expect(getObject(objects, 'ValidatingAdmissionPolicyBinding', 'tb-taskbatch-tenancy').spec).toEqual({ policyName: 'tb-taskbatch-tenancy', validationActions: ['Deny'] });
     const trial = await helmTemplate({ release: 'tb', values: { admissionPolicy: { validationActions: ['Warn', 'Audit'] } } });
     expect(getObject(trial.objects, 'ValidatingAdmissionPolicyBinding').spec).toMatchObject({ validationActions: ['Warn', 'Audit'] });
@@ -526,6 +546,8 @@ describe('values.schema.json', () => {
     ['an invalid namespace', { watch: { namespace: 'Not_A_Namespace' } }, /at '\/watch\/namespace'.*does not match pattern/],
     ['a bad duration', { monitoring: { serviceMonitor: { interval: '30 seconds' } } }, /at '\/monitoring\/serviceMonitor\/interval'.*does not match pattern/],
     ['a bad resource quantity', { operator: { resources: { requests: { memory: 'lots' } } } }, /\/operator\/resources\/requests\/memory/],
+    ['a bad worker maximum', { worker: { maxResources: { memory: 'plenty' } } }, /\/worker\/maxResources\/memory/],
+    ['an allowed Redis address with a scheme', { redis: { allowedAddresses: ['redis://cache:6379'] } }, /at '\/redis\/allowedAddresses\/0'.*does not match pattern/],
     ['an env entry without a name', { operator: { extraEnv: [{ value: 'x' }] } }, /\/operator\/extraEnv\/0.*missing propert(y|ies) 'name'/],
     ['admission Deny together with Warn', { admissionPolicy: { validationActions: ['Deny', 'Warn'] } }, /at '\/admissionPolicy\/validationActions'/],
     ['an unknown admission action', { admissionPolicy: { validationActions: ['Block'] } }, /at '\/admissionPolicy\/validationActions\/0'/],

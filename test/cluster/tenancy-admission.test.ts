@@ -97,7 +97,9 @@ beforeAll(async () => {
   await kubectl(['create', 'namespace', RELEASE_NS]);
 
   // What the chart installs for tenancy: the CRDs, the aggregated user roles, the policy.
-  const rendered = await helmTemplate({ release: RELEASE, namespace: RELEASE_NS });
+  // The tests' Redis is "redis" (any port), plus a host:port and a Service name to check the
+  // allowed-address rule (the chart's default Redis is allowed without being listed).
+  const rendered = await helmTemplate({ release: RELEASE, namespace: RELEASE_NS, values: { redis: { allowedAddresses: ['redis', 'cache.example:7000', 'shared.redis-team.svc.cluster.local'] } } });
   expect(rendered.code).toBe(0);
   const wanted = rendered.objects.filter((o) => ['CustomResourceDefinition', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding'].includes(o.kind) || (o.kind === 'ClusterRole' && /-(edit|view)$/.test(o.metadata.name)));
   expect(wanted.map((o) => `${o.kind}/${o.metadata.name}`).sort()).toEqual([
@@ -168,6 +170,40 @@ const refused = (kind: 'TaskBatch' | 'TaskSchedule', name: string, denial: strin
 const ADMITTED: Outcome = { allowed: true, error: '' };
 const REDIS_SECRET = { url: 'redis://redis:6379', secretRef: { name: 'redis-auth' } };
 const T = 'spec.template.spec';
+
+describe('spec.redis.url: only the installer\'s allowed Redis addresses (redis.allowedAddresses, and the default Redis)', () => {
+  const notAllowed = (at: string, host: string, port: number): string =>
+    `${at}.redis.url: host "${host}" port ${port} is not in the installer's allowed Redis addresses (Helm value redis.allowedAddresses, operator setting TASKBATCH_ALLOWED_REDIS); leave ${at}.redis unset to use the default Redis, or ask the installer to add the address`;
+
+  test.each([
+    ['a listed host, any port', 'redis://redis:6390'],
+    ['a listed host:port', 'rediss://cache.example:7000/2'],
+    ['a listed host in upper case with a trailing dot', 'redis://CACHE.example.:7000'],
+    ['a listed Service by its short .svc name', 'redis://shared.redis-team.svc:6379'],
+    ['the chart\'s default Redis, by its full Service name', `redis://tb-taskbatch-redis.${RELEASE_NS}.svc.cluster.local:6379`],
+  ])('admitted: %s', async (_what, url) => {
+    expect(await createAs('both', batch(uniqueName('tb'), { redis: { url } }))).toEqual(ADMITTED);
+  }, TIMEOUT_MS);
+
+  test.each<[string, string, string, number]>([
+    ['another address', 'redis://10.0.0.5:6379', '10.0.0.5', 6379],
+    ['a listed host:port on another port', 'redis://cache.example:7001', 'cache.example', 7001],
+    ['the default port of a host listed only with a port', 'redis://cache.example', 'cache.example', 6379],
+    ['the default Redis on another port', `redis://tb-taskbatch-redis.${RELEASE_NS}.svc:6380`, `tb-taskbatch-redis.${RELEASE_NS}.svc`, 6380],
+  ])('refused: %s', async (_what, url, host, port) => {
+    const name = uniqueName('tb');
+    expect(await createAs('both', batch(name, { redis: { url } }))).toEqual(refused('TaskBatch', name, notAllowed('spec', host, port)));
+  }, TIMEOUT_MS);
+
+  test('a TaskSchedule is refused naming spec.batchTemplate.spec.redis.url', async () => {
+    const name = uniqueName('sched');
+    expect(await createAs('both', schedule(name, { redis: { url: 'redis://127.0.0.99:6379' } }))).toEqual(refused('TaskSchedule', name, notAllowed('spec.batchTemplate.spec', '127.0.0.99', 6379)));
+  }, TIMEOUT_MS);
+
+  test('a URL kept in a Secret cannot be seen here: admitted, and left to the operator\'s check', async () => {
+    expect(await createAs('reader', batch(uniqueName('tb'), { redis: { secretRef: { name: 'redis-auth', urlKey: 'url' } } }))).toEqual(ADMITTED);
+  }, TIMEOUT_MS);
+});
 
 describe('TaskBatch', () => {
   test('only create taskbatches: refused for want of create pods', async () => {

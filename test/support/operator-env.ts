@@ -84,6 +84,9 @@ export async function startOperator(env: OperatorEnv, extraEnv: Record<string, s
       TASKBATCH_METRICS_PORT: String(metricsPort),
       TASKBATCH_WORKER_GRACE_SECONDS: '15',
       TASKBATCH_LOG_LEVEL: 'debug',
+      // Tests name Redis servers on loopback addresses and Service names freely; the allow list
+      // itself is tested with its own setting (operator-redis-allow.test.ts).
+      TASKBATCH_ALLOWED_REDIS: '*',
       ...extraEnv,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
