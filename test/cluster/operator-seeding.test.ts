@@ -36,12 +36,15 @@ const seedCursor = async (name: string): Promise<number> => Number((await redis.
 const pendingCount = async (name: string): Promise<number> => redis.llen(`tb:{${ns}/${name}}:pending`).catch(() => 0);
 
 test('a range over the installer\'s limit is refused with a condition naming the field; nothing is enqueued', async () => {
+  // Above the API's hard ceiling (1e9 items) the request itself is refused.
+  await expect(env.kube.create(batchPath(ns), aTaskBatch(ns, 'way-too-big', { range: { start: 0, end: 1_000_000_000_000 }, handler: { builtin: 'noop' } }))).rejects.toThrow(/spec\.range: at most 1000000000 items/);
+  // Below it, the installer's limit (3M here) is the operator's to enforce, before anything reaches Redis.
   const name = 'too-big';
-  await env.kube.create(batchPath(ns), aTaskBatch(ns, name, { range: { start: 0, end: 1_000_000_000_000 }, handler: { builtin: 'noop' } }));
+  await env.kube.create(batchPath(ns), aTaskBatch(ns, name, { range: { start: 0, end: 5_000_000 }, handler: { builtin: 'noop' } }));
   const failed = await waitForCondition(env.kube, ns, name, 'Failed', 60_000);
   const c = failed.status?.conditions?.find((x) => x.type === 'Failed');
   expect(c?.reason).toBe('TooManyItems');
-  expect(c?.message).toMatch(/^spec\.range: 1000000000000 items exceed this installation's limit of 3000000 items per batch/);
+  expect(c?.message).toMatch(/^spec\.range: 5000000 items exceed this installation's limit of 3000000 items per batch/);
   expect(await seedCursor(name)).toBe(0);
   expect(await pendingCount(name)).toBe(0);
 });
