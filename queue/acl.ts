@@ -90,6 +90,12 @@ export async function setNamespaceAclUser(admin: RedisClient, namespace: string,
   await Promise.all(nodes.map((n) => setUserOnNode(n, namespaceAclUser(namespace), namespaceAclRules(namespace, passwordHashes, prefix))));
 }
 
+/** Removes a namespace's user (every node of a Redis Cluster the client knows); a missing user is fine. */
+export async function deleteNamespaceAclUser(admin: RedisClient, namespace: string): Promise<void> {
+  const nodes = 'nodes' in admin && typeof admin.nodes === 'function' ? admin.nodes('all') : [admin];
+  await Promise.all(nodes.map((n) => n.call('ACL', 'DELUSER', namespaceAclUser(namespace))));
+}
+
 /**
  * A command the server does not know (CLIENT SETINFO before Redis 7.2, CLUSTER SHARDS before
  * 7.0) fails the whole SETUSER; such a command cannot be called either, so its rule is dropped.

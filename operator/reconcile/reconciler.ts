@@ -462,6 +462,13 @@ export class Reconciler {
       const redis = await this.ctx.redis.forBatch(batch);
       await new BatchQueue(redis, { namespace: batch.metadata.namespace!, name: batch.metadata.name! }).purge();
       cleaned = true;
+      // The namespace's last batch on the managed Redis: its ACL user and Secret go with it.
+      const ns = batch.metadata.namespace!;
+      // Batches being deleted do not count: each releases again (idempotently) when it finishes.
+      const others = this.ctx.batches.list().filter((b) => b.metadata.namespace === ns && b.metadata.name !== batch.metadata.name && !b.spec.redis && !b.metadata.deletionTimestamp);
+      if (others.length === 0) {
+        await this.ctx.redis.releaseNamespace(batch, redis).catch((err: unknown) => this.ctx.log.warn('Failed to release the namespace\'s Redis user', { namespace: ns, error: (err as Error).message }));
+      }
     } catch (err) {
       // A Redis the operator may not contact holds nothing it wrote: nothing to clean up.
       if (err instanceof RedisNotAllowedError) cleaned = true;

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { aclPasswordHashes, namespaceAclUser, passwordHash, setNamespaceAclUser, type RedisClient } from '../../queue/index.js';
-import { isConflict, type KubeClient } from '../kube/client.js';
+import { aclPasswordHashes, deleteNamespaceAclUser, namespaceAclUser, passwordHash, setNamespaceAclUser, type RedisClient } from '../../queue/index.js';
+import { isConflict, isNotFound, type KubeClient } from '../kube/client.js';
 
 /**
  * Per-namespace Redis identities on the Redis the operator manages (the chart's bundled Redis,
@@ -117,6 +117,22 @@ export class NamespaceAcls {
       this.inflight.set(ns, p);
     }
     await p;
+  }
+
+  /**
+   * Removes a namespace's user and Secret once its last TaskBatch is gone, so nothing of a tenant
+   * outlives its batches (nor an uninstall, whose hook deletes every batch first). A batch created
+   * meanwhile gets both again on its next reconcile (the cache is forgotten first).
+   */
+  async release(ns: string, admin: RedisClient): Promise<void> {
+    this.checked.delete(ns);
+    await deleteNamespaceAclUser(admin, ns);
+    try {
+      await this.kube.delete(`/api/v1/namespaces/${ns}/secrets/${NAMESPACE_REDIS_SECRET}`);
+    } catch (err) {
+      if (!isNotFound(err)) throw new Error(`namespace ${ns}: deleting Secret ${NAMESPACE_REDIS_SECRET} failed: ${(err as Error).message}`);
+    }
+    this.checked.delete(ns);
   }
 
   /** Forget the last check of a namespace (tests; a rotation requested through the API). */

@@ -106,6 +106,15 @@ export class RedisPool {
     return client;
   }
 
+  /**
+   * After the last TaskBatch of a namespace on the managed default Redis is cleaned up: remove the
+   * namespace's ACL user and Secret. A no-op for batches with their own spec.redis.
+   */
+  async releaseNamespace(batch: TaskBatch, admin: RedisClient): Promise<void> {
+    if (batch.spec.redis || !this.acls) return;
+    await this.acls.release(batch.metadata.namespace!, admin);
+  }
+
   /** `text` with every string that came from the batch's Secret replaced by a placeholder naming the Secret. */
   redact(batch: TaskBatch, text: string): string {
     const s = this.sensitive.get(`${batch.metadata.namespace}/${batch.metadata.name}`);

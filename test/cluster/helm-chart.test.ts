@@ -340,7 +340,7 @@ describe('helm template', () => {
     expect(secretRules).toEqual([
       expect.objectContaining({ verbs: ['get'] }),
       expect.objectContaining({ verbs: ['create'] }),
-      expect.objectContaining({ verbs: ['update'], resourceNames: ['taskbatch-redis'] }),
+      expect.objectContaining({ verbs: ['update', 'delete'], resourceNames: ['taskbatch-redis'] }),
     ]);
 
     // Your own Redis: unmanaged unless asked, then no Secret rights beyond get.

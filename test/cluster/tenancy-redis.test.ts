@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
 import { BatchQueue, aclPasswordHashes, namespaceAclUser, passwordHash } from '../../queue/index.js';
 import type { Pod } from '../../operator/reconcile/pods.js';
-import { sleep } from '../support/batches.js';
+import { eventually, sleep } from '../support/batches.js';
 import { aTaskBatch, createNamespace, startOperator, startOperatorEnv, waitForCondition, workerPods, type OperatorEnv, type OperatorProcess } from '../support/operator-env.js';
 
 // A real API server, the real operator and the node agent, on a Redis that requires a password
@@ -106,4 +106,18 @@ test('deleting the namespace Secret rotates: a new password, and a new batch sti
   // Both passwords work during the grace period (600 s by default).
   const hashes = await aclPasswordHashes(admin, namespaceAclUser(ns));
   expect(new Set(hashes)).toEqual(new Set([before, after].map((s) => passwordHash(Buffer.from(s.data.password!, 'base64').toString()))));
+}, 180_000);
+
+test("the namespace's last TaskBatch gone, its ACL user and Secret go too", async () => {
+  const ns = 'tenant-a';
+  const batches = (await env.kube.list<TaskBatch>(batchPath(ns))).items;
+  expect(batches.length).toBeGreaterThan(0);
+  for (const b of batches) await env.kube.delete(batchPath(ns, b.metadata.name!));
+  await eventually(async () => (await env.kube.list<TaskBatch>(batchPath(ns))).items.length === 0, 60_000, 'the batches deleted');
+  await eventually(async () => (await env.kube.find(`/api/v1/namespaces/${ns}/secrets/taskbatch-redis`)) === undefined, 30_000, 'the namespace Secret deleted');
+  expect(await admin.call('ACL', 'GETUSER', namespaceAclUser(ns))).toBeNull();
+  // A new batch gets a fresh user and Secret, and completes.
+  await env.kube.create(batchPath(ns), aTaskBatch(ns, 'again', { range: { end: 20 }, handler: { builtin: 'noop' }, pool: { mode: 'async', size: 4 } }) as TaskBatch);
+  await waitForCondition(env.kube, ns, 'again', 'Complete', 120_000);
+  expect(await env.kube.find(`/api/v1/namespaces/${ns}/secrets/taskbatch-redis`)).toBeDefined();
 }, 180_000);

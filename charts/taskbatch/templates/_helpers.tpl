@@ -185,9 +185,9 @@ seccompProfile:
   verbs: [create]
 - apiGroups: [""]
   resources: [secrets]
-  # rotating it, and only it
+  # rotating it, and deleting it with the namespace's last TaskBatch; only it
   resourceNames: [taskbatch-redis]
-  verbs: [update]
+  verbs: [update, delete]
 {{- end }}
 - apiGroups: [""]
   resources: [events]
