@@ -123,6 +123,7 @@ export class Reconciler {
     const batch = this.ctx.batches.get(key);
     if (!batch) {
       this.memory.delete(key);
+      this.ctx.redis.forget(key);
       const [ns, name] = key.split('/') as [string, string];
       this.ctx.metrics.forgetBatch(ns, name);
       return {};

@@ -115,6 +115,11 @@ export class RedisPool {
     await this.acls.release(batch.metadata.namespace!, admin);
   }
 
+  /** Drops what was remembered of a deleted batch (`namespace/name`), so the map does not grow with every batch ever seen. */
+  forget(key: string): void {
+    this.sensitive.delete(key);
+  }
+
   /** `text` with every string that came from the batch's Secret replaced by a placeholder naming the Secret. */
   redact(batch: TaskBatch, text: string): string {
     const s = this.sensitive.get(`${batch.metadata.namespace}/${batch.metadata.name}`);
