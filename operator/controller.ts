@@ -82,14 +82,25 @@ export class Controller {
     });
   }
 
+  /** Every cache holds a complete list (readiness): TaskBatches, worker pods and, when installed, TaskSchedules. */
   get synced(): boolean {
-    return this.batches.hasSynced && this.pods.hasSynced;
+    return this.batches.hasSynced && this.pods.hasSynced && this.schedules.synced;
   }
 
+  /**
+   * Starts the reflectors and, once both hold a complete list, the reconcile loops. Never
+   * before: a pass over a pod cache still empty after a restart would see no workers and
+   * create a second set of pods for every running batch. A failing list is retried meanwhile
+   * (each failure logged); stop() while waiting returns without starting anything.
+   */
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
-    await Promise.all([this.batches.start(), this.pods.start()]);
+    const waitingSince = Date.now();
+    this.log.info('Waiting for the TaskBatch and pod caches to sync', {});
+    const [batches, pods] = await Promise.all([this.batches.start(), this.pods.start()]);
+    if (!batches || !pods || !this.running) return;
+    this.log.info('Caches synced', { taskbatches: this.batches.list().length, pods: this.pods.list().length, waitedMs: Date.now() - waitingSince });
     this.loops = Array.from({ length: this.config.concurrency }, () => this.loop());
     await this.schedules.start();
     this.log.info('Controller started', { namespace: this.config.watchNamespace || '(all)', concurrency: this.config.concurrency });

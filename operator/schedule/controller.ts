@@ -66,6 +66,10 @@ export class ScheduleController {
     return !this.enabled || this.schedules.hasSynced;
   }
 
+  /**
+   * Looks for the TaskSchedule API and, when it is there, resolves once the reconcile loop runs:
+   * after the TaskSchedule cache and the shared TaskBatch cache (which the caller starts) synced.
+   */
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
@@ -101,7 +105,10 @@ export class ScheduleController {
       return;
     }
     this.enabled = true;
-    await this.schedules.start();
+    // Reconcile only from complete caches: a schedule whose runs are not all in the TaskBatch
+    // cache yet would look as if its tick had no run. start() resolves false if stopped first.
+    const synced = (await this.schedules.start()) && (await this.o.batches.waitForSync());
+    if (!synced || !this.running) return;
     this.loop = this.run();
     this.o.log.info('Schedule controller started', {});
   }
