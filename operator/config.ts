@@ -31,6 +31,8 @@ export interface OperatorConfig {
   statusIntervalMs: number;
   pollIntervalMs: number;
   maxWorkerFailures: number;
+  /** A worker pod Pending longer than this counts as a failed worker (TASKBATCH_WORKER_PENDING_TIMEOUT_SECONDS). */
+  workerPendingTimeoutMs: number;
   /** Most items one batch may hold (range, inline items or ConfigMap lines); more is refused with a condition. */
   maxBatchItems: number;
   /** Most items seeded per reconcile of one batch (then status is written and the batch requeued). */
@@ -118,6 +120,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Opera
     statusIntervalMs: int(env, 'TASKBATCH_STATUS_INTERVAL_MS', 2000, 0, 600_000),
     pollIntervalMs: int(env, 'TASKBATCH_POLL_INTERVAL_MS', 1000, 100, 600_000),
     maxWorkerFailures: int(env, 'TASKBATCH_MAX_WORKER_FAILURES', 6, 1, 1000),
+    workerPendingTimeoutMs: int(env, 'TASKBATCH_WORKER_PENDING_TIMEOUT_SECONDS', 300, 1, 86_400) * 1000,
     maxBatchItems: int(env, 'TASKBATCH_MAX_BATCH_ITEMS', 10_000_000, 1, 1_000_000_000),
     seedSliceItems: int(env, 'TASKBATCH_SEED_SLICE_ITEMS', 50_000, 1000, 10_000_000),
     namespaceItemQuota: int(env, 'TASKBATCH_NAMESPACE_ITEM_QUOTA', 0, 0, 1_000_000_000),

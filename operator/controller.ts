@@ -78,7 +78,7 @@ export class Controller {
       metrics: this.metrics,
       clock,
       log,
-      config: { worker, statusIntervalMs: config.statusIntervalMs, pollIntervalMs: config.pollIntervalMs, maxWorkerFailures: config.maxWorkerFailures, maxCleanupAttempts: 10, workerStaleMs: 30_000, maxBatchItems: config.maxBatchItems, seedSliceItems: config.seedSliceItems, namespaceItemQuota: config.namespaceItemQuota },
+      config: { worker, statusIntervalMs: config.statusIntervalMs, pollIntervalMs: config.pollIntervalMs, maxWorkerFailures: config.maxWorkerFailures, maxCleanupAttempts: 10, workerStaleMs: 30_000, podPendingTimeoutMs: config.workerPendingTimeoutMs, workerStartGraceMs: 30_000, finishedRecheckMs: 30_000, maxBatchItems: config.maxBatchItems, seedSliceItems: config.seedSliceItems, namespaceItemQuota: config.namespaceItemQuota },
     });
   }
 

@@ -39,7 +39,8 @@ export interface Pod extends KubeObject {
   status?: {
     phase?: 'Pending' | 'Running' | 'Succeeded' | 'Failed' | 'Unknown';
     podIP?: string;
-    conditions?: { type: string; status: string }[];
+    startTime?: string;
+    conditions?: { type: string; status: string; reason?: string; message?: string }[];
     containerStatuses?: { name: string; ready?: boolean; restartCount?: number; state?: Record<string, { exitCode?: number; reason?: string; message?: string } | undefined> }[];
   };
 }

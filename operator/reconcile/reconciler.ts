@@ -1,62 +1,28 @@
-import {
-  BatchQueue,
-  BatchStateLostError,
-  type BatchSnapshot,
-  type RedisClient,
-} from '../../queue/index.js';
-import { listWorkers, requestDrain, type WorkerPresence } from '../../queue/presence.js';
-import {
-  ALL_BATCHES_PATH,
-  BATCH_LABEL,
-  EPOCH_ANNOTATION,
-  FINALIZER,
-  batchPath,
-  findCondition,
-  isFinished,
-  type Condition,
-  type TaskBatch,
-  type TaskBatchStatus,
-} from '../api/taskbatch.js';
-import type { KubeClient } from '../kube/client.js';
+import { BatchQueue, BatchStateLostError, type RedisClient, type WorkerPresence } from '../../queue/index.js';
+import { listWorkers, requestDrain } from '../../queue/presence.js';
+import { ALL_BATCHES_PATH, BATCH_LABEL, FINALIZER, batchPath, isFinished, type TaskBatch, type TaskBatchStatus } from '../api/taskbatch.js';
+import { isNotFound, KubeApiError, type KubeClient } from '../kube/client.js';
 import type { EventRecorder } from '../kube/events.js';
+import { withFinalizer } from '../kube/finalizer.js';
 import type { Reflector } from '../kube/reflector.js';
 import type { Logger } from '../log.js';
 import type { OperatorMetrics } from '../metrics.js';
 import type { Clock } from '../workqueue.js';
-import { jsonEqual, setCondition, sortConditions, type ConditionInput } from './conditions.js';
-import { describeViolations } from './pod-security.js';
-import { buildWorkerPod, isPodReady, isPodTerminating, podExitCode, podTemplateViolations, type Pod, type WorkerPodConfig } from './pods.js';
+import { jsonEqual, setCondition, sortConditions } from './conditions.js';
+import { emptyMemory, planBatch, stateWord, type BatchAction, type BatchPlan, type ObservedBatch, type PlanConfig, type PlanMemory, type QueueObservation, type SourceObservation } from './plan.js';
+import { buildWorkerPod, type Pod } from './pods.js';
+import { itemsHeldByOthers, type HeldBatch } from './quota.js';
 import { RedisNotAllowedError } from './redis-allow.js';
 import { RedisConfigError, type RedisPool } from './redis-pool.js';
-import { workerResourceViolations } from './worker-resources.js';
-import { chooseWorkersToDrain, desiredWorkers, type Recommendations, type WorkerPodView } from './scaling.js';
 import { itemSource, seedSlice, SeedError } from './seed.js';
-import { itemsHeldByOthers, quotaDecision, type HeldBatch, type QuotaDecision } from './quota.js';
 
-/** How far seeding got: `cursor` of `total` items enqueued. */
-interface SeedProgress {
-  cursor: number;
-  total: number;
-}
-
-export interface ReconcilerConfig {
-  worker: WorkerPodConfig;
+export interface ReconcilerConfig extends PlanConfig {
   /** Minimum time between two progress-only status writes of one batch. */
   statusIntervalMs: number;
-  /** How often a running batch is re-read from Redis. */
-  pollIntervalMs: number;
-  /** Consecutive failed worker pods (without item progress) that fail the batch. */
-  maxWorkerFailures: number;
   /** Finalizer attempts to delete a batch's Redis keys before giving up (and saying so). */
   maxCleanupAttempts: number;
   /** A worker whose presence heartbeat is older than this is gone. */
   workerStaleMs: number;
-  /** Most items one batch may hold; more is refused (TooManyItems). */
-  maxBatchItems: number;
-  /** Most items seeded per reconcile of one batch. */
-  seedSliceItems: number;
-  /** Most unfinished items all batches of one namespace may hold in Redis (0 = no quota). */
-  namespaceItemQuota: number;
 }
 
 export interface ReconcileContext {
@@ -86,33 +52,44 @@ export class TerminalError extends Error {
   }
 }
 
-/** What the reconciler remembers between passes; all of it can be lost safely. */
+/** Several actions of one pass failed; the first is the message, all are logged. */
+export class ApplyError extends Error {
+  override name = 'ApplyError';
+  constructor(readonly errors: { action: string; error: Error }[]) {
+    super(errors.map((e) => `${e.action}: ${e.error.message}`).join('; '));
+  }
+}
+
+/** What the reconciler remembers between passes of one batch; all of it can be lost safely. */
 interface BatchMemory {
-  scaleHistory: Recommendations;
-  /** Pods created but not yet seen in the cache (so they are not created twice). */
-  expectedPods: Map<string, number>;
+  plan: PlanMemory;
   lastStatusWrite: number;
   cleanupAttempts: number;
   redisFailures: number;
-  countedFailedPods: Set<string>;
-  lastFailureAt: number;
-  lastSucceeded: number;
+  /**
+   * The resourceVersion our last status write was based on, and the one it produced: while the
+   * cache still shows the former, it has not caught up with our own write, and a pass planned
+   * from it would act on a stale status (re-creating a queue epoch it just replaced, say).
+   */
+  writeGate?: { based: string; wrote: string; at: number };
 }
 
-const DEFAULT_MEMORY = (): BatchMemory => ({
-  scaleHistory: [],
-  expectedPods: new Map(),
-  lastStatusWrite: 0,
-  cleanupAttempts: 0,
-  redisFailures: 0,
-  countedFailedPods: new Set(),
-  lastFailureAt: 0,
-  lastSucceeded: -1,
-});
+/** What applying a plan changed that its status must show. */
+export interface Outcome {
+  epoch?: string;
+  /** A spec problem found while applying (items that are not valid JSON, too large). */
+  terminal?: { reason: string; message: string };
+  createFailure?: string;
+  queueFailure?: string;
+  created: string[];
+  errors: { action: string; error: Error }[];
+}
 
 /**
- * One reconcile pass for one TaskBatch: observe (the TaskBatch, its pods, its Redis state),
- * compute the desired state with pure functions, apply the difference, write status once.
+ * One reconcile pass for one TaskBatch: observe (the TaskBatch and its pods from the cache, its
+ * Redis state, its item source — reads only), plan (planBatch, a pure function), apply each
+ * action collecting errors, then write status once, always, with the resourceVersion the plan was
+ * based on, and requeue.
  */
 export class Reconciler {
   private readonly memory = new Map<string, BatchMemory>();
@@ -129,297 +106,253 @@ export class Reconciler {
       return {};
     }
     const mem = this.memoryFor(key);
-    if (batch.metadata.deletionTimestamp) return this.finalize(batch, mem);
-    if (!(batch.metadata.finalizers ?? []).includes(FINALIZER)) {
-      await this.ctx.kube.patch(batchPath(batch.metadata.namespace!, batch.metadata.name), {
-        metadata: { finalizers: [...(batch.metadata.finalizers ?? []), FINALIZER], resourceVersion: batch.metadata.resourceVersion },
-      });
-      return {};
+    const gate = mem.writeGate;
+    if (gate && batch.metadata.resourceVersion === gate.based && this.ctx.clock.now() - gate.at < 10_000) {
+      // Our last status write has not reached the cache yet; its watch event requeues us.
+      return { requeueAfterMs: 200 };
     }
+    mem.writeGate = undefined;
+    const path = batchPath(batch.metadata.namespace!, batch.metadata.name);
+    const result = await withFinalizer(this.ctx.kube, path, batch, FINALIZER, async (event) => (event.kind === 'cleanup' ? this.cleanup(batch, mem) : this.pass(batch, mem)));
+    return result ?? {};
+  }
 
-    const now = this.ctx.clock.now();
-    const status: TaskBatchStatus = structuredClone(batch.status ?? {});
-    let conditions: Condition[] = structuredClone(status.conditions ?? []);
-    const generation = batch.metadata.generation ?? 0;
-    const cond = (c: ConditionInput): void => {
-      conditions = setCondition(conditions, c, generation, new Date(now));
+  private async pass(batch: TaskBatch, mem: BatchMemory): Promise<ReconcileResult> {
+    const observed = await this.observe(batch, mem);
+    const plan = planBatch(observed);
+    mem.plan = plan.memory;
+    let outcome: Outcome = { created: [], errors: [] };
+    let unexpected: unknown;
+    try {
+      outcome = await this.apply(batch, plan, mem);
+    } catch (err) {
+      unexpected = err;
+    }
+    // Status is written whatever happened while applying: a failure to act must be visible.
+    const status = withOutcome(plan.status, outcome, batch, this.ctx.clock.now());
+    for (const e of plan.events) void this.ctx.events.emit(batch, e.type, e.reason, e.message);
+    if (outcome.terminal) void this.ctx.events.emit(batch, 'Warning', outcome.terminal.reason, outcome.terminal.message);
+    if (outcome.createFailure) void this.ctx.events.emit(batch, 'Warning', 'FailedCreate', outcome.createFailure);
+    this.recordMetrics(batch, status, plan);
+    const wait = await this.writeStatus(batch, status, mem);
+    if (unexpected) throw unexpected;
+    if (outcome.errors.length > 0) {
+      for (const e of outcome.errors) this.ctx.log.warn('Action failed', { batch: keyOf(batch), action: e.action, error: e.error.message });
+      throw new ApplyError(outcome.errors);
+    }
+    let requeue = plan.requeueAfterMs;
+    if (outcome.queueFailure) requeue = Math.min(requeue ?? 5000, Math.min(5000, 500 * 2 ** Math.min(4, mem.redisFailures++)));
+    if (wait > 0) requeue = Math.min(requeue ?? wait, wait);
+    return requeue !== undefined ? { requeueAfterMs: requeue } : {};
+  }
+
+  /** Reads only: the cache, the batch's Redis, its ConfigMap of items. */
+  private async observe(batch: TaskBatch, mem: BatchMemory): Promise<ObservedBatch> {
+    const status = batch.status ?? {};
+    const source = status.seeded ? undefined : await this.observeSource(batch);
+    const queue = await this.observeQueue(batch, status, mem);
+    return {
+      batch,
+      pods: this.podsOf(batch),
+      queue,
+      ...(source ? { source } : {}),
+      heldByOthers: this.heldByOthers(batch),
+      now: this.ctx.clock.now(),
+      memory: mem.plan,
+      config: this.ctx.config,
     };
-    const pods = this.podsOf(batch);
-    status.selector = `${BATCH_LABEL}=${batch.metadata.name}`;
-    const defaultRedis = this.ctx.config.worker.defaultRedis;
-    if (!batch.spec.redis && defaultRedis) {
-      status.redis = {
-        url: defaultRedis.url,
-        ...(defaultRedis.username ? { username: defaultRedis.username } : {}),
-        ...(defaultRedis.tls ? { tls: true } : {}),
-        ...(defaultRedis.cluster ? { cluster: true } : {}),
-      };
+  }
+
+  private async observeSource(batch: TaskBatch): Promise<SourceObservation> {
+    const spec = batch.spec;
+    let data: string | undefined;
+    if (spec.itemsFrom) {
+      const ref = spec.itemsFrom.configMapKeyRef;
+      const cm = await this.ctx.kube.find<{ data?: Record<string, string> }>(`/api/v1/namespaces/${batch.metadata.namespace}/configmaps/${ref.name}`);
+      if (!cm) return { kind: 'error', reason: 'ItemsSourceNotFound', message: `spec.itemsFrom: ConfigMap ${ref.name} not found in namespace ${batch.metadata.namespace}` };
+      data = cm.data?.[ref.key];
+      if (data === undefined) return { kind: 'error', reason: 'ItemsSourceNotFound', message: `spec.itemsFrom: ConfigMap ${ref.name} has no key ${ref.key}` };
     }
+    const source = itemSource(spec, data);
+    if (!source) return { kind: 'none' };
+    return { kind: 'items', source, field: spec.range ? 'spec.range' : spec.items ? 'spec.items' : 'spec.itemsFrom' };
+  }
 
-    if (isFinished(status)) return this.afterFinish(batch, status, pods, mem, now);
+  private async observeQueue(batch: TaskBatch, status: TaskBatchStatus, mem: BatchMemory): Promise<QueueObservation> {
+    let redis: RedisClient;
+    try {
+      redis = await this.ctx.redis.forBatch(batch);
+    } catch (err) {
+      return this.unavailable(batch, err, mem);
+    }
+    if (!status.queueEpoch) return { kind: 'absent' };
+    const queue = new BatchQueue(redis, refOf(batch), { expectedEpoch: status.queueEpoch });
+    try {
+      const snapshot = await queue.snapshot();
+      const workers = isFinished(status) ? [] : await listWorkers(queue, { staleMs: this.ctx.config.workerStaleMs }).catch(() => [] as WorkerPresence[]);
+      mem.redisFailures = 0;
+      return { kind: 'ok', snapshot, workers };
+    } catch (err) {
+      if (err instanceof BatchStateLostError) return { kind: 'lost', message: err.message };
+      return this.unavailable(batch, err, mem);
+    }
+  }
 
-    // Observe Redis.
-    let snapshot: BatchSnapshot | undefined;
+  private unavailable(batch: TaskBatch, err: unknown, mem: BatchMemory): QueueObservation {
+    // Checked before connecting; the message names the field (and a Secret by name only).
+    if (err instanceof RedisNotAllowedError) return { kind: 'refused', reason: 'RedisAddressNotAllowed', message: err.message };
+    // Connection errors name hosts; a host taken from a Secret must not reach status or events.
+    const message = this.ctx.redis.redact(batch, String((err as Error).message ?? err));
+    if (err instanceof RedisConfigError) return { kind: 'refused', reason: 'RedisConfigInvalid', message };
+    const retryAt = (err as { retryAt?: unknown }).retryAt;
+    const retryAfterMs = typeof retryAt === 'number' ? Math.max(100, retryAt - this.ctx.clock.now()) : Math.min(5000, 500 * 2 ** Math.min(4, mem.redisFailures));
+    mem.redisFailures++;
+    return { kind: 'unavailable', message, retryAfterMs };
+  }
+
+  /** Applies the plan's actions in order; a failed queue action skips the ones that depend on it. */
+  private async apply(batch: TaskBatch, plan: BatchPlan, mem: BatchMemory): Promise<Outcome> {
+    const out: Outcome = { created: [], errors: [] };
     let queue: BatchQueue | undefined;
-    let requeueAfterMs = this.ctx.config.pollIntervalMs;
-    let seeding: SeedProgress | undefined;
-    // Resources over the installer's maximum (or a pool too big for the memory limit) are refused
-    // before anything reaches Redis or a pod: a spec error, terminal like TooManyItems.
-    const overLimits = this.ctx.config.worker.resources ? workerResourceViolations(batch, this.ctx.config.worker.resources) : [];
-    try {
-      if (overLimits.length > 0) throw new TerminalError('ResourcesRejected', overLimits.join('; '));
-      const redis = await this.ctx.redis.forBatch(batch);
-      ({ queue, snapshot, seeding } = await this.observeQueue(batch, redis, status, cond));
-      // More to seed: come back at once (after other batches' turns), writing status between slices.
-      if (seeding && !batch.spec.suspend) requeueAfterMs = 1;
-      cond({ type: 'RedisUnavailable', status: 'False', reason: 'Connected', message: 'The batch\'s Redis is reachable' });
-    } catch (err) {
-      if (err instanceof TerminalError) {
-        this.fail(batch, status, cond, err.reason, err.message, now);
-      } else if (err instanceof RedisNotAllowedError) {
-        // Checked before connecting; the message names the field (and a Secret by name only).
-        this.fail(batch, status, cond, 'RedisAddressNotAllowed', err.message, now);
-      } else {
-        const reason = err instanceof RedisConfigError ? 'RedisConfigInvalid' : 'ConnectionFailed';
-        // Connection errors name hosts; a host taken from a Secret must not reach status or events.
-        const message = this.ctx.redis.redact(batch, String((err as Error).message ?? err));
-        cond({ type: 'RedisUnavailable', status: 'True', reason, message });
-        void this.ctx.events.emit(batch, 'Warning', 'RedisUnavailable', message);
-        // Checking again is cheap: retry within seconds so recovery shows up promptly.
-        requeueAfterMs = Math.min(5000, 500 * 2 ** Math.min(4, mem.redisFailures++));
-      }
-    }
-    if (snapshot) mem.redisFailures = 0;
-
-    // Workers.
-    const epoch = status.queueEpoch ?? '';
-    const suspended = batch.spec.suspend === true;
-    const finishedNow = findCondition({ conditions }, 'Failed')?.status === 'True';
-    const workers = queue && snapshot ? await listWorkers(queue, { staleMs: this.ctx.config.workerStaleMs }).catch(() => [] as WorkerPresence[]) : [];
-    const presence = new Map(workers.map((w) => [w.id, w]));
-    const active: Pod[] = [];
-    for (const pod of pods) {
-      if (isPodTerminating(pod)) continue;
-      const stale = pod.metadata.annotations?.[EPOCH_ANNOTATION] !== epoch;
-      const phase = pod.status?.phase;
-      if (phase === 'Succeeded' || (stale && epoch)) {
-        await this.deletePod(pod);
-      } else if (phase === 'Failed') {
-        if (!mem.countedFailedPods.has(pod.metadata.uid!)) {
-          mem.countedFailedPods.add(pod.metadata.uid!);
-          status.workers = { ...(status.workers ?? {}), failures: (status.workers?.failures ?? 0) + 1 };
-          mem.lastFailureAt = now;
-          void this.ctx.events.emit(batch, 'Warning', 'WorkerFailed', `Worker pod ${pod.metadata.name} failed (exit code ${podExitCode(pod) ?? 'unknown'})`);
-        }
-        await this.deletePod(pod);
-      } else {
-        active.push(pod);
-      }
-    }
-    if (snapshot && snapshot.succeeded > mem.lastSucceeded && mem.lastSucceeded >= 0 && (status.workers?.failures ?? 0) > 0) {
-      status.workers = { ...(status.workers ?? {}), failures: 0 };
-    }
-    if (snapshot) mem.lastSucceeded = snapshot.succeeded;
-    const failures = status.workers?.failures ?? 0;
-    if (failures >= this.ctx.config.maxWorkerFailures && !finishedNow) {
-      this.fail(batch, status, cond, 'WorkersCrashLooping', `${failures} worker pods failed in a row without progress; see the worker pods' logs and events`, now);
-    }
-    // A template the workerPodSecurity level refuses fails the batch before any pod is built
-    // (buildWorkerPod would throw on it too): a spec error, so terminal, like InvalidItems.
-    const rejected = podTemplateViolations(batch, this.ctx.config.worker);
-    if (rejected.length > 0 && findCondition({ conditions }, 'Failed')?.status !== 'True') {
-      this.fail(batch, status, cond, 'PodTemplateRejected', describeViolations(this.ctx.config.worker.podSecurity, rejected), now);
-    }
-    for (const [name, at] of mem.expectedPods) if (active.some((p) => p.metadata.name === name) || now - at > 60_000) mem.expectedPods.delete(name);
-
-    const failedNow = findCondition({ conditions }, 'Failed')?.status === 'True';
-    const backlog = snapshot ? snapshot.pending + snapshot.dueDelayed + snapshot.running : 0;
-    const { desired, history } = desiredWorkers(
-      batch.spec.workers ?? {},
-      // Seeding goes in slices: workers start as soon as the first slice is in.
-      { backlog, suspended, finished: failedNow || Boolean(snapshot?.complete), seeding: !snapshot || (!status.seeded && backlog === 0) },
-      mem.scaleHistory,
-      now,
-    );
-    mem.scaleHistory = history;
-    const views: WorkerPodView[] = active.map((p) => {
-      const w = presence.get(p.metadata.name!);
-      return {
-        name: p.metadata.name!,
-        starting: !w,
-        draining: Boolean(w?.draining || w?.drainRequested),
-        inFlight: w?.inflight ?? 0,
-        createdAt: Date.parse(p.metadata.creationTimestamp ?? '') || now,
-      };
-    });
-    const draining = views.filter((v) => v.draining).length;
-    const supply = views.length - draining + mem.expectedPods.size;
-
-    if (suspended || failedNow) {
-      for (const p of active) await this.deletePod(p);
-    } else if (queue && snapshot && desired > supply) {
-      const backoffMs = failures > 0 ? Math.min(300_000, 2000 * 2 ** (failures - 1)) : 0;
-      const wait = mem.lastFailureAt + backoffMs - now;
-      if (wait > 0) {
-        requeueAfterMs = Math.min(requeueAfterMs, wait);
-      } else {
-        for (let i = supply; i < desired; i++) {
-          const created = await this.ctx.kube.create<Pod>(`/api/v1/namespaces/${batch.metadata.namespace}/pods`, buildWorkerPod(batch, epoch, this.ctx.config.worker));
-          mem.expectedPods.set(created.metadata.name!, now);
-          this.ctx.log.info('Created worker pod', { batch: key, pod: created.metadata.name });
-        }
-        void this.ctx.events.emit(batch, 'Normal', 'ScaledUp', `Scaled workers to ${desired}`);
-      }
-    } else if (queue && desired < supply) {
-      for (const name of chooseWorkersToDrain(views, desired)) {
-        await requestDrain(queue, name);
-        this.ctx.log.info('Requested worker drain', { batch: key, pod: name });
-      }
-    }
-
-    // Outcome.
-    if (snapshot && !failedNow) {
-      if (snapshot.complete) {
-        const allowed = allowedFailures(batch, snapshot.total);
-        if (snapshot.failed > allowed) {
-          this.fail(batch, status, cond, 'FailurePolicyExceeded', `${snapshot.failed} of ${snapshot.total} items failed permanently (allowed: ${allowed}); list them with: taskbatch failures ${batch.metadata.name} -n ${batch.metadata.namespace}`, now);
-        } else {
-          status.completionTime = iso(now);
-          cond({ type: 'Complete', status: 'True', reason: 'AllItemsProcessed', message: `${snapshot.succeeded} of ${snapshot.total} items succeeded, ${snapshot.failed} failed` });
-          void this.ctx.events.emit(batch, 'Normal', 'Completed', `All ${snapshot.total} items processed: ${snapshot.succeeded} succeeded, ${snapshot.failed} failed`);
-        }
-      } else if (batch.spec.activeDeadlineSeconds && status.startTime && now - Date.parse(status.startTime) > batch.spec.activeDeadlineSeconds * 1000) {
-        this.fail(batch, status, cond, 'DeadlineExceeded', `The batch ran longer than activeDeadlineSeconds (${batch.spec.activeDeadlineSeconds}s)`, now);
-      }
-    }
-
-    // Status.
-    const finished = isFinished({ conditions });
-    if (snapshot) {
-      status.items = { total: snapshot.total, pending: snapshot.pending, delayed: snapshot.delayed, running: snapshot.running, succeeded: snapshot.succeeded, failed: snapshot.failed, retries: snapshot.retries };
-      status.progress = `${snapshot.succeeded + snapshot.failed}/${snapshot.total}`;
-    }
-    const ready = active.filter((p) => isPodReady(p)).length;
-    const shownDesired = finished ? 0 : desired;
-    status.workers = { ...(status.workers ?? {}), desired: shownDesired, current: active.length, ready, draining, summary: `${ready}/${shownDesired}` };
-    if (suspended) {
-      cond({ type: 'Suspended', status: 'True', reason: 'Suspended', message: 'spec.suspend is true: no worker pods run; items stay queued' });
-    } else if (findCondition({ conditions }, 'Suspended')) {
-      cond({ type: 'Suspended', status: 'False', reason: 'Resumed', message: 'spec.suspend is false' });
-    }
-    if (finished) {
-      cond({ type: 'Progressing', status: 'False', reason: 'Finished', message: 'The batch has finished' });
-    } else if (suspended) {
-      cond({ type: 'Progressing', status: 'False', reason: 'Suspended', message: 'The batch is suspended' });
-    } else if (snapshot) {
-      const seeded = seeding ? `; ${seeding.cursor} of ${seeding.total} items seeded` : '';
-      cond({ type: 'Progressing', status: 'True', reason: !status.seeded ? 'Seeding' : ready > 0 ? 'ItemsRunning' : 'WaitingForWorkers', message: `${status.progress} items finished; ${ready} of ${desired} workers ready${seeded}` });
-    }
-    cond(
-      failures > 0
-        ? { type: 'Degraded', status: 'True', reason: 'WorkerPodsFailing', message: `${failures} worker pods failed since items last made progress` }
-        : { type: 'Degraded', status: 'False', reason: 'AsExpected', message: 'Workers are healthy' },
-    );
-    status.conditions = sortConditions(conditions);
-    status.state = stateWord(status, suspended);
-    status.observedGeneration = generation;
-    this.ctx.metrics.setBatch(batch.metadata.namespace!, batch.metadata.name!, { ...(status.items ?? {}) }, { desired: shownDesired, current: active.length, ready, draining }, finished ? (findCondition(status, 'Failed')?.status === 'True' ? 'failed' : 'complete') : undefined);
-
-    const wait = await this.writeStatus(batch, status, mem, now);
-    if (finished) return { requeueAfterMs: 1000 };
-    if (suspended) return wait > 0 ? { requeueAfterMs: wait } : {};
-    return { requeueAfterMs: wait > 0 ? Math.min(wait, requeueAfterMs) : requeueAfterMs };
-  }
-
-  /** Creates the batch's Redis state, detects lost state, and seeds items (resumably). */
-  private async observeQueue(batch: TaskBatch, redis: RedisClient, status: TaskBatchStatus, cond: (c: ConditionInput) => void): Promise<{ queue: BatchQueue; snapshot: BatchSnapshot; seeding?: SeedProgress }> {
-    let seeding: SeedProgress | undefined;
-    const ref = { namespace: batch.metadata.namespace!, name: batch.metadata.name! };
-    const retry = batch.spec.retry ?? {};
-    const create = async (): Promise<BatchQueue> => {
-      const q = new BatchQueue(redis, ref);
-      const { epoch } = await q.create({ maxAttempts: retry.maxAttempts ?? 3, backoff: { ...(retry.backoff ?? {}) } });
-      status.queueEpoch = epoch;
-      status.startTime ??= iso(this.ctx.clock.now());
-      return q;
+    const queueFor = async (): Promise<BatchQueue> => {
+      queue ??= new BatchQueue(await this.ctx.redis.forBatch(batch), refOf(batch), { expectedEpoch: out.epoch ?? batch.status?.queueEpoch ?? '' });
+      return queue;
     };
-    let queue: BatchQueue;
-    if (!status.queueEpoch) {
-      queue = await create();
-    } else {
-      queue = new BatchQueue(redis, ref, { expectedEpoch: status.queueEpoch });
-    }
-    let snapshot: BatchSnapshot;
-    try {
-      snapshot = await queue.snapshot();
-    } catch (err) {
-      if (!(err instanceof BatchStateLostError)) throw err;
-      cond({ type: 'QueueStateLost', status: 'True', reason: 'StateMissing', message: `Redis lost this batch's state (${err.message})` });
-      void this.ctx.events.emit(batch, 'Warning', 'QueueStateLost', `Redis lost this batch's state: ${err.message}`);
-      if (batch.spec.open) {
-        throw new TerminalError('QueueStateLost', `Redis lost the state of this open batch (items submitted by producers cannot be recovered from the spec): ${err.message}`);
-      }
-      // Re-seed from the spec under a new epoch. Items that had already succeeded run again
-      // (at-least-once); the old epoch's leftovers, if any, are purged first.
-      await new BatchQueue(redis, ref).purge();
-      queue = await create();
-      status.seeded = false;
-      cond({ type: 'QueueStateLost', status: 'False', reason: 'Reseeded', message: `Redis lost this batch's state at ${iso(this.ctx.clock.now())}; items were re-seeded from the spec and may run again` });
-      snapshot = await queue.snapshot();
-    }
-    if (!status.seeded) {
-      const spec = batch.spec;
-      let cmData: string | undefined;
-      if (spec.itemsFrom) {
-        const ref2 = spec.itemsFrom.configMapKeyRef;
-        const cm = await this.ctx.kube.find<{ data?: Record<string, string> }>(`/api/v1/namespaces/${batch.metadata.namespace}/configmaps/${ref2.name}`);
-        if (!cm) throw new TerminalError('ItemsSourceNotFound', `spec.itemsFrom: ConfigMap ${ref2.name} not found in namespace ${batch.metadata.namespace}`);
-        cmData = cm.data?.[ref2.key];
-        if (cmData === undefined) throw new TerminalError('ItemsSourceNotFound', `spec.itemsFrom: ConfigMap ${ref2.name} has no key ${ref2.key}`);
-      }
-      const source = itemSource(spec, cmData);
-      if (!source) {
-        status.seeded = true;
-      } else {
-        const max = this.ctx.config.maxBatchItems;
-        if (source.total > max) {
-          const field = spec.range ? 'spec.range' : spec.items ? 'spec.items' : 'spec.itemsFrom';
-          throw new TerminalError('TooManyItems', `${field}: ${source.total} items exceed this installation's limit of ${max} items per batch (operator setting TASKBATCH_MAX_BATCH_ITEMS); split the work into several batches or ask the installer to raise the limit`);
-        }
-        const quota = this.quotaFor(batch, source.total, snapshot);
-        if (quota.kind === 'never') throw new TerminalError('TooManyItems', quota.message);
-        if (quota.kind === 'wait') {
-          cond({ type: 'QuotaExceeded', status: 'True', reason: 'NamespaceItemQuota', message: quota.message });
-        } else if (status.conditions?.some((c) => c.type === 'QuotaExceeded' && c.status === 'True')) {
-          cond({ type: 'QuotaExceeded', status: 'False', reason: 'WithinQuota', message: 'The batch fits in its namespace\'s item quota' });
-        }
-        // Never while suspended or over quota; one bounded slice per reconcile otherwise (see seedSlice).
-        if (!batch.spec.suspend && quota.kind === 'fits') {
-          let slice;
-          try {
-            slice = await seedSlice(queue, source, Number(snapshot.seedCursor || 0), this.ctx.config.seedSliceItems);
-          } catch (err) {
-            if (err instanceof SeedError || (err as Error).name === 'InvalidArgument' || (err as Error).name === 'PayloadTooLarge') throw new TerminalError('InvalidItems', (err as Error).message);
-            throw err;
+    const ns = batch.metadata.namespace!;
+    for (const action of plan.actions) {
+      try {
+        switch (action.kind) {
+          case 'createQueue':
+          case 'resetQueue': {
+            const redis = await this.ctx.redis.forBatch(batch);
+            if (action.kind === 'resetQueue') await new BatchQueue(redis, refOf(batch)).purge();
+            const q = new BatchQueue(redis, refOf(batch));
+            out.epoch = (await q.create({ maxAttempts: action.maxAttempts, backoff: action.backoff })).epoch;
+            queue = q;
+            break;
           }
-          if (slice.done) {
-            await queue.close();
-            status.seeded = true;
+          case 'seed': {
+            const q = await queueFor();
+            try {
+              const slice = await seedSlice(q, action.source, action.from, action.count);
+              if (slice.done && action.close) await q.close();
+            } catch (err) {
+              const name = (err as Error).name;
+              if (err instanceof SeedError || name === 'InvalidArgument' || name === 'PayloadTooLarge') out.terminal = { reason: 'InvalidItems', message: (err as Error).message };
+              else throw err;
+            }
+            break;
           }
-          seeding = { cursor: slice.cursor, total: source.total };
+          case 'createPods':
+            for (let i = 0; i < action.count; i++) {
+              const created = await this.ctx.kube.create<Pod>(`/api/v1/namespaces/${ns}/pods`, buildWorkerPod(batch, action.epoch, this.ctx.config.worker));
+              out.created.push(created.metadata.name!);
+              mem.plan.expectedPods[created.metadata.name!] = this.ctx.clock.now();
+              this.ctx.log.info('Created worker pod', { batch: keyOf(batch), pod: created.metadata.name });
+            }
+            mem.plan.createFailures = 0;
+            break;
+          case 'deletePod':
+            await this.ctx.kube.delete(`/api/v1/namespaces/${ns}/pods/${action.name}`).catch((err: unknown) => {
+              if (!isNotFound(err)) throw err;
+            });
+            break;
+          case 'drainWorker':
+            await requestDrain(await queueFor(), action.name);
+            this.ctx.log.info('Requested worker drain', { batch: keyOf(batch), pod: action.name });
+            break;
+          case 'deleteBatch':
+            this.ctx.log.info('Deleting finished batch after ttlSecondsAfterFinished', { batch: keyOf(batch) });
+            await this.ctx.kube.delete(batchPath(ns, batch.metadata.name), { propagationPolicy: 'Background' });
+            break;
+        }
+      } catch (err) {
+        const error = err instanceof Error ? err : new Error(String(err));
+        if (action.kind === 'createPods' && err instanceof KubeApiError && err.status !== 409) {
+          // The API refused the pod (admission, quota, an invalid template): the user's to fix.
+          out.createFailure = `Error creating worker pod: ${err.message}`;
+          mem.plan.createFailures++;
+          mem.plan.lastCreateFailureAt = this.ctx.clock.now();
+        } else if (isQueueAction(action) && !(err instanceof KubeApiError)) {
+          out.queueFailure = this.ctx.redis.redact(batch, error.message);
+          break; // later queue actions depend on this one
         } else {
-          seeding = { cursor: Number(snapshot.seedCursor || 0), total: source.total };
+          out.errors.push({ action: action.kind, error });
         }
       }
-      snapshot = await queue.snapshot();
     }
-    return { queue, snapshot, ...(seeding && !status.seeded ? { seeding } : {}) };
+    return out;
   }
 
-  /** The namespace item quota's verdict for this batch, from the batches the operator sees. */
-  private quotaFor(batch: TaskBatch, total: number, snapshot: BatchSnapshot): QuotaDecision {
-    const quota = this.ctx.config.namespaceItemQuota;
-    if (quota <= 0) return { kind: 'fits' };
+  /** Deletes the batch's Redis keys; the finalizer goes when this returns. */
+  private async cleanup(batch: TaskBatch, mem: BatchMemory): Promise<void> {
+    const key = keyOf(batch);
+    let error = '';
+    try {
+      const redis = await this.ctx.redis.forBatch(batch);
+      await new BatchQueue(redis, refOf(batch)).purge();
+      // The namespace's last batch on the managed Redis: its ACL user and Secret go with it.
+      const ns = batch.metadata.namespace!;
+      // Batches being deleted do not count: each releases again (idempotently) when it finishes.
+      const others = this.ctx.batches.list().filter((b) => b.metadata.namespace === ns && b.metadata.name !== batch.metadata.name && !b.spec.redis && !b.metadata.deletionTimestamp);
+      if (others.length === 0) {
+        await this.ctx.redis.releaseNamespace(batch, redis).catch((err: unknown) => this.ctx.log.warn("Failed to release the namespace's Redis user", { namespace: ns, error: (err as Error).message }));
+      }
+      this.ctx.log.info("Removed the batch's Redis keys", { batch: key });
+      return;
+    } catch (err) {
+      error = this.ctx.redis.redact(batch, String((err as Error).message ?? err));
+      // Nothing to clean: a Redis the operator may not contact, a bad URL, or state never created.
+      if (err instanceof RedisNotAllowedError || err instanceof RedisConfigError || !batch.status?.queueEpoch) {
+        this.ctx.log.info("Nothing of the batch's in Redis to delete", { batch: key, why: error });
+        return;
+      }
+    }
+    mem.cleanupAttempts++;
+    if (mem.cleanupAttempts < this.ctx.config.maxCleanupAttempts) {
+      const status = structuredClone(batch.status ?? {});
+      status.conditions = sortConditions(
+        setCondition(status.conditions ?? [], { type: 'CleanupBlocked', status: 'True', reason: 'RedisUnavailable', message: `Deleting the batch's Redis keys failed (attempt ${mem.cleanupAttempts} of ${this.ctx.config.maxCleanupAttempts}): ${error}` }, batch.metadata.generation ?? 0, new Date(this.ctx.clock.now())),
+      );
+      await this.ctx.kube.patch(`${batchPath(batch.metadata.namespace!, batch.metadata.name)}/status`, { status }).catch(() => undefined);
+      throw new Error(`cleanup of ${key} failed: ${error}`);
+    }
+    void this.ctx.events.emit(batch, 'Warning', 'CleanupAbandoned', `Gave up deleting the batch's Redis keys after ${mem.cleanupAttempts} attempts (${error}); delete keys matching tb:{${key}}:* yourself`);
+  }
+
+  /**
+   * Writes status if it changed (progress-only changes at most once per statusIntervalMs), as a
+   * merge patch carrying the resourceVersion the plan was based on: if the object changed since,
+   * the API answers 409 and the pass is planned again from the newer object. Returns ms until a
+   * deferred write is due.
+   */
+  private async writeStatus(batch: TaskBatch, status: TaskBatchStatus, mem: BatchMemory): Promise<number> {
+    const old = batch.status ?? {};
+    if (jsonEqual(old, status)) return 0;
+    const structural = !jsonEqual(
+      { ...old, items: undefined, progress: undefined, conditions: stripMessages(old.conditions) },
+      { ...status, items: undefined, progress: undefined, conditions: stripMessages(status.conditions) },
+    );
+    const now = this.ctx.clock.now();
+    const since = now - mem.lastStatusWrite;
+    if (!structural && since < this.ctx.config.statusIntervalMs) return this.ctx.config.statusIntervalMs - since;
+    const based = batch.metadata.resourceVersion ?? '';
+    const written = await this.ctx.kube.patch<TaskBatch>(`${batchPath(batch.metadata.namespace!, batch.metadata.name)}/status`, { metadata: { resourceVersion: based }, status: nullsFor(old, status) });
+    mem.lastStatusWrite = now;
+    const wrote = written.metadata.resourceVersion ?? '';
+    if (wrote && wrote !== based) mem.writeGate = { based, wrote, at: now };
+    this.ctx.metrics.statusWrites.inc();
+    return 0;
+  }
+
+  private recordMetrics(batch: TaskBatch, status: TaskBatchStatus, plan: BatchPlan): void {
+    const finished = isFinished(status);
+    const failed = status.conditions?.some((c) => c.type === 'Failed' && c.status === 'True');
+    this.ctx.metrics.setBatch(batch.metadata.namespace!, batch.metadata.name!, { ...(status.items ?? {}) }, plan.workers, finished ? (failed ? 'failed' : 'complete') : undefined);
+  }
+
+  private heldByOthers(batch: TaskBatch): number {
+    if (this.ctx.config.namespaceItemQuota <= 0) return 0;
     const ns = batch.metadata.namespace!;
     const held: HeldBatch[] = this.ctx.batches
       .list()
@@ -429,91 +362,7 @@ export class Reconciler {
         const specTotal = b.spec.range || b.spec.items ? (itemSource(b.spec)?.total ?? 0) : 0;
         return { name: b.metadata.name!, finished: isFinished(b.status ?? {}), total: Math.max(specTotal, items?.total ?? 0), done: (items?.succeeded ?? 0) + (items?.failed ?? 0) };
       });
-    const field = batch.spec.range ? 'spec.range' : batch.spec.items ? 'spec.items' : 'spec.itemsFrom';
-    return quotaDecision(quota, ns, field, total, total - (snapshot.succeeded + snapshot.failed), itemsHeldByOthers(held, batch.metadata.name!));
-  }
-
-  private async afterFinish(batch: TaskBatch, status: TaskBatchStatus, pods: Pod[], mem: BatchMemory, now: number): Promise<ReconcileResult> {
-    for (const p of pods) if (!isPodTerminating(p)) await this.deletePod(p);
-    // Keep the worker counts true while the last pods go away (their deletions requeue us).
-    const remaining = pods.length;
-    status.workers = { ...(status.workers ?? {}), desired: 0, current: remaining, ready: 0, draining: remaining, summary: '0/0' };
-    await this.writeStatus(batch, status, mem, now);
-    const ttl = batch.spec.ttlSecondsAfterFinished;
-    const finishedAt = Date.parse(status.completionTime ?? findCondition(status, 'Complete')?.lastTransitionTime ?? findCondition(status, 'Failed')?.lastTransitionTime ?? '');
-    if (ttl !== undefined && Number.isFinite(finishedAt)) {
-      const left = finishedAt + ttl * 1000 - now;
-      if (left <= 0) {
-        this.ctx.log.info('Deleting finished batch after ttlSecondsAfterFinished', { batch: `${batch.metadata.namespace}/${batch.metadata.name}` });
-        await this.ctx.kube.delete(batchPath(batch.metadata.namespace!, batch.metadata.name), { propagationPolicy: 'Background' });
-        return {};
-      }
-      return { requeueAfterMs: left };
-    }
-    return {};
-  }
-
-  /** Deletes the batch's Redis keys, then lets the TaskBatch go. */
-  private async finalize(batch: TaskBatch, mem: BatchMemory): Promise<ReconcileResult> {
-    if (!(batch.metadata.finalizers ?? []).includes(FINALIZER)) return {};
-    const key = `${batch.metadata.namespace}/${batch.metadata.name}`;
-    let cleaned = false;
-    let error = '';
-    try {
-      const redis = await this.ctx.redis.forBatch(batch);
-      await new BatchQueue(redis, { namespace: batch.metadata.namespace!, name: batch.metadata.name! }).purge();
-      cleaned = true;
-      // The namespace's last batch on the managed Redis: its ACL user and Secret go with it.
-      const ns = batch.metadata.namespace!;
-      // Batches being deleted do not count: each releases again (idempotently) when it finishes.
-      const others = this.ctx.batches.list().filter((b) => b.metadata.namespace === ns && b.metadata.name !== batch.metadata.name && !b.spec.redis && !b.metadata.deletionTimestamp);
-      if (others.length === 0) {
-        await this.ctx.redis.releaseNamespace(batch, redis).catch((err: unknown) => this.ctx.log.warn('Failed to release the namespace\'s Redis user', { namespace: ns, error: (err as Error).message }));
-      }
-    } catch (err) {
-      // A Redis the operator may not contact holds nothing it wrote: nothing to clean up.
-      if (err instanceof RedisNotAllowedError) cleaned = true;
-      error = this.ctx.redis.redact(batch, String((err as Error).message ?? err));
-    }
-    if (!cleaned) {
-      mem.cleanupAttempts++;
-      if (mem.cleanupAttempts < this.ctx.config.maxCleanupAttempts) {
-        const status = structuredClone(batch.status ?? {});
-        status.conditions = sortConditions(
-          setCondition(status.conditions ?? [], { type: 'CleanupBlocked', status: 'True', reason: 'RedisUnavailable', message: `Deleting the batch's Redis keys failed (attempt ${mem.cleanupAttempts} of ${this.ctx.config.maxCleanupAttempts}): ${error}` }, batch.metadata.generation ?? 0, new Date(this.ctx.clock.now())),
-        );
-        await this.ctx.kube.patch(`${batchPath(batch.metadata.namespace!, batch.metadata.name)}/status`, { status }).catch(() => undefined);
-        throw new Error(`cleanup of ${key} failed: ${error}`);
-      }
-      void this.ctx.events.emit(batch, 'Warning', 'CleanupAbandoned', `Gave up deleting the batch's Redis keys after ${mem.cleanupAttempts} attempts (${error}); delete keys matching tb:{${key}}:* yourself`);
-    }
-    await this.ctx.kube.patch(batchPath(batch.metadata.namespace!, batch.metadata.name), {
-      metadata: { finalizers: (batch.metadata.finalizers ?? []).filter((f) => f !== FINALIZER), resourceVersion: batch.metadata.resourceVersion },
-    });
-    this.ctx.log.info('Removed the batch\'s Redis keys and finalizer', { batch: key, cleaned });
-    return {};
-  }
-
-  private fail(batch: TaskBatch, status: TaskBatchStatus, cond: (c: ConditionInput) => void, reason: string, message: string, now: number): void {
-    cond({ type: 'Failed', status: 'True', reason, message });
-    status.completionTime ??= iso(now);
-    void this.ctx.events.emit(batch, 'Warning', reason, message);
-  }
-
-  /** Writes status if it changed; progress-only changes at most once per statusIntervalMs. Returns ms until a deferred write is due. */
-  private async writeStatus(batch: TaskBatch, status: TaskBatchStatus, mem: BatchMemory, now: number): Promise<number> {
-    const old = batch.status ?? {};
-    if (jsonEqual(old, status)) return 0;
-    const structural = !jsonEqual(
-      { ...old, items: undefined, progress: undefined, conditions: stripMessages(old.conditions) },
-      { ...status, items: undefined, progress: undefined, conditions: stripMessages(status.conditions) },
-    );
-    const since = now - mem.lastStatusWrite;
-    if (!structural && since < this.ctx.config.statusIntervalMs) return this.ctx.config.statusIntervalMs - since;
-    await this.ctx.kube.patch(`${batchPath(batch.metadata.namespace!, batch.metadata.name)}/status`, { status });
-    mem.lastStatusWrite = now;
-    this.ctx.metrics.statusWrites.inc();
-    return 0;
+    return itemsHeldByOthers(held, batch.metadata.name!);
   }
 
   private podsOf(batch: TaskBatch): Pod[] {
@@ -522,43 +371,64 @@ export class Reconciler {
     );
   }
 
-  private async deletePod(pod: Pod): Promise<void> {
-    await this.ctx.kube.delete(`/api/v1/namespaces/${pod.metadata.namespace}/pods/${pod.metadata.name}`);
-  }
-
   private memoryFor(key: string): BatchMemory {
     let m = this.memory.get(key);
     if (!m) {
-      m = DEFAULT_MEMORY();
+      m = { plan: emptyMemory(), lastStatusWrite: 0, cleanupAttempts: 0, redisFailures: 0 };
       this.memory.set(key, m);
     }
     return m;
   }
 }
 
-function stripMessages(conditions: Condition[] | undefined): unknown {
+/**
+ * The plan's status with what applying it changed: the queue epoch just created, a spec problem
+ * found while seeding, a pod the API refused (Degraded/PodCreateFailed, as the Job controller's
+ * FailedCreate), a Redis that failed mid-pass. Pure.
+ */
+export function withOutcome(planned: TaskBatchStatus, out: Outcome, batch: TaskBatch, now: number): TaskBatchStatus {
+  const status = structuredClone(planned);
+  const generation = batch.metadata.generation ?? 0;
+  let conditions = status.conditions ?? [];
+  const at = new Date(now);
+  if (out.epoch) status.queueEpoch = out.epoch;
+  if (out.terminal && !conditions.some((c) => c.type === 'Failed' && c.status === 'True')) {
+    conditions = setCondition(conditions, { type: 'Failed', status: 'True', reason: out.terminal.reason, message: out.terminal.message }, generation, at);
+    status.completionTime ??= new Date(now).toISOString().replace(/\.\d{3}Z$/, 'Z');
+    conditions = setCondition(conditions, { type: 'Progressing', status: 'False', reason: 'Finished', message: 'The batch has finished' }, generation, at);
+  }
+  if (out.createFailure) {
+    conditions = setCondition(conditions, { type: 'Degraded', status: 'True', reason: 'PodCreateFailed', message: out.createFailure }, generation, at);
+  }
+  if (out.queueFailure) {
+    conditions = setCondition(conditions, { type: 'RedisUnavailable', status: 'True', reason: 'ConnectionFailed', message: out.queueFailure }, generation, at);
+  }
+  status.conditions = sortConditions(conditions);
+  status.state = stateWord(status, batch.spec.suspend === true);
+  return status;
+}
+
+function isQueueAction(a: BatchAction): boolean {
+  return a.kind === 'createQueue' || a.kind === 'resetQueue' || a.kind === 'seed' || a.kind === 'drainWorker';
+}
+
+/** A merge patch drops a field only when it is null: fields the plan removed become null. */
+function nullsFor(old: TaskBatchStatus, next: TaskBatchStatus): Record<string, unknown> {
+  const patch: Record<string, unknown> = { ...next };
+  for (const k of Object.keys(old)) if ((next as Record<string, unknown>)[k] === undefined) patch[k] = null;
+  return patch;
+}
+
+function stripMessages(conditions: TaskBatchStatus['conditions']): unknown {
   return (conditions ?? []).map((c) => ({ type: c.type, status: c.status, reason: c.reason }));
 }
 
-function allowedFailures(batch: TaskBatch, total: number): number {
-  const p = batch.spec.failurePolicy;
-  if (!p || (p.maxFailedItems === undefined && p.maxFailedPercent === undefined)) return 0;
-  const byCount = p.maxFailedItems ?? Number.POSITIVE_INFINITY;
-  const byPercent = p.maxFailedPercent !== undefined ? Math.floor((total * p.maxFailedPercent) / 100) : Number.POSITIVE_INFINITY;
-  return Math.min(byCount, byPercent);
+function refOf(batch: TaskBatch): { namespace: string; name: string } {
+  return { namespace: batch.metadata.namespace!, name: batch.metadata.name! };
 }
 
-function stateWord(status: TaskBatchStatus, suspended: boolean): string {
-  if (findCondition(status, 'Failed')?.status === 'True') return 'Failed';
-  if (findCondition(status, 'Complete')?.status === 'True') return 'Complete';
-  if (suspended) return 'Suspended';
-  if (findCondition(status, 'RedisUnavailable')?.status === 'True') return 'RedisUnavailable';
-  if (!status.seeded) return 'Seeding';
-  return (status.workers?.ready ?? 0) > 0 ? 'Running' : 'Pending';
-}
-
-function iso(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+function keyOf(batch: TaskBatch): string {
+  return `${batch.metadata.namespace}/${batch.metadata.name}`;
 }
 
 export { ALL_BATCHES_PATH };
