@@ -1,7 +1,10 @@
+import { readFileSync } from 'node:fs';
+import { parse } from 'yaml';
 import { KubeApiError, KubeClient } from '../../operator/kube/client.js';
 import { batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
 import { startControlPlane, type ControlPlane } from '../../localcluster/index.js';
-import { aTaskBatch, createNamespace, installCrd } from '../support/operator-env.js';
+import { eventually } from '../support/batches.js';
+import { aTaskBatch, createNamespace, CRD_FILE, installCrd } from '../support/operator-env.js';
 
 let cp: ControlPlane;
 let kube: KubeClient;
@@ -132,5 +135,36 @@ describe('spec.template: the fields the operator reads or enforces are structura
     expect(spec.containers).toEqual([{ name: 'w', securityContext: {} }]);
     expect(spec.volumes).toEqual([{ name: 'v' }]);
     expect(spec.tolerations).toEqual([{ operator: 'Exists' }]);
+  });
+});
+
+describe('names: at most 63 characters, since worker pods carry the name as a label value', () => {
+  const named = (name: string): TaskBatch => aTaskBatch(ns, name, { range: { end: 5 } });
+  const longName = (c: string, length: number): string => c.repeat(length);
+
+  test('a 64-character name is refused, saying why and the limit; 63 characters are accepted', async () => {
+    expect(await rejection(named(longName('a', 64)))).toMatch(
+      /metadata.name: Invalid value: "object": a TaskBatch name is at most 63 characters \(Kubernetes allows 253 for the object\), because its worker pods carry the name as the value of their label taskbatch.dev\/batch and label values are at most 63 characters; choose a shorter name/,
+    );
+    const ok = await kube.create<TaskBatch>(batchPath(ns), named(longName('a', 63)));
+    expect(ok.metadata.name).toHaveLength(63);
+  });
+
+  test('a longer-named batch created before the rule can still be updated and deleted (the rule applies at creation only)', async () => {
+    // The CRD as it was before the rule: without the root validation.
+    const crd = parse(readFileSync(CRD_FILE, 'utf8')) as { metadata: { name: string }; spec: { versions: { schema: { openAPIV3Schema: Record<string, unknown> } }[] } };
+    delete crd.spec.versions[0]!.schema.openAPIV3Schema['x-kubernetes-validations'];
+    await kube.patch(`/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata.name}`, crd, 'apply', { fieldManager: 'taskbatch-tests', force: true });
+    const old = longName('o', 70);
+    const withFinalizer = { ...named(old), metadata: { name: old, namespace: ns, finalizers: ['taskbatch.dev/test'] } };
+    await eventually(() => kube.create(batchPath(ns), withFinalizer).then(() => true), 30_000, 'the old CRD to accept a 70-character name');
+    await installCrd(kube); // the CRD with the rule again
+    await eventually(() => rejection(named(longName('n', 64))).then(() => true), 30_000, 'the new CRD to refuse a 64-character name');
+
+    await kube.patch(`${batchPath(ns, old)}/status`, { status: { state: 'Failed' } });
+    await kube.patch(batchPath(ns, old), { spec: { suspend: true } });
+    await kube.delete(batchPath(ns, old));
+    await kube.patch(batchPath(ns, old), { metadata: { finalizers: null } });
+    await eventually(async () => (await kube.find(batchPath(ns, old))) === undefined, 30_000, 'the old batch to be gone');
   });
 });
