@@ -4,6 +4,7 @@
 #   hack/bench.sh                 # all: queue-drain, queue-memory, then worker-modes if present
 #   hack/bench.sh queue           # the queue protocol only (queue-drain + queue-memory)
 #   hack/bench.sh queue-drain -- --n 200000 --rounds 5 --profile
+#   hack/bench.sh operator -- --n 10,100   # the operator under N TaskBatches (not in "all": ~15 min)
 #   BENCH_N=100000 BENCH_ROUNDS=3 BENCH_MEM_N=1000000 BENCH_BULL_MEM_N=200000 hack/bench.sh queue
 #
 # Each benchmark starts its own redis-server on a free loopback port (no persistence) and stops it.
@@ -31,8 +32,8 @@ for t in "${targets[@]}"; do
     all) expanded+=(queue-drain queue-memory worker-modes) ;;
     queue) expanded+=(queue-drain queue-memory) ;;
     worker) expanded+=(worker-modes) ;;
-    queue-drain|queue-memory|queue-acl|worker-modes) expanded+=("$t") ;;
-    *) echo "[bench] unknown benchmark '$t' (use: all, queue, queue-drain, queue-memory, queue-acl, worker)" >&2; exit 2 ;;
+    queue-drain|queue-memory|queue-acl|worker-modes|operator) expanded+=("$t") ;;
+    *) echo "[bench] unknown benchmark '$t' (use: all, queue, queue-drain, queue-memory, queue-acl, worker, operator)" >&2; exit 2 ;;
   esac
 done
 if ((${#extra[@]})) && ((${#expanded[@]} != 1)); then
@@ -43,7 +44,7 @@ fi
 echo "[bench] tsc -b" >&2
 if ! tsc_out="$(tsc -b 2>&1)"; then
   pattern="$(printf '%s|' "${expanded[@]}")"
-  if grep -E "^bench/(${pattern%|}|queue-lib)\.ts" <<<"$tsc_out" >&2; then
+  if grep -E "^bench/(${pattern%|}|queue-lib|operator-kubelet|operator-plot)\.ts" <<<"$tsc_out" >&2; then
     echo "[bench] the benchmarks above do not typecheck" >&2; exit 1
   fi
   echo "[bench] tsc -b reported $(grep -c 'error TS' <<<"$tsc_out" || true) error(s) outside the benchmarks run here; continuing with the emitted output" >&2
