@@ -64,6 +64,12 @@ export interface ControlPlaneOptions {
   verifyKubeletServingCerts?: boolean;
   /** Per component (default 60 s; 2 cores are slow to start kube-apiserver). */
   startTimeoutMs?: number;
+  /**
+   * Audit writes (AUDIT_POLICY: create/update/patch/delete on taskbatch.dev, pods, events and
+   * leases, level Metadata) to a JSON-lines log at `ControlPlane.auditLogPath`, e.g. to check
+   * who wrote what when. Default false.
+   */
+  audit?: boolean;
   logger?: Logger;
 }
 
@@ -113,6 +119,8 @@ export interface ControlPlane {
   readonly caCertPath: string;
   readonly logDir: string;
   readonly controllerManager: boolean;
+  /** With `audit: true`: kube-apiserver's audit log, one JSON audit.k8s.io/v1 Event per line (stage ResponseComplete). */
+  readonly auditLogPath?: string;
   readonly timings: ControlPlaneTimings;
   /** pids of the running components by name (etcd, kube-apiserver, kube-controller-manager). */
   processIds(): Record<string, number>;
@@ -139,6 +147,27 @@ interface Certs {
 }
 
 const HOST = '127.0.0.1';
+
+/**
+ * Who wrote which object when: metadata (user, user agent, verb, object, timestamps, response
+ * code) of every write to the kinds the operator touches; reads are not logged. One event per
+ * request (RequestReceived omitted), written before the response is sent (the log backend's
+ * default blocking mode), so a finished request is in the log.
+ */
+const AUDIT_POLICY = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+    resources:
+      - group: taskbatch.dev
+      - group: ""
+        resources: [pods, pods/*, events]
+      - group: coordination.k8s.io
+        resources: [leases]
+  - level: None
+`;
 
 export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
   const log = options.logger ?? createLogger('controlplane');
@@ -201,6 +230,16 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     });
     const etcdMs = Date.now() - tEtcd;
 
+    let auditLogPath: string | undefined;
+    const auditArgs: string[] = [];
+    if (options.audit) {
+      const policyPath = join(dir, 'audit-policy.yaml');
+      writeFileSync(policyPath, AUDIT_POLICY);
+      auditLogPath = join(logDir, 'audit.log');
+      // maxsize 0: never rotated, so a test reads every event from one file.
+      auditArgs.push(`--audit-policy-file=${policyPath}`, `--audit-log-path=${auditLogPath}`, '--audit-log-format=json', '--audit-log-maxsize=0');
+    }
+
     const tApi = Date.now();
     const saAdmission = options.serviceAccountAdmission ?? options.controllerManager === true;
     const port = await retryOnPortClash('kube-apiserver', async () => {
@@ -230,6 +269,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
           '--endpoint-reconciler-type=none',
           '--enable-priority-and-fairness=false',
           '--profiling=false',
+          ...auditArgs,
           ...(options.extraApiServerArgs ?? []),
         ],
         logFile: join(logDir, 'kube-apiserver.log'),
@@ -321,6 +361,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       caCertPath: certs.ca.certPath,
       logDir,
       controllerManager: options.controllerManager === true,
+      ...(auditLogPath ? { auditLogPath } : {}),
       timings,
       processIds: () => Object.fromEntries(processes.filter((p) => !p.exitStatus()).map((p) => [p.name, p.pid])),
       createUserKubeconfig: async (user, groups = []) => {

@@ -106,14 +106,25 @@ export class Controller {
     this.log.info('Controller started', { namespace: this.config.watchNamespace || '(all)', concurrency: this.config.concurrency });
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stops taking keys and waits for the reconciles in flight, at most `deadlineMs`. Returns
+   * false if some were still running then: closing the Redis clients makes them fail, and
+   * the leader's write fence refuses their API writes once leadership is given up.
+   */
+  async stop(deadlineMs = Number.POSITIVE_INFINITY): Promise<boolean> {
     this.running = false;
     this.queue.shutdown();
     this.schedules.stop();
     this.batches.stop();
     this.pods.stop();
-    await Promise.allSettled([...this.loops, this.schedules.stopped()]);
+    let timer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([
+      Promise.allSettled([...this.loops, this.schedules.stopped()]).then(() => true),
+      ...(Number.isFinite(deadlineMs) ? [new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), deadlineMs)))] : []),
+    ]);
+    clearTimeout(timer);
     this.redis.close();
+    return drained;
   }
 
   private async loop(): Promise<void> {

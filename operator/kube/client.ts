@@ -19,6 +19,38 @@ export class KubeApiError extends Error {
   }
 }
 
+/**
+ * A write refused before it was sent because this replica no longer leads (see
+ * KubeClient.setWriteGuard). Nothing reached the API server; the replica that leads now
+ * reconciles the object.
+ */
+export class NotLeaderError extends Error {
+  override name = 'NotLeaderError';
+  constructor(
+    readonly method: string,
+    readonly path: string,
+  ) {
+    super(`${method} ${path} not sent: this operator replica no longer holds the leader Lease; the replica that does reconciles this object`);
+  }
+}
+
+/** Consulted just before every write is sent; false refuses it with NotLeaderError. */
+export type WriteGuard = () => boolean;
+
+export interface KubeClientOptions {
+  /** Timeout of reads (GET, list). Default 10 s. */
+  requestTimeoutMs?: number;
+  /** Timeout of writes (POST, PUT, PATCH, DELETE). Default: requestTimeoutMs. */
+  writeTimeoutMs?: number;
+}
+
+/**
+ * 10 s, client-go's renew deadline: below the 15 s leader lease, so no request of a deposed
+ * leader is still waiting when another replica may take over (the operator sets writes
+ * tighter still, see operator/main.ts).
+ */
+const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+
 export type PatchType = 'merge' | 'json' | 'strategic' | 'apply';
 const PATCH_CONTENT_TYPES: Record<PatchType, string> = {
   merge: 'application/merge-patch+json',
@@ -67,13 +99,45 @@ export interface WatchEvent<T> {
   object: T;
 }
 
+const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
 export class KubeClient {
   readonly server: string;
+  private readonly readTimeoutMs: number;
+  private readonly writeTimeoutMs: number;
+  private writeGuard: WriteGuard | undefined;
+  private readonly writesInFlight = new Set<Promise<unknown>>();
 
-  constructor(readonly kubeConfig: KubeConfig) {
+  constructor(
+    readonly kubeConfig: KubeConfig,
+    options: KubeClientOptions = {},
+  ) {
     const cluster = kubeConfig.getCurrentCluster();
     if (!cluster) throw new Error('kubeconfig has no current cluster: set a current-context');
     this.server = cluster.server.replace(/\/$/, '');
+    this.readTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    this.writeTimeoutMs = options.writeTimeoutMs ?? this.readTimeoutMs;
+    for (const [name, v] of [['requestTimeoutMs', this.readTimeoutMs], ['writeTimeoutMs', this.writeTimeoutMs]] as const) {
+      if (!Number.isInteger(v) || v <= 0) throw new Error(`KubeClient options.${name} must be a positive integer of milliseconds, got ${v}`);
+    }
+  }
+
+  /**
+   * Fences writes: every create/replace/patch/delete asks `guard` right before it is sent and
+   * fails with NotLeaderError when it says no. The operator installs "this replica leads";
+   * the leader elector uses a client of its own, without a guard.
+   */
+  setWriteGuard(guard: WriteGuard | undefined): void {
+    this.writeGuard = guard;
+  }
+
+  /**
+   * Resolves once every write already sent has been answered or has timed out (each is
+   * bounded by writeTimeoutMs). With the guard closed no new write starts, so after this
+   * nothing of this client's can still reach the API server.
+   */
+  async writesSettled(): Promise<void> {
+    await Promise.allSettled([...this.writesInFlight]);
   }
 
   async get<T>(path: string, query?: Query): Promise<T> {
@@ -137,14 +201,24 @@ export class KubeClient {
     await this.kubeConfig.applySecurityAuthentication(ctx);
     const headers: Record<string, string> = { ...ctx.getHeaders(), accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = contentType;
-    const response = await fetch(url, {
-      method,
-      headers,
-      dispatcher: ctx.getDispatcher() as Dispatcher | undefined,
-      ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
-      signal: AbortSignal.timeout(30_000),
-    });
-    const text = await response.text();
+    const write = !READ_METHODS.has(method);
+    // Asked after authentication (which may await a token refresh), right before sending.
+    if (write && this.writeGuard && !this.writeGuard()) throw new NotLeaderError(method, path);
+    const sent = (async () => {
+      const response = await fetch(url, {
+        method,
+        headers,
+        dispatcher: ctx.getDispatcher() as Dispatcher | undefined,
+        ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+        signal: AbortSignal.timeout(write ? this.writeTimeoutMs : this.readTimeoutMs),
+      });
+      return { response, text: await response.text() };
+    })();
+    if (write) {
+      this.writesInFlight.add(sent);
+      void sent.catch(() => undefined).finally(() => this.writesInFlight.delete(sent));
+    }
+    const { response, text } = await sent;
     if (!response.ok) {
       let status: { reason?: string; message?: string; details?: unknown } = {};
       try {
