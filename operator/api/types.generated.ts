@@ -50,13 +50,17 @@ export type TaskBatchSpec = {
     /** Replace a thread/process whose memory exceeds this */
     maxMemoryMiB?: number;
   };
-  /** How many worker pods. Without replicas, the operator autoscales between min and max from the backlog. */
+  /** How many worker pods. scaling: Backlog (the default) lets the operator size the pool from the backlog, between min and max; scaling: Replicas runs exactly replicas pods, a count you, kubectl scale, an HPA or KEDA set (the /scale subresource). max caps both. */
   workers?: {
+    /** Backlog: the operator scales between min and max from the backlog (replicas stays 0). Replicas: exactly replicas worker pods (0 = none), set by you, kubectl scale, an HPA or KEDA through /scale */
+    scaling?: "Backlog" | "Replicas";
+    /** Fewest worker pods under Backlog scaling */
     min?: number;
+    /** Most worker pods, however the batch is scaled */
     max?: number;
     /** Backlog per worker pod the autoscaler aims for */
     itemsPerWorker?: number;
-    /** A fixed worker count (turns autoscaling off); set by kubectl scale, HPA or KEDA through /scale */
+    /** The worker count under scaling: Replicas, at most max (the /scale subresource's spec.replicas). Always present so that GET /scale answers; stays 0 under Backlog scaling */
     replicas?: number;
     /** Stabilization window before scaling in */
     scaleDownDelaySeconds?: number;

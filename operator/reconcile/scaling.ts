@@ -1,6 +1,8 @@
 /** The autoscaler: pure functions of spec and observations, table-tested. */
 
 export interface WorkersSpec {
+  /** Backlog (default): from the backlog, between min and max; Replicas: exactly `replicas`. */
+  scaling?: 'Backlog' | 'Replicas';
   min?: number;
   max?: number;
   itemsPerWorker?: number;
@@ -24,10 +26,23 @@ export function clamp(v: number, lo: number, hi: number): number {
   return Math.min(hi, Math.max(lo, v));
 }
 
+/**
+ * The worker count set through spec.workers.replicas (by the user, kubectl scale, an HPA or
+ * KEDA via /scale) when spec.workers.scaling is Replicas; undefined when the operator scales
+ * from the backlog. replicas is always present (CRD default 0, so GET /scale answers) and means
+ * nothing under Backlog scaling. Capped by max, which admission enforces too (for objects
+ * stored before that rule).
+ */
+export function fixedReplicas(spec: WorkersSpec): number | undefined {
+  if (spec.scaling !== 'Replicas') return undefined;
+  return Math.min(spec.replicas ?? 0, spec.max ?? 10);
+}
+
 /** What the backlog asks for right now, before stabilization. */
 export function rawDesiredWorkers(spec: WorkersSpec, obs: ScaleObservation): number {
   if (obs.finished || obs.suspended || obs.seeding) return 0;
-  if (spec.replicas !== undefined && spec.replicas !== null) return spec.replicas;
+  const fixed = fixedReplicas(spec);
+  if (fixed !== undefined) return fixed;
   const min = spec.min ?? 0;
   const max = spec.max ?? 10;
   const per = Math.max(1, spec.itemsPerWorker ?? 100);
@@ -37,7 +52,7 @@ export function rawDesiredWorkers(spec: WorkersSpec, obs: ScaleObservation): num
 /**
  * Scale-out is immediate; scale-in follows the highest recommendation within the
  * stabilization window (as the HPA does), so a momentary dip does not drain workers that
- * would be needed again a second later. Suspend, finish and a fixed replica count apply at once.
+ * would be needed again a second later. Suspend, finish and Replicas scaling apply at once.
  */
 export function desiredWorkers(
   spec: WorkersSpec,
@@ -49,7 +64,7 @@ export function desiredWorkers(
   const windowMs = (spec.scaleDownDelaySeconds ?? 30) * 1000;
   const kept = history.filter((r) => now - r.at < windowMs);
   kept.push({ at: now, value: raw });
-  const immediate = obs.finished || obs.suspended || (spec.replicas !== undefined && spec.replicas !== null);
+  const immediate = obs.finished || obs.suspended || fixedReplicas(spec) !== undefined;
   const desired = immediate ? raw : Math.max(...kept.map((r) => r.value));
   return { desired, history: kept };
 }

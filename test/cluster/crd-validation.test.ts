@@ -36,13 +36,17 @@ const tb = (spec: Record<string, unknown>): TaskBatch => aTaskBatch(ns, `b${++n}
 
 test('a valid TaskBatch is accepted and defaulted', async () => {
   const created = await kube.create<TaskBatch>(batchPath(ns), tb({ range: { end: 10 } }));
-  expect(created.spec).toMatchObject({ pool: { mode: 'thread', size: 4 }, workers: { min: 0, max: 10, itemsPerWorker: 100 }, retry: { maxAttempts: 3, backoff: { initialMs: 1000, factor: 2, maxMs: 60000, jitter: 0.2 } }, leaseSeconds: 30, itemTimeoutSeconds: 600, suspend: false, range: { start: 0, step: 1, end: 10 } });
+  expect(created.spec).toMatchObject({ pool: { mode: 'thread', size: 4 }, workers: { scaling: 'Backlog', replicas: 0, min: 0, max: 10, itemsPerWorker: 100 }, retry: { maxAttempts: 3, backoff: { initialMs: 1000, factor: 2, maxMs: 60000, jitter: 0.2 } }, leaseSeconds: 30, itemTimeoutSeconds: 600, suspend: false, range: { start: 0, step: 1, end: 10 } });
 });
 
 test.each([
   ['two item sources', { range: { end: 5 }, items: [{ a: 1 }] }, /spec: Invalid value: "object": set exactly one item source/],
   ['no item source', {}, /spec: .*set one item source: spec.items \(inline\), spec.range, spec.itemsFrom \(ConfigMap\) or spec.open: true/],
   ['min > max', { range: { end: 5 }, workers: { min: 5, max: 2 } }, /spec.workers: Invalid value: "object": spec.workers.min must be <= spec.workers.max/],
+  ['replicas under Backlog scaling (the default)', { range: { end: 5 }, workers: { replicas: 2 } }, /spec.workers.replicas: Invalid value: "object": spec.workers.replicas must stay 0 while spec.workers.scaling is Backlog \(the default: the operator sizes the pool from the backlog\); to set the worker count yourself, or let kubectl scale, an HPA or KEDA set it through \/scale, set spec.workers.scaling: Replicas together with spec.workers.replicas/],
+  ['replicas > max', { range: { end: 5 }, workers: { scaling: 'Replicas', replicas: 5, max: 4 } }, /spec.workers.replicas: Invalid value: "object": spec.workers.replicas must be <= spec.workers.max, which caps the worker pods however they are scaled; ask for fewer \(kubectl scale --replicas, an HPA's maxReplicas, KEDA's maxReplicaCount\) or raise spec.workers.max/],
+  ['replicas > the default max of 10', { range: { end: 5 }, workers: { scaling: 'Replicas', replicas: 11 } }, /spec.workers.replicas: .*must be <= spec.workers.max/],
+  ['an unknown scaling', { range: { end: 5 }, workers: { scaling: 'Auto' } }, /spec.workers.scaling: Unsupported value: "Auto": supported values: "Backlog", "Replicas"/],
   ['module and builtin', { range: { end: 5 }, handler: { module: '/app/h.js', builtin: 'noop' } }, /spec.handler: .*set exactly one of module \(your code\) or builtin/],
   ['shell without command', { range: { end: 5 }, handler: { builtin: 'shell' } }, /spec.handler: .*spec.handler.command is required for the shell builtin/],
   ['password in the Redis URL', { range: { end: 5 }, redis: { url: 'redis://user:hunter2@redis:6379' } }, /spec.redis.url: .*must not contain a password: put it in a Secret and reference it with spec.redis.secretRef/],
@@ -99,12 +103,22 @@ test('printer columns and the /scale subresource', async () => {
   expect(get.code).toBe(0);
   expect(get.stdout).toMatch(/NAME\s+STATUS\s+PROGRESS\s+FAILED\s+WORKERS\s+AGE/);
   expect(get.stdout).toMatch(new RegExp(`${name}\\s+Running\\s+3/10\\s+1\\s+2/3\\s+`));
+  // GET /scale answers on a batch the operator scales from its backlog; kubectl scale is refused there...
+  const scaleObj = await kube.get<{ spec: { replicas?: number }; status: { replicas: number; selector: string } }>(`${batchPath(ns, name)}/scale`);
+  expect(scaleObj.spec.replicas ?? 0).toBe(0);
+  expect(scaleObj.status).toEqual({ replicas: 2, selector: `taskbatch.dev/batch=${name}` });
+  const refused = await cp.kubectl(['scale', `taskbatch/${name}`, '-n', ns, '--replicas=5']);
+  expect(refused.code).not.toBe(0);
+  expect(refused.stderr).toMatch(/spec.workers.replicas must stay 0 while spec.workers.scaling is Backlog/);
+  // ...and sets the count once the batch is scaled by replicas, up to max.
+  await kube.patch(batchPath(ns, name), { spec: { workers: { scaling: 'Replicas', replicas: 1 } } });
   const scale = await cp.kubectl(['scale', `taskbatch/${name}`, '-n', ns, '--replicas=5']);
   expect(scale.stderr).toBe('');
   const after = await kube.get<TaskBatch>(batchPath(ns, name));
   expect(after.spec.workers?.replicas).toBe(5);
-  const scaleObj = await kube.get<{ status: { replicas: number; selector: string } }>(`${batchPath(ns, name)}/scale`);
-  expect(scaleObj.status).toEqual({ replicas: 2, selector: `taskbatch.dev/batch=${name}` });
+  expect((await kube.get<{ spec: { replicas: number } }>(`${batchPath(ns, name)}/scale`)).spec.replicas).toBe(5);
+  const overMax = await cp.kubectl(['scale', `taskbatch/${name}`, '-n', ns, '--replicas=11']);
+  expect(overMax.stderr).toMatch(/spec.workers.replicas must be <= spec.workers.max/);
   expect((await cp.kubectl(['get', 'all', '-n', ns])).stdout).toContain(`taskbatch.taskbatch.dev/${name}`);
 });
 

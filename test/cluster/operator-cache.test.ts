@@ -127,7 +127,7 @@ test('a restarted controller whose pod list is refused reconciles nothing until 
   const config = loadConfig({ TASKBATCH_DEFAULT_REDIS_URL: redis.url, TASKBATCH_LEADER_ELECTION: 'false', TASKBATCH_METRICS_PORT: '0' });
   const first = new Controller(kube, config, createLogger({ controller: 'first' }, 'warn'));
   await first.start();
-  await kube.create(batchPath(ns), aTaskBatch(ns, 'w', { range: { end: 100 }, workers: { replicas: 2 } }));
+  await kube.create(batchPath(ns), aTaskBatch(ns, 'w', { range: { end: 100 }, workers: { scaling: 'Replicas', replicas: 2 } }));
   // No node here: the pods stay Pending, which is all this test needs.
   await eventually(async () => (await workerPods(kube, ns, 'w')).length === 2, 60_000, 'two worker pods');
   await first.stop();

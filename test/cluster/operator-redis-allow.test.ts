@@ -110,7 +110,7 @@ describe('Redis addresses', () => {
 
 describe('worker resources', () => {
   test('a batch within the maximum: its worker pod gets the installer\'s defaults where the template sets none', async () => {
-    await env.kube.create(batchPath(ns), aTaskBatch(ns, 'sized', { range: { end: 100 }, workers: { replicas: 1 }, template: { spec: { containers: [{ name: 'worker', resources: { requests: { cpu: '2' } } }] } } }));
+    await env.kube.create(batchPath(ns), aTaskBatch(ns, 'sized', { range: { end: 100 }, workers: { scaling: 'Replicas', replicas: 1 }, template: { spec: { containers: [{ name: 'worker', resources: { requests: { cpu: '2' } } }] } } }));
     const [pod] = await eventually(async () => {
       const pods = await workerPods(env.kube, ns, 'sized');
       return pods.length > 0 ? pods : undefined;

@@ -45,7 +45,7 @@ test('a broken watch and a real 410 Gone: the operator relists and reconciles ed
 
   controller.batches.breakWatch(4000);
   // Edits while the operator is disconnected.
-  await kube.patch(batchPath(ns, 'x'), { spec: { suspend: false, workers: { replicas: 0 } } });
+  await kube.patch(batchPath(ns, 'x'), { spec: { suspend: false, workers: { scaling: 'Replicas', replicas: 0 } } });
   await kube.create(batchPath(ns), aTaskBatch(ns, 'y', { range: { end: 5 }, suspend: true }));
   // Compact etcd past everything the operator has seen: its resourceVersion is now too old.
   const { header } = await etcd('/v3/kv/range', { key: Buffer.from('/').toString('base64') });

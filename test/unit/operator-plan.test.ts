@@ -135,7 +135,7 @@ describe('planBatch: worker pods', () => {
   });
 
   test('fixed replicas are capped by workers.max', () => {
-    const p = planBatch(observe({ batch: batch({ workers: { replicas: 5, max: 4 } }), queue: backlog(0) }));
+    const p = planBatch(observe({ batch: batch({ workers: { scaling: 'Replicas', replicas: 5, max: 4 } }), queue: backlog(0) }));
     expect(created(p)).toBe(4);
   });
 
@@ -185,7 +185,7 @@ describe('planBatch: worker pods', () => {
   });
 
   test('scale-in drains the idle workers, never deletes one, and a drained worker is not mistaken for a new one', () => {
-    const spec = { workers: { replicas: 1, max: 10 } };
+    const spec = { workers: { scaling: 'Replicas' as const, replicas: 1, max: 10 } };
     const pods = ['w1', 'w2', 'w3', 'w4', 'w5'].map((n) => pod(n));
     const busy = worker('w3', { inflight: 2, running: 2 });
     const p = planBatch(observe({ batch: batch(spec), queue: { kind: 'ok', snapshot: snap({ pending: 100 }), workers: [worker('w1'), worker('w2'), busy, worker('w4'), worker('w5')] }, pods }));
@@ -288,7 +288,7 @@ describe('planBatch properties', () => {
   function randomObserved(r: () => number): ObservedBatch {
     const int = (n: number): number => Math.floor(r() * n);
     const max = 1 + int(8);
-    const spec: Partial<TaskBatchSpec> = { workers: r() < 0.3 ? { replicas: int(12), max } : { min: int(max + 1), max, itemsPerWorker: 1 + int(50) }, ...(r() < 0.15 ? { suspend: true } : {}), ...(r() < 0.2 ? { activeDeadlineSeconds: 1 + int(60) } : {}) };
+    const spec: Partial<TaskBatchSpec> = { workers: r() < 0.3 ? { scaling: 'Replicas', replicas: int(12), max } : { min: int(max + 1), max, itemsPerWorker: 1 + int(50) }, ...(r() < 0.15 ? { suspend: true } : {}), ...(r() < 0.2 ? { activeDeadlineSeconds: 1 + int(60) } : {}) };
     const nPods = int(max + 4);
     const pods: Pod[] = [];
     const workers: WorkerPresence[] = [];
@@ -343,7 +343,7 @@ describe('planBatch properties', () => {
     for (let seed = 1; seed <= 200; seed++) {
       const r = rng(seed);
       const from = 2 + Math.floor(r() * 5);
-      const spec = { workers: { replicas: 1, max: 10 } };
+      const spec = { workers: { scaling: 'Replicas' as const, replicas: 1, max: 10 } };
       let status: TaskBatch['status'] = { queueEpoch: EPOCH, seeded: true, startTime: iso(NOW - 10_000) };
       let memory = emptyMemory();
       // Every pod registered earlier: scaled out to `from` before this scale-in.

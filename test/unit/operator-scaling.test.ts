@@ -9,8 +9,12 @@ describe('rawDesiredWorkers', () => {
     ['rounds up', { min: 0, max: 10, itemsPerWorker: 100 }, obs(101), 2],
     ['clamped to max', { min: 0, max: 3, itemsPerWorker: 100 }, obs(10_000), 3],
     ['defaults: max 10, 100 per worker', {}, obs(550), 6],
-    ['fixed replicas ignore backlog', { replicas: 4, max: 2 }, obs(0), 4],
-    ['replicas 0 is honoured', { replicas: 0, min: 3 }, obs(500), 0],
+    ['Replicas scaling ignores the backlog', { scaling: 'Replicas' as const, replicas: 4, max: 5 }, obs(0), 4],
+    ['Replicas scaling: 0 is honoured', { scaling: 'Replicas' as const, replicas: 0, min: 3 }, obs(500), 0],
+    ['Replicas scaling is capped by max (a batch stored before the admission rule)', { scaling: 'Replicas' as const, replicas: 5, max: 4 }, obs(0), 4],
+    ['Replicas scaling with the default max', { scaling: 'Replicas' as const, replicas: 12 }, obs(0), 10],
+    ['Backlog scaling ignores replicas', { scaling: 'Backlog' as const, replicas: 4, max: 10, itemsPerWorker: 100 }, obs(101), 2],
+    ['replicas without scaling: Replicas is ignored', { replicas: 4, max: 10, itemsPerWorker: 100 }, obs(0), 0],
     ['suspended means none', { min: 3 }, obs(500, { suspended: true }), 0],
     ['finished means none', { min: 3 }, obs(500, { finished: true }), 0],
     ['not seeded yet means none', { min: 3 }, obs(500, { seeding: true }), 0],
@@ -42,10 +46,10 @@ describe('desiredWorkers stabilization', () => {
     expect(h.desired).toBe(8);
   });
 
-  test('suspend and fixed replicas apply at once', () => {
+  test('suspend and Replicas scaling apply at once', () => {
     let h = desiredWorkers(spec, obs(100), [], 0);
     expect(desiredWorkers(spec, obs(100, { suspended: true }), h.history, 1000).desired).toBe(0);
-    h = desiredWorkers({ ...spec, replicas: 1 }, obs(100), h.history, 1000);
+    h = desiredWorkers({ ...spec, scaling: 'Replicas', replicas: 1 }, obs(100), h.history, 1000);
     expect(h.desired).toBe(1);
   });
 
