@@ -18,7 +18,7 @@ export interface BatchWorkerOptions {
   workerId: string;
   itemTimeoutMs: number;
   leaseMs: number;
-  /** On SIGTERM / drain: how long running items may take before they are released. */
+  /** On SIGTERM: how long running items may take before they are released (a drain waits for them). */
   shutdownGraceMs: number;
   /** Most claimed-but-unstarted items held (the adaptive prefetch stays below it). */
   prefetchMax: number;
@@ -172,21 +172,29 @@ export class BatchWorker {
     return this.done;
   }
 
-  /** Graceful shutdown: stop claiming, release unstarted items, let running ones finish within the grace. */
+  /**
+   * Graceful stop: stop claiming and hand back unstarted items. On SIGTERM ('shutdown') running
+   * items may finish within the shutdown grace and are then released. A drain (scale-in) keeps
+   * its promise never to interrupt an item: running items finish however long they take,
+   * bounded by the item timeout (the executor enforces it); the pod's termination grace is set
+   * from the item timeout, so deleting a draining pod does not cut them short either.
+   */
   shutdown(reason: 'shutdown' | 'drain' = 'shutdown'): void {
     if (this.stopping || this.finishing) return;
     this.stopping = reason;
     this.stopController.abort();
     this.metrics?.draining.set(1);
+    const budgetMs = this.stopBudgetMs;
     this.log.info(reason === 'drain' ? 'Began draining on request' : 'Began graceful shutdown', {
       running: this.running,
       buffered: this.executing - this.running,
-      graceMs: this.o.shutdownGraceMs,
+      ...(reason === 'drain' ? { itemTimeoutMs: this.o.itemTimeoutMs } : { graceMs: this.o.shutdownGraceMs }),
     });
     clearTimeout(this.pollTimer);
     this.pollTimer = undefined;
     if (!this.started) return; // startUp() notices and finishes
     for (const h of this.held.values()) if (h.state === 'queued') this.abortHeld(h, 'WorkerShutdown');
+    // For a drain only a backstop: an item past its own timeout should have ended already.
     this.graceTimer = setTimeout(() => {
       let n = 0;
       for (const h of this.held.values()) {
@@ -195,10 +203,24 @@ export class BatchWorker {
           n++;
         }
       }
-      if (n > 0) this.log.info('Stopped items still running after the shutdown grace; releasing them', { items: n });
-    }, this.o.shutdownGraceMs);
+      if (n > 0) this.log.info(reason === 'drain' ? 'Stopped items still running past the item timeout while draining; releasing them' : 'Stopped items still running after the shutdown grace; releasing them', { items: n });
+    }, budgetMs);
     void this.beat();
     this.checkDrained();
+  }
+
+  /**
+   * How long a stop may keep running items: the shutdown grace, or for a drain the item
+   * timeout plus that grace (a backstop past the executor's own timeout). The process's
+   * last-resort exit timer (run.ts) is set above this.
+   */
+  get stopBudgetMs(): number {
+    return this.stopping === 'drain' ? this.o.itemTimeoutMs + this.o.shutdownGraceMs : this.o.shutdownGraceMs;
+  }
+
+  /** Why the worker is stopping, if it is (a drain request or a signal). */
+  get stopReason(): 'shutdown' | 'drain' | undefined {
+    return this.stopping;
   }
 
   /** Stops at once for a fatal reason (e.g. the executors cannot start): items are released. */

@@ -84,9 +84,9 @@ export const SETTINGS: readonly SettingDef[] = [
   { env: 'TASKBATCH_POOL_SIZE', flag: 'pool-size', default: 'CPUs (thread, process); 16 (async)', help: 'Threads, child processes, or concurrent async calls.' },
   { env: 'TASKBATCH_MAX_ITEMS_PER_EXECUTOR', flag: 'max-items-per-executor', default: '0 (never)', help: 'Replace a thread/process after this many items.' },
   { env: 'TASKBATCH_MAX_MEMORY_MIB', flag: 'max-memory-mib', default: '0 (no limit)', help: 'Replace a thread/process after an item once it uses more (process RSS / thread heap); V8 heap capped at twice this.' },
-  { env: 'TASKBATCH_ITEM_TIMEOUT_SECONDS', flag: 'item-timeout-seconds', default: '300', help: 'Per-item timeout (hard in thread/process mode, cooperative + watchdog in async mode).' },
+  { env: 'TASKBATCH_ITEM_TIMEOUT_SECONDS', flag: 'item-timeout-seconds', default: '600', help: 'Per-item timeout (hard in thread/process mode, cooperative + watchdog in async mode).' },
   { env: 'TASKBATCH_LEASE_SECONDS', flag: 'lease-seconds', default: '30', help: 'Lease per claimed item, renewed every third of it.' },
-  { env: 'TASKBATCH_SHUTDOWN_GRACE_SECONDS', flag: 'shutdown-grace-seconds', default: '20', help: 'On SIGTERM or drain: how long running items may finish before they are released.' },
+  { env: 'TASKBATCH_SHUTDOWN_GRACE_SECONDS', flag: 'shutdown-grace-seconds', default: '20', help: 'On SIGTERM: how long running items may finish before they are released. A drain (scale-in) lets them finish, up to the item timeout.' },
   { env: 'TASKBATCH_ABORT_GRACE_SECONDS', flag: 'abort-grace-seconds', default: '1', help: 'After a timeout or abort, how long user code may take to stop before its thread/process is killed.' },
   { env: 'TASKBATCH_PREFETCH_MAX', flag: 'prefetch-max', default: '256', help: 'Most claimed items waiting for an executor (the adaptive prefetch stays below).' },
   { env: 'TASKBATCH_ACK_MAX_ITEMS', flag: 'ack-max-items', default: '100', help: 'Flush acknowledgements once this many wait.' },
@@ -264,7 +264,8 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
   }
 
   // Timing
-  const itemTimeoutMs = seconds('TASKBATCH_ITEM_TIMEOUT_SECONDS', 0.01, 7 * 86_400, 300);
+  // 600 s, as the CRD's spec.itemTimeoutSeconds default (a local run gets the same as a pod).
+  const itemTimeoutMs = seconds('TASKBATCH_ITEM_TIMEOUT_SECONDS', 0.01, 7 * 86_400, 600);
   const leaseMs = seconds('TASKBATCH_LEASE_SECONDS', 0.5, 86_400, 30);
   const shutdownGraceMs = seconds('TASKBATCH_SHUTDOWN_GRACE_SECONDS', 0, 86_400, 20);
   const abortGraceMs = seconds('TASKBATCH_ABORT_GRACE_SECONDS', 0, 600, 1);

@@ -160,13 +160,16 @@ export async function runWorker(config: WorkerConfig, options: RunWorkerOptions 
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;
     if (signals === 1) {
-      logger.info('Received a signal; shutting down gracefully', { signal, graceMs: config.shutdownGraceMs });
+      // A worker already draining (scale-in) goes on finishing its items: the signal changes
+      // nothing (the pod's termination grace covers the item timeout).
+      if (w.stopReason === 'drain') logger.info('Received a signal while draining; finishing the items in hand', { signal, itemTimeoutMs: config.itemTimeoutMs });
+      else logger.info('Received a signal; shutting down gracefully', { signal, graceMs: config.shutdownGraceMs });
       w.shutdown('shutdown');
       // The last resort, in case finishing hangs (keep the pod's termination grace above this).
       forceTimer = setTimeout(() => {
         logger.error('Shutdown did not finish in time; exiting');
         process.exit(EXIT_CODES.internal);
-      }, config.shutdownGraceMs + 20_000);
+      }, w.stopBudgetMs + 20_000);
       forceTimer.unref();
     } else {
       logger.warn('Received a second signal; exiting at once (leases will lapse and items be retried elsewhere)', { signal });

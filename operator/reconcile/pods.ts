@@ -218,7 +218,11 @@ export function buildWorkerPod(batch: TaskBatch, epoch: string, cfg: WorkerPodCo
   }
   // The operator replaces failed workers itself (with backoff), so the kubelet must not.
   spec.restartPolicy = 'Never';
-  spec.terminationGracePeriodSeconds ??= cfg.terminationGracePeriodSeconds;
+  // A worker drained for scale-in finishes the items it holds however long they take, up to the
+  // item timeout, also once its pod is deleted: the kubelet must not SIGKILL it first. 30 s on
+  // top for the executor's abort grace, recording the outcomes and leaving. A template's own
+  // value wins (its author's choice).
+  spec.terminationGracePeriodSeconds ??= Math.max(cfg.terminationGracePeriodSeconds, (batch.spec.itemTimeoutSeconds ?? 600) + 30);
   spec.automountServiceAccountToken ??= false;
   const name = batch.metadata.name!;
   return {

@@ -80,6 +80,14 @@ describe('worker pods', () => {
     expect(w.env?.find((e) => e.name === 'MY_VAR')?.value).toBe('1');
     expect(w.securityContext).toMatchObject({ runAsUser: 1000, runAsNonRoot: true });
   });
+
+  test('the termination grace covers the item timeout (+30 s), so a draining worker deleted mid-item is not killed; a template\'s own value wins', () => {
+    expect(buildWorkerPod(batch(), 'e1', cfg).spec.terminationGracePeriodSeconds).toBe(630); // itemTimeoutSeconds defaults to 600
+    const withTimeout = (itemTimeoutSeconds: number, template?: unknown): TaskBatch => ({ ...batch(template), spec: { ...batch(template).spec, itemTimeoutSeconds } });
+    expect(buildWorkerPod(withTimeout(3600), 'e1', cfg).spec.terminationGracePeriodSeconds).toBe(3630);
+    expect(buildWorkerPod(withTimeout(10), 'e1', cfg).spec.terminationGracePeriodSeconds).toBe(60); // never below the installer's worker grace
+    expect(buildWorkerPod(withTimeout(3600, { spec: { terminationGracePeriodSeconds: 5, containers: [{ name: 'worker' }] } }), 'e1', cfg).spec.terminationGracePeriodSeconds).toBe(5);
+  });
 });
 
 describe('operator config', () => {

@@ -22,7 +22,7 @@ describe('worker configuration', () => {
       batch: { namespace: 'default', name: 'demo' },
       handler: { builtin: 'noop' },
       pool: { mode: 'thread', maxItemsPerExecutor: 0, maxMemoryMiB: 0 },
-      itemTimeoutMs: 300_000,
+      itemTimeoutMs: 600_000, // as the CRD's spec.itemTimeoutSeconds default
       leaseMs: 30_000,
       shutdownGraceMs: 20_000,
       http: { host: '', port: 9464 },
