@@ -58,7 +58,12 @@ interface Result {
   timedOut: boolean;
   wallS: number;
   operatorCpuS: number;
+  /** VmHWM: the process's RSS high-water mark since it started. */
   peakRssMb: number;
+  /** VmRSS when the operator was ready and idle, before the first batch. */
+  readyRssMb: number;
+  /** Largest VmRSS sampled every 250 ms during the window. */
+  windowPeakRssMb: number;
   reconciles: number;
   reconcileErrors: number;
   p50Ms: number;
@@ -124,9 +129,11 @@ async function main(): Promise<void> {
   );
   console.log('');
   printTable(
-    ['N', 'API server CPU s', 'etcd CPU s', 'bench CPU s', 'machine busy s', 'kubelet req', 'reconcile errors', 'workers complete/drained/deleted/failed'],
+    ['N', 'RSS ready MB', 'RSS peak in window MB', 'API server CPU s', 'etcd CPU s', 'bench CPU s', 'machine busy s', 'kubelet req', 'reconcile errors', 'workers complete/drained/deleted/failed'],
     results.map((r) => [
       String(r.n),
+      (r.readyRssMb ?? NaN).toFixed(0),
+      (r.windowPeakRssMb ?? NaN).toFixed(0),
       r.apiServerCpuS.toFixed(1),
       r.etcdCpuS.toFixed(1),
       r.benchCpuS.toFixed(1),
@@ -159,7 +166,15 @@ function plot(results: Result[], measuredAt: string, commit: string): string {
     ns,
     [
       { title: 'Operator CPU (user+sys)', unit: 's', series: [{ label: 'CPU s', values: results.map((r) => r.operatorCpuS), color: '#1f77b4' }] },
-      { title: 'Operator peak RSS', unit: 'MB', series: [{ label: 'VmHWM', values: results.map((r) => r.peakRssMb), color: '#9467bd' }] },
+      {
+        title: 'Operator RSS',
+        unit: 'MB',
+        linearReference: false,
+        series: [
+          { label: 'peak (VmHWM)', values: results.map((r) => r.peakRssMb), color: '#9467bd' },
+          { label: 'idle, before the batches', values: results.map((r) => r.readyRssMb ?? NaN), color: '#bcbd22' },
+        ],
+      },
       {
         title: 'Reconcile duration',
         unit: 'ms',
@@ -251,6 +266,11 @@ async function runOnce(n: number): Promise<Result> {
       machine: machineBusyUs(),
       kubelet: total(kubelet.requests),
     };
+    const readyRssMb = rssMb(pid, 'VmRSS');
+    let windowPeakRssMb = readyRssMb;
+    const rssSampler = setInterval(() => {
+      windowPeakRssMb = Math.max(windowPeakRssMb, rssMb(pid, 'VmRSS'));
+    }, 250);
     const names = Array.from({ length: n }, (_, i) => `b-${String(i).padStart(5, '0')}`);
     let next = 0;
     await Promise.all(
@@ -278,7 +298,9 @@ async function runOnce(n: number): Promise<Result> {
     const bench1 = process.cpuUsage(before.bench);
     const machine1 = machineBusyUs();
     const kubelet1 = total(kubelet.requests);
-    const hwmKb = Number(/^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+    clearInterval(rssSampler);
+    windowPeakRssMb = Math.max(windowPeakRssMb, rssMb(pid, 'VmRSS'));
+    const peakRssMb = rssMb(pid, 'VmHWM');
 
     const hist = diffHistogram(histogram(metrics1, 'taskbatch_operator_reconcile_duration_seconds'), before.hist);
     const rec1 = counterByLabel(metrics1, 'taskbatch_operator_reconcile_total', 'result');
@@ -303,7 +325,9 @@ async function runOnce(n: number): Promise<Result> {
       timedOut,
       wallS,
       operatorCpuS: (cpu1 - before.cpu) / 1e6,
-      peakRssMb: (hwmKb * 1024) / 1e6,
+      peakRssMb,
+      readyRssMb,
+      windowPeakRssMb,
       reconciles: (rec1.success ?? 0) + (rec1.error ?? 0) - (before.reconciles.success ?? 0) - (before.reconciles.error ?? 0),
       reconcileErrors: (rec1.error ?? 0) - (before.reconciles.error ?? 0),
       p50Ms: quantile(hist, 0.5) * 1000,
@@ -332,6 +356,12 @@ async function runOnce(n: number): Promise<Result> {
     await cp?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** A /proc/<pid>/status memory field (VmRSS, VmHWM) in MB (10^6 bytes). */
+function rssMb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  const kb = Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+  return (kb * 1024) / 1e6;
 }
 
 /** GET with the kubeconfig's credentials, returning the body as text (for /metrics). */
