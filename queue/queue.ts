@@ -65,6 +65,12 @@ export interface BatchSnapshot extends Counts {
   dueDelayed: number;
   /** Where resumable seeding got to ('' when never set). */
   seedCursor: string;
+  /**
+   * Items a stopping worker (SIGTERM, drain, suspension) gave back to the queue unstarted or
+   * unfinished (release()): they run again but are not failures, so `retries` leaves them out.
+   * With `retries`, what tells whether anything ran more than once.
+   */
+  handedBack: number;
   /** Closed and nothing left pending, delayed or running. */
   complete: boolean;
 }
@@ -347,6 +353,7 @@ export class BatchQueue {
       retries: n(8),
       dueDelayed: n(9),
       seedCursor: String(r[10] ?? ''),
+      handedBack: n(11),
       complete: false,
     };
     s.complete = s.closed && s.pending + s.delayed + s.running === 0;

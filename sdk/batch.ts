@@ -207,6 +207,7 @@ export class BatchHandle {
         succeeded: i.succeeded ?? 0,
         failed: i.failed ?? 0,
         retries: i.retries ?? 0,
+        handedBack: i.handedBack ?? 0,
         closed: !tb.spec.open,
         complete: taskBatch.state === 'Complete' || taskBatch.state === 'Failed',
         ...(tb.status?.queueEpoch ? { epoch: tb.status.queueEpoch } : {}),

@@ -386,6 +386,8 @@ export type TaskBatchStatus = {
     succeeded?: number;
     failed?: number;
     retries?: number;
+    /** items a stopping worker returned unstarted or unfinished to the queue; they ran again but are not failures */
+    handedBack?: number;
   };
   progress?: string;
   workers?: {

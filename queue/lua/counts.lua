@@ -2,10 +2,10 @@
 -- KEYS[1] meta, KEYS[2] delayed
 -- ARGV[1] version, ARGV[2] epoch
 -- returns {epoch, closed, total, pending, delayed, running, succeeded, failed, retries,
---          due delayed, seedCursor ('' none)}
+--          due delayed, seedCursor ('' none), handedBack (nil before the first release)}
 local lost = tb_check(KEYS[1])
 if lost then return redis.error_reply(lost) end
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'closed', 'total', 'pending', 'delayed', 'running',
-  'succeeded', 'failed', 'retries', 'seedCursor')
+  'succeeded', 'failed', 'retries', 'seedCursor', 'handedBack')
 local due = redis.call('ZCOUNT', KEYS[2], '-inf', tb_now_ms())
-return {m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], due, m[10] or ''}
+return {m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], due, m[10] or '', m[11] or '0'}

@@ -17,5 +17,5 @@ redis.call('HSET', meta,
   'maxAttempts', ARGV[3], 'backoffInitialMs', ARGV[4], 'backoffFactor', ARGV[5],
   'backoffMaxMs', ARGV[6], 'backoffJitter', ARGV[7], 'resultTtlMs', ARGV[8],
   'total', 0, 'pending', 0, 'delayed', 0, 'running', 0, 'succeeded', 0, 'failed', 0,
-  'retries', 0, 'seq', 0, 'tok', 0)
+  'retries', 0, 'handedBack', 0, 'seq', 0, 'tok', 0)
 return {ARGV[2], 1}

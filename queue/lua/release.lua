@@ -1,4 +1,7 @@
 -- release: give leased items back to the front of the queue without counting an attempt.
+-- A stopping worker (SIGTERM, drain) hands back what it had not started, or could not finish
+-- within its grace; meta counter `handedBack` counts them (not `retries`: they are not failures,
+-- though an unfinished one runs again from the start).
 -- KEYS[1] meta, KEYS[2] running, KEYS[3] pending
 -- ARGV[1] version, ARGV[2] epoch, ARGV[3..] members ("<token>:<id>")
 -- returns the members that were no longer held (nothing done for them)
@@ -17,5 +20,6 @@ end
 if released > 0 then
   redis.call('HINCRBY', meta, 'running', -released)
   redis.call('HINCRBY', meta, 'pending', released)
+  redis.call('HINCRBY', meta, 'handedBack', released)
 end
 return gone

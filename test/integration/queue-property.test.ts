@@ -36,6 +36,7 @@ test.each(SEEDS)('counters equal the real state after a random sequence of opera
   let held: Claim[] = [];
   let nextId = 0;
   let closed = false;
+  let handedBack = 0;
 
   for (let step = 0; step < 60; step++) {
     const op = pick(['enqueue', 'enqueue', 'claim', 'claim', 'complete', 'fail', 'failHard', 'release', 'expire', 'replay', 'stale', 'close']);
@@ -66,7 +67,7 @@ test.each(SEEDS)('counters equal the real state after a random sequence of opera
         break;
       }
       case 'release':
-        await q.release(held.splice(0, Math.floor(rand() * 3)));
+        handedBack += (await q.release(held.splice(0, Math.floor(rand() * 3)))).released;
         break;
       case 'expire':
         await sleep(110);
@@ -99,6 +100,7 @@ test.each(SEEDS)('counters equal the real state after a random sequence of opera
     const state = { pending: s.pending, delayed: s.delayed, running: s.running, failed: s.failed };
     expect({ seed, step, op, ...state }).toEqual({ seed, step, op, pending, delayed, running, failed: dead });
     expect(s.total).toBe(s.pending + s.delayed + s.running + s.succeeded + s.failed);
+    expect({ step, op, handedBack: s.handedBack }).toEqual({ step, op, handedBack });
     // Payloads exist exactly for items not yet succeeded.
     expect(items).toBe(s.total - s.succeeded);
   }

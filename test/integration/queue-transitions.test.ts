@@ -185,7 +185,7 @@ describe('claim, renew, release, complete', () => {
     expect(await expectCountersMatchState(q)).toMatchObject({ succeeded: 2, retries: 1 });
   });
 
-  test('release puts items back at the front without counting an attempt', async () => {
+  test('release puts items back at the front without counting an attempt; handedBack counts them, not retries', async () => {
     const q = await newQueue();
     await q.enqueueMany([{ id: 'a', data: 1 }, { id: 'b', data: 2 }, { id: 'c', data: 3 }]);
     const { items } = await q.claim(2, 10_000);
@@ -193,7 +193,7 @@ describe('claim, renew, release, complete', () => {
     const again = await q.claim(3, 10_000);
     expect(again.items.map((c) => [c.id, c.attempt])).toEqual([['a', 1], ['b', 1], ['c', 1]]);
     expect(await q.release(items)).toEqual({ released: 0, lost: items.map((c) => c.token).reverse() });
-    expect(await expectCountersMatchState(q)).toMatchObject({ running: 3, retries: 0 });
+    expect(await expectCountersMatchState(q)).toMatchObject({ running: 3, retries: 0, handedBack: 2 });
   });
 });
 

@@ -183,7 +183,7 @@ test('SIGTERM: items still running after the grace are released, not failed; a s
   await waitFor('the item to run', async () => (await queue.snapshot()).running === 1);
   w.kill('SIGTERM');
   expect(await w.exited).toEqual({ code: 0, signal: null });
-  expect(await queue.snapshot()).toMatchObject({ pending: 1, running: 0, failed: 0, retries: 0 });
+  expect(await queue.snapshot()).toMatchObject({ pending: 1, running: 0, failed: 0, retries: 0, handedBack: 1 });
 
   const w2 = start(name, fixture('slow'), { TASKBATCH_POOL_MODE: 'process', TASKBATCH_POOL_SIZE: '1', TASKBATCH_SHUTDOWN_GRACE_SECONDS: '60' });
   await waitFor('the item to run again', async () => (await queue.snapshot()).running === 1);
@@ -214,7 +214,7 @@ test('presence: the registry lists live workers; a drain request stops claiming 
   await w.waitForLog((l) => l.msg === 'Received a drain request');
   writeFileSync(marker, ''); // the two running items may end now; the unstarted two were handed back
   expect(await w.exited).toEqual({ code: 0, signal: null });
-  expect(await queue.snapshot()).toMatchObject({ succeeded: 2, pending: 2, running: 0, retries: 0, failed: 0 });
+  expect(await queue.snapshot()).toMatchObject({ succeeded: 2, pending: 2, running: 0, retries: 0, failed: 0, handedBack: 2 });
   expect(await listWorkers(queue)).toEqual([]);
   expect(await redis.scard(queue.keys.drain)).toBe(0);
 });
