@@ -178,15 +178,22 @@ export class ScheduleController {
       }
       mem.lastScheduled = Math.max(mem.lastScheduled, plan.create.scheduledAt);
     }
-    for (const e of plan.events) void this.o.events.emit(withKind(schedule), e.type, e.reason, e.message);
     const old = schedule.status ?? {};
     if (!jsonEqual(old, plan.status)) {
+      // A merge patch keeps fields it does not name: clear the ones the plan no longer sets
+      // (waitingScheduleTime once the tick started, nextScheduleTime while suspended).
+      const cleared = Object.fromEntries(Object.keys(old).filter((k) => !(k in plan.status)).map((k) => [k, null]));
       try {
-        await this.o.kube.patch(`${schedulePath(ns, schedule.metadata.name)}/status`, { status: plan.status });
+        await this.o.kube.patch(`${schedulePath(ns, schedule.metadata.name)}/status`, { status: { ...cleared, ...plan.status } });
       } catch (err) {
         if (!isNotFound(err)) throw err;
       }
     }
+    // After the status write: the plan emits a state's event only when the persisted status
+    // does not show that state yet (RunAlreadyActive), so emitting once it is persisted keeps
+    // the next pass, here or on a new leader, from repeating it; a failed write emits nothing
+    // and the retry plans the event again.
+    for (const e of plan.events) void this.o.events.emit(withKind(schedule), e.type, e.reason, e.message);
     return plan.requeueAfterMs;
   }
 

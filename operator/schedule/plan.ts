@@ -9,8 +9,11 @@ import { SCHEDULE_API_VERSION, SCHEDULE_KIND, SCHEDULE_LABEL, SCHEDULED_AT_ANNOT
  *
  * - Only the most recent tick since the last run is considered; older missed ticks are dropped.
  * - startingDeadlineSeconds: a tick older than that is not started (MissedSchedule).
- * - Forbid: while a run is active the tick waits; it starts when the run finishes, if still
- *   within the deadline. Replace: the active runs are deleted and the new one created.
+ * - Forbid: while a run is active the tick waits (status.waitingScheduleTime); it starts late,
+ *   when the run finishes, if still within the deadline and still the most recent tick (a newer
+ *   one replaces it). Replace: the active runs are deleted and the new one created.
+ * - Events that report a state (RunAlreadyActive) are derived from the status the previous pass
+ *   wrote, not from this process's memory, so a new leader does not repeat them.
  * - A run's name is <schedule>-<tick in minutes since the epoch> (seconds for 6-field schedules),
  *   so creating it twice for one tick is impossible: the API server refuses the second create.
  *   That makes the controller safe across restarts and with two replicas writing at once.
@@ -141,6 +144,7 @@ export function planSchedule(input: PlanInput): SchedulePlan {
       ...(lastScheduled > 0 ? { lastScheduleTime: iso(lastScheduled) } : {}),
       ...(lastSuccess > 0 ? { lastSuccessfulTime: iso(lastSuccess) } : {}),
       ...(plan.status.nextScheduleTime ? { nextScheduleTime: plan.status.nextScheduleTime } : {}),
+      ...(plan.status.waitingScheduleTime ? { waitingScheduleTime: plan.status.waitingScheduleTime } : {}),
       activeCount: active.length,
       active: active.map((c) => ({ name: c.metadata.name!, ...(c.metadata.uid ? { uid: c.metadata.uid } : {}), scheduledTime: iso(scheduledTimeOf(c)) })),
       conditions,
@@ -199,7 +203,11 @@ export function planSchedule(input: PlanInput): SchedulePlan {
   }
   const policy = spec.concurrencyPolicy ?? 'Allow';
   if (policy === 'Forbid' && active.length > 0) {
-    events.push({ type: 'Normal', reason: 'RunAlreadyActive', message: `Not starting the run of ${iso(tick)}: ${active.map((c) => c.metadata.name).join(', ')} still running and concurrencyPolicy is Forbid` });
+    plan.status.waitingScheduleTime = iso(tick);
+    // Once per waiting tick: a pass (of this or any replica) that already recorded it told the user.
+    if (old.waitingScheduleTime !== iso(tick)) {
+      events.push({ type: 'Normal', reason: 'RunAlreadyActive', message: `Not starting the run of ${iso(tick)} yet: ${active.map((c) => c.metadata.name).join(', ')} still running and concurrencyPolicy is Forbid; it starts when that finishes${deadline !== undefined ? `, if within startingDeadlineSeconds (${deadline})` : ''}` });
+    }
     return finish();
   }
   if (policy === 'Replace' && active.length > 0) {

@@ -6,9 +6,9 @@ export type TaskScheduleSpec = {
   schedule: string;
   /** IANA time zone of the schedule (e.g. Europe/Berlin). Unset: UTC. */
   timeZone?: string;
-  /** Allow: runs may overlap; Forbid: skip a tick while a run is active; Replace: delete the active runs, then start the new one */
+  /** Allow: runs may overlap; Forbid: while a run is active a tick waits and starts late, when the run finishes (within startingDeadlineSeconds; only the most recent tick), as CronJob does; Replace: delete the active runs, then start the new one */
   concurrencyPolicy?: "Allow" | "Forbid" | "Replace";
-  /** A tick missed by more than this (operator down, or skipped by Forbid) is not started late. Unset = no deadline. */
+  /** A tick missed by more than this (operator down, or waiting under Forbid) is not started late. Unset = no deadline. */
   startingDeadlineSeconds?: number;
   /** true stops creating runs (runs already started go on). */
   suspend?: boolean;
@@ -35,6 +35,8 @@ export type TaskScheduleStatus = {
   lastSuccessfulTime?: string;
   /** The next tick (unset when suspended or invalid) */
   nextScheduleTime?: string;
+  /** A tick waiting for the active run to finish (concurrencyPolicy Forbid); it starts then, within startingDeadlineSeconds */
+  waitingScheduleTime?: string;
   /** Runs still going (for display) */
   activeCount?: number;
   /** The runs still going (TaskBatches without a Complete or Failed condition), oldest first. */

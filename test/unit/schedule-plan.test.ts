@@ -110,6 +110,29 @@ describe('planSchedule', () => {
     expect(late.create).toBeUndefined();
   });
 
+  test('Forbid: RunAlreadyActive once per waiting tick, judged from the persisted status, so a new leader (no memory) does not repeat it', () => {
+    const running = aRun('2025-06-01T09:10:00Z');
+    const s = aSchedule({ concurrencyPolicy: 'Forbid' }, { lastScheduleTime: '2025-06-01T09:10:00Z' });
+    const first = planSchedule({ schedule: s, children: [running], now: T('2025-06-01T09:20:00.100Z') });
+    expect(first.events.map((e) => e.reason)).toEqual(['RunAlreadyActive']);
+    expect(first.events[0]!.message).toMatch(/Not starting the run of 2025-06-01T09:20:00Z yet: nightly-\d+ still running and concurrencyPolicy is Forbid; it starts when that finishes/);
+    expect(first.status.waitingScheduleTime).toBe('2025-06-01T09:20:00Z');
+    // Any later pass, in this process or another that never saw the first, reads that status.
+    const persisted = { ...s, status: first.status };
+    const again = planSchedule({ schedule: persisted, children: [running], now: T('2025-06-01T09:25:00Z') });
+    expect(again.events).toEqual([]);
+    expect(again.status.waitingScheduleTime).toBe('2025-06-01T09:20:00Z');
+    // A newer tick that has to wait is news again.
+    const newer = planSchedule({ schedule: persisted, children: [running], now: T('2025-06-01T09:30:00.100Z') });
+    expect(newer.events.map((e) => e.reason)).toEqual(['RunAlreadyActive']);
+    expect(newer.status.waitingScheduleTime).toBe('2025-06-01T09:30:00Z');
+    // Once the run finished, the waiting tick starts late and nothing waits any more.
+    const started = planSchedule({ schedule: { ...s, status: newer.status }, children: [aRun('2025-06-01T09:10:00Z', 'Complete', '2025-06-01T09:33:00Z')], now: T('2025-06-01T09:33:00Z') });
+    expect(started.create?.scheduledAt).toBe(T('2025-06-01T09:30:00Z'));
+    expect(started.events).toEqual([]);
+    expect(started.status.waitingScheduleTime).toBeUndefined();
+  });
+
   test('terminating runs (being deleted) are not active', () => {
     const going = aRun('2025-06-01T09:10:00Z', 'active', undefined, { deletionTimestamp: '2025-06-01T09:19:00Z' });
     const p = planSchedule({ schedule: aSchedule({ concurrencyPolicy: 'Forbid' }, { lastScheduleTime: '2025-06-01T09:10:00Z' }), children: [going], now: T('2025-06-01T09:20:00Z') });
