@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { ALL_BATCHES_PATH, BATCH_LABEL, batchPath, type TaskBatch } from './api/taskbatch.js';
-import { KubeApiError, type KubeClient } from './kube/client.js';
+import type { KubeClient } from './kube/client.js';
 import { EventRecorder } from './kube/events.js';
 import { objectKey, Reflector } from './kube/reflector.js';
 import type { Logger } from './log.js';
@@ -10,7 +10,8 @@ import type { Pod } from './reconcile/pods.js';
 import { NamespaceAcls } from './reconcile/redis-acl.js';
 import { RedisGuard } from './reconcile/redis-allow.js';
 import { RedisPool } from './reconcile/redis-pool.js';
-import { Reconciler, TerminalError } from './reconcile/reconciler.js';
+import { Reconciler } from './reconcile/reconciler.js';
+import { runReconcileLoop } from './kube/controller-loop.js';
 import { ScheduleController } from './schedule/controller.js';
 import { systemClock, WorkQueue, type Clock } from './workqueue.js';
 
@@ -127,33 +128,24 @@ export class Controller {
     return drained;
   }
 
-  private async loop(): Promise<void> {
-    for (;;) {
-      const key = await this.queue.get();
-      if (key === undefined) return;
-      this.metrics.workqueueDepth.set(this.queue.depth);
-      const end = this.metrics.reconcileDuration.startTimer();
-      try {
-        const result = await this.reconciler.reconcile(key);
-        this.queue.forget(key);
-        this.metrics.reconciles.inc({ result: 'success' });
-        if (result.requeueAfterMs !== undefined && this.running) this.queue.addAfter(key, result.requeueAfterMs);
-      } catch (err) {
-        const name = err instanceof KubeApiError ? `KubeApi${err.status}` : err instanceof TerminalError ? 'Terminal' : ((err as Error).name ?? 'Error');
-        this.metrics.reconciles.inc({ result: 'error' });
-        this.metrics.reconcileErrors.inc({ error: name });
-        if (err instanceof KubeApiError && err.status === 409) {
-          this.log.debug('Reconcile conflicted; requeued', { key });
-          this.queue.add(key);
-        } else if (this.running) {
-          const delay = this.queue.addRateLimited(key);
-          this.log.warn('Reconcile failed; retrying with backoff', { key, error: String((err as Error).message ?? err), retryInMs: delay });
-        }
-      } finally {
-        end();
-        this.queue.done(key);
-      }
-    }
+  private loop(): Promise<void> {
+    return runReconcileLoop({
+      queue: this.queue,
+      reconcile: (key) => this.reconciler.reconcile(key),
+      isRunning: () => this.running,
+      log: this.log,
+      kind: 'TaskBatch',
+      observe: {
+        started: (depth) => {
+          this.metrics.workqueueDepth.set(depth);
+          return this.metrics.reconcileDuration.startTimer();
+        },
+        finished: (error) => {
+          this.metrics.reconciles.inc({ result: error ? 'error' : 'success' });
+          if (error) this.metrics.reconcileErrors.inc({ error });
+        },
+      },
+    });
   }
 }
 

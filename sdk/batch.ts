@@ -11,7 +11,7 @@ import {
   type RedisClient,
   type StoredResult,
 } from '../queue/index.js';
-import { batchPath, findCondition, type Condition, type TaskBatch } from '../operator/api/taskbatch.js';
+import { batchPath, canReopen, findCondition, type Condition, type TaskBatch } from '../operator/api/taskbatch.js';
 import { BatchNotFoundError, ClientClosedError, NotOpenError, TaskBatchError, WaitTimeoutError } from './errors.js';
 import { readTaskBatch, translateKubeError, type KubeAccess, type RedisEndpoint } from './kube.js';
 import { ProgressTracker, type Progress } from './progress.js';
@@ -291,6 +291,14 @@ export class BatchHandle {
 
   /** Moves dead-lettered items (the given ids, or all) back to pending with fresh attempts; returns how many. */
   async replay(ids?: readonly string[]): Promise<number> {
+    if (this.ctx.kube) {
+      // Replayed items of a finished batch reopen it only when it failed on items alone.
+      const tb = await readTaskBatch(this.ctx.kube, this.namespace, this.name);
+      if (!canReopen(tb.status)) {
+        const failed = findCondition(tb.status, 'Failed');
+        throw new TaskBatchError('Usage', `TaskBatch ${this.namespace}/${this.name} failed (${failed?.reason}: ${failed?.message}); replayed items would never run because it gets no workers again. Fix the cause and create a new TaskBatch for the failed items (taskbatch failures ${this.name} -n ${this.namespace} lists them)`);
+      }
+    }
     const { queue } = await this.resolveQueue();
     await this.snapshot(queue); // the batch must exist
     try {

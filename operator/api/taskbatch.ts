@@ -52,3 +52,16 @@ export function isTrue(status: TaskBatchStatus | undefined, type: ConditionType)
 export function isFinished(status: TaskBatchStatus | undefined): boolean {
   return isTrue(status, 'Complete') || isTrue(status, 'Failed');
 }
+
+/**
+ * Failure reasons after which replayed items reopen a finished batch: the batch itself is sound,
+ * only items failed. After any other failure (a deadline, crash-looping workers, a spec error,
+ * lost state of an open batch) replayed items would wait for workers that never come back.
+ */
+export const REOPENABLE_FAILURES: ReadonlySet<string> = new Set(['FailurePolicyExceeded']);
+
+/** Whether items queued again (taskbatch replay) bring this batch back to Running. */
+export function canReopen(status: TaskBatchStatus | undefined): boolean {
+  const failed = findCondition(status, 'Failed');
+  return failed?.status !== 'True' || REOPENABLE_FAILURES.has(failed.reason);
+}

@@ -1,5 +1,5 @@
 import type { BatchSnapshot, WorkerPresence } from '../../queue/index.js';
-import { BATCH_LABEL, EPOCH_ANNOTATION, findCondition, isFinished, type Condition, type TaskBatch, type TaskBatchStatus } from '../api/taskbatch.js';
+import { BATCH_LABEL, EPOCH_ANNOTATION, canReopen, findCondition, isFinished, type Condition, type TaskBatch, type TaskBatchStatus } from '../api/taskbatch.js';
 import { setCondition, sortConditions, type ConditionInput } from './conditions.js';
 import { describeViolations } from './pod-security.js';
 import { isPodReady, isPodTerminating, podExitCode, podTemplateViolations, type Pod, type WorkerPodConfig } from './pods.js';
@@ -112,9 +112,6 @@ export interface BatchPlan {
   /** Counts for metrics. */
   workers: { desired: number; current: number; ready: number; draining: number };
 }
-
-/** Reasons a finished batch may be reopened by replayed items (others stay failed). */
-const REOPENABLE_FAILURES = new Set(['FailurePolicyExceeded']);
 
 export function planBatch(o: ObservedBatch): BatchPlan {
   const p = new Planner(o);
@@ -450,7 +447,6 @@ class Planner {
   }
 
   private setItems(snapshot: BatchSnapshot): void {
-    const handedBack = (snapshot as BatchSnapshot & { handedBack?: number }).handedBack;
     this.status.items = {
       total: snapshot.total,
       pending: snapshot.pending,
@@ -459,7 +455,7 @@ class Planner {
       succeeded: snapshot.succeeded,
       failed: snapshot.failed,
       retries: snapshot.retries,
-      ...(handedBack !== undefined ? { handedBack } : {}),
+      handedBack: snapshot.handedBack,
     };
     this.status.progress = `${snapshot.succeeded + snapshot.failed}/${snapshot.total}`;
   }
@@ -477,11 +473,9 @@ class Planner {
     const live = o.pods.filter((p) => !isPodTerminating(p));
     for (const p of live) this.actions.push({ kind: 'deletePod', name: p.metadata.name!, reason: 'BatchFinished' });
     const q = o.queue;
-    const failedReason = findCondition(this.status, 'Failed')?.status === 'True' ? findCondition(this.status, 'Failed')?.reason : undefined;
     if (q.kind === 'ok') {
       this.setItems(q.snapshot);
-      const reopenable = failedReason === undefined || REOPENABLE_FAILURES.has(failedReason);
-      if (!q.snapshot.complete && reopenable && q.snapshot.closed) return this.reopen(q.snapshot);
+      if (!q.snapshot.complete && q.snapshot.closed && canReopen(this.status)) return this.reopen(q.snapshot);
     }
     // Pods still going away are shown as draining, so the counts stay true until they are gone.
     this.status.workers = { ...(this.status.workers ?? {}), desired: 0, current: o.pods.length, ready: 0, draining: o.pods.length, summary: '0/0' };

@@ -3,6 +3,7 @@ import { listWorkers, requestDrain } from '../../queue/presence.js';
 import { ALL_BATCHES_PATH, BATCH_LABEL, FINALIZER, batchPath, isFinished, type TaskBatch, type TaskBatchStatus } from '../api/taskbatch.js';
 import { isNotFound, KubeApiError, type KubeClient } from '../kube/client.js';
 import type { EventRecorder } from '../kube/events.js';
+import type { ReconcileResult } from '../kube/controller-loop.js';
 import { withFinalizer } from '../kube/finalizer.js';
 import type { Reflector } from '../kube/reflector.js';
 import type { Logger } from '../log.js';
@@ -37,20 +38,6 @@ export interface ReconcileContext {
   config: ReconcilerConfig;
 }
 
-export interface ReconcileResult {
-  requeueAfterMs?: number;
-}
-
-/** A terminal problem with the spec: reported in a condition, not retried. */
-export class TerminalError extends Error {
-  constructor(
-    readonly reason: string,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'TerminalError';
-  }
-}
 
 /** Several actions of one pass failed; the first is the message, all are logged. */
 export class ApplyError extends Error {
@@ -304,7 +291,8 @@ export class Reconciler {
       error = this.ctx.redis.redact(batch, String((err as Error).message ?? err));
       // Nothing to clean: a Redis the operator may not contact, a bad URL, or state never created.
       if (err instanceof RedisNotAllowedError || err instanceof RedisConfigError || !batch.status?.queueEpoch) {
-        this.ctx.log.info("Nothing of the batch's in Redis to delete", { batch: key, why: error });
+        const why = err instanceof RedisNotAllowedError ? 'its Redis address is not allowed' : err instanceof RedisConfigError ? 'its Redis settings are invalid' : 'its queue was never created';
+        this.ctx.log.info("Nothing of the batch's in Redis to delete", { batch: key, why });
         return;
       }
     }

@@ -1,6 +1,7 @@
 import { batchPath, type TaskBatch } from '../api/taskbatch.js';
 import { KubeApiError, isConflict, isNotFound, type KubeClient } from '../kube/client.js';
 import type { EventRecorder } from '../kube/events.js';
+import { runReconcileLoop } from '../kube/controller-loop.js';
 import { objectKey, Reflector } from '../kube/reflector.js';
 import type { Logger } from '../log.js';
 import { jsonEqual } from '../reconcile/conditions.js';
@@ -113,24 +114,17 @@ export class ScheduleController {
     this.o.log.info('Schedule controller started', {});
   }
 
-  private async run(): Promise<void> {
-    for (;;) {
-      const key = await this.queue.get();
-      if (key === undefined) return;
-      try {
-        const requeue = await this.reconcile(key);
-        this.queue.forget(key);
-        if (requeue !== undefined && this.running) this.queue.addAfter(key, requeue);
-      } catch (err) {
-        if (isConflict(err)) this.queue.add(key);
-        else if (this.running) {
-          const delay = this.queue.addRateLimited(key);
-          this.o.log.warn('Schedule reconcile failed; retrying with backoff', { key, error: String((err as Error).message ?? err), retryInMs: delay });
-        }
-      } finally {
-        this.queue.done(key);
-      }
-    }
+  private run(): Promise<void> {
+    return runReconcileLoop({
+      queue: this.queue,
+      reconcile: async (key) => {
+        const requeueAfterMs = await this.reconcile(key);
+        return requeueAfterMs !== undefined ? { requeueAfterMs } : {};
+      },
+      isRunning: () => this.running,
+      log: this.o.log,
+      kind: 'TaskSchedule',
+    });
   }
 
   /** One pass for one TaskSchedule; returns when to look again (ms), if at all. */

@@ -65,7 +65,7 @@ test.each(['thread', 'process', 'async'])('a 1,000-item batch in %s mode runs to
   await apply(aTaskBatch(ns, name, { range: { end: 1000 }, handler: { builtin: 'noop' }, pool: { mode, size: 2 }, workers: { max: 2, itemsPerWorker: 500 } }));
   const done = await waitForCondition(env.kube, ns, name, 'Complete', 180_000);
   pods.stop();
-  expect(done.status?.items).toEqual({ total: 1000, pending: 0, delayed: 0, running: 0, succeeded: 1000, failed: 0, retries: 0 });
+  expect(done.status?.items).toEqual({ total: 1000, pending: 0, delayed: 0, running: 0, succeeded: 1000, failed: 0, retries: 0, handedBack: 0 });
   expect(done.status).toMatchObject({ progress: '1000/1000', state: 'Complete', redis: { url: env.redis.url } });
   expect(done.status?.completionTime).toBeDefined();
   expect(pods.names.size).toBeGreaterThan(0);

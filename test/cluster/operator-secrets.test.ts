@@ -36,7 +36,8 @@ test('a Secret value that is not a Redis URL is reported by Secret and key, neve
   const planted = 'not-a-url-SECRET-VALUE-123';
   await secretWith('creds-bad-url', { url: planted, password: 'PASSWORD-SECRET-456' });
   await env.kube.create(batchPath(ns), aTaskBatch(ns, 'bad-url', { range: { end: 10 }, handler: { builtin: 'noop' }, redis: { secretRef: { name: 'creds-bad-url', urlKey: 'url' } } }));
-  const cond = await eventually(async () => (await getBatch(env.kube, ns, 'bad-url')).status?.conditions?.find((c) => c.type === 'RedisUnavailable' && c.status === 'True'), 60_000, 'RedisUnavailable');
+  // A URL that is not one is the user's to fix: terminal, not a connection retried forever.
+  const cond = await eventually(async () => (await getBatch(env.kube, ns, 'bad-url')).status?.conditions?.find((c) => c.type === 'Failed' && c.status === 'True'), 60_000, 'Failed');
   expect(cond.reason).toBe('RedisConfigInvalid');
   expect(cond.message).toContain(`spec.redis.secretRef: key url of Secret ${ns}/creds-bad-url is not a Redis URL`);
   await eventually(async () => /creds-bad-url is not a Redis URL/.test(await everythingVisible('bad-url')), 30_000, 'the Event written');

@@ -144,3 +144,13 @@ test('batches on the operator\'s default Redis are found through status.redis; u
   expect(c).toMatchObject({ code: 0, stdout: `Deleted TaskBatch ${NS}/${name} (and its Redis keys)\n` });
   expect(await redis.exists(batchKeys({ namespace: NS, name }).meta)).toBe(0);
 });
+
+test('replay refuses a batch that failed for a reason replayed items cannot outlive (here its deadline), naming the reason', async () => {
+  const name = 'too-late';
+  await env.kube.create(batchPath(NS, undefined), aTaskBatch(NS, name, { items: Array.from({ length: 50 }, () => ({ ms: 2000 })), handler: { builtin: 'sleep' }, pool: { mode: 'async', size: 1 }, workers: { max: 1 }, activeDeadlineSeconds: 2 }));
+  await waitForCondition(env.kube, NS, name, 'Failed', 120_000);
+  await expect(client.batch(name).replay()).rejects.toThrow(/failed \(DeadlineExceeded: .*\); replayed items would never run .* create a new TaskBatch/);
+  const c = await taskbatch(['replay', name, '--all', '-n', NS], { env: KUBE });
+  expect(c.code).not.toBe(0);
+  expect(c.stderr).toMatch(/DeadlineExceeded/);
+});
