@@ -24,8 +24,8 @@ import { Redis } from 'ioredis';
 import { fetch, type Dispatcher } from 'undici';
 import { startControlPlane, type ControlPlane } from '../localcluster/index.js';
 import { startRedisServer, type RedisServer } from '../localcluster/redis-server.js';
-import { batchPath, type TaskBatch } from '../operator/api/taskbatch.js';
-import { KubeClient } from '../operator/kube/client.js';
+import { batchPath, type TaskBatch } from '../api/taskbatch.js';
+import { KubeClient } from '../kube/client.js';
 import { Reflector } from '../operator/kube/reflector.js';
 import { createLogger } from '../operator/log.js';
 import { aTaskBatch, createNamespace, installCrd, startOperator, type OperatorEnv, type OperatorProcess } from '../test/support/operator-env.js';
@@ -64,6 +64,9 @@ interface Result {
   readyRssMb: number;
   /** Largest VmRSS sampled every 250 ms during the window. */
   windowPeakRssMb: number;
+  /** V8 heap in use and memory outside it (buffers, TLS contexts) when the last batch completed, from the operator's /metrics. */
+  heapUsedMb: number;
+  externalMb: number;
   reconciles: number;
   reconcileErrors: number;
   p50Ms: number;
@@ -75,6 +78,7 @@ interface Result {
   operatorReqPerS: number;
   operatorRequestsByKind: Record<string, number>;
   kubeletRequests: number;
+  kubeletRequestsByKind: Record<string, number>;
   apiServerCpuS: number;
   etcdCpuS: number;
   benchCpuS: number;
@@ -129,11 +133,13 @@ async function main(): Promise<void> {
   );
   console.log('');
   printTable(
-    ['N', 'RSS ready MB', 'RSS peak in window MB', 'API server CPU s', 'etcd CPU s', 'bench CPU s', 'machine busy s', 'kubelet req', 'reconcile errors', 'workers complete/drained/deleted/failed'],
+    ['N', 'RSS ready MB', 'RSS peak in window MB', 'heap used MB', 'external MB', 'API server CPU s', 'etcd CPU s', 'bench CPU s', 'machine busy s', 'kubelet req', 'reconcile errors', 'workers complete/drained/deleted/failed'],
     results.map((r) => [
       String(r.n),
       (r.readyRssMb ?? NaN).toFixed(0),
       (r.windowPeakRssMb ?? NaN).toFixed(0),
+      (r.heapUsedMb ?? NaN).toFixed(0),
+      (r.externalMb ?? NaN).toFixed(0),
       r.apiServerCpuS.toFixed(1),
       r.etcdCpuS.toFixed(1),
       r.benchCpuS.toFixed(1),
@@ -146,6 +152,7 @@ async function main(): Promise<void> {
   for (const r of results) {
     const top = Object.entries(r.operatorRequestsByKind).sort((a, b) => b[1] - a[1]);
     console.log(`\nN=${r.n} operator requests by verb and resource: ${top.map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    console.log(`N=${r.n} emulated scheduler+kubelet requests: ${Object.entries(r.kubeletRequestsByKind ?? {}).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   }
   mkdirSync('.tmp/bench', { recursive: true });
   const json = `.tmp/bench/operator-${stamp}.json`;
@@ -328,6 +335,8 @@ async function runOnce(n: number): Promise<Result> {
       peakRssMb,
       readyRssMb,
       windowPeakRssMb,
+      heapUsedMb: gauge(metrics1, 'taskbatch_operator_nodejs_heap_size_used_bytes') / 1e6,
+      externalMb: gauge(metrics1, 'taskbatch_operator_nodejs_external_memory_bytes') / 1e6,
       reconciles: (rec1.success ?? 0) + (rec1.error ?? 0) - (before.reconciles.success ?? 0) - (before.reconciles.error ?? 0),
       reconcileErrors: (rec1.error ?? 0) - (before.reconciles.error ?? 0),
       p50Ms: quantile(hist, 0.5) * 1000,
@@ -339,6 +348,7 @@ async function runOnce(n: number): Promise<Result> {
       operatorReqPerS: operatorRequests / wallS,
       operatorRequestsByKind: byKind,
       kubeletRequests: kubelet1 - before.kubelet,
+      kubeletRequestsByKind: Object.fromEntries(kubelet.requests),
       apiServerCpuS: (apiServer1 - before.apiServer) / 1e6,
       etcdCpuS: (etcd1 - before.etcd) / 1e6,
       benchCpuS: (bench1.user + bench1.system) / 1e6,
@@ -377,6 +387,10 @@ async function text(url: string): Promise<string> {
   const r = await fetch(url);
   if (!r.ok) throw new Error(`GET ${url}: ${r.status}`);
   return r.text();
+}
+
+function gauge(metrics: string, name: string): number {
+  return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN);
 }
 
 function sumCounter(metrics: string, name: string): number {
