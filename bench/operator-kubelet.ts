@@ -13,11 +13,11 @@
 // Everything the operator sees (pods and their status in the API server, presence records and
 // item counts in Redis) is what real workers produce; only no process is started.
 import type { Redis } from 'ioredis';
-import { BATCH_LABEL, EPOCH_ANNOTATION } from '../operator/api/taskbatch.js';
-import { KubeApiError, type KubeClient } from '../operator/kube/client.js';
+import { BATCH_LABEL, EPOCH_ANNOTATION } from '../api/taskbatch.js';
+import { KubeApiError, type KubeClient } from '../kube/client.js';
 import { objectKey, Reflector } from '../operator/kube/reflector.js';
 import { createLogger } from '../operator/log.js';
-import type { Pod } from '../operator/reconcile/pods.js';
+import type { Pod } from '../kube/pod.js';
 import { BatchQueue, heartbeat, leave, type PresenceReport } from '../queue/index.js';
 
 export interface BenchKubeletOptions {

@@ -340,7 +340,7 @@ build_pause() {
 }
 
 COMMON_APP=(package.json package-lock.json tsconfig.json .dockerignore queue)
-OPERATOR_KEY=$( { hash_files Dockerfile.operator "${COMMON_APP[@]}" operator docker/hooks; echo "$BASE_KEY $NPM_KEY $OPERATOR_IMAGE"; } | sha)
+OPERATOR_KEY=$( { hash_files Dockerfile.operator "${COMMON_APP[@]}" api kube operator docker/hooks; echo "$BASE_KEY $NPM_KEY $OPERATOR_IMAGE"; } | sha)
 WORKER_KEY=$( { hash_files Dockerfile.worker "${COMMON_APP[@]}" worker examples/handlers examples/items; echo "$BASE_KEY $NPM_KEY $WORKER_IMAGE"; } | sha)
 REDIS_KEY=$( { hash_files docker/redis; echo "$DEB_KEY $REDIS_IMAGE"; } | sha)
 PAUSE_KEY=$( { hash_files localcluster/pause/Dockerfile; sha <"$PAUSE_BIN"; echo "$PAUSE_IMAGE"; } | sha)

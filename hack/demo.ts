@@ -13,8 +13,8 @@ import { parse } from 'yaml';
 import { startControlPlane, startNodeAgent, repoRoot, type ToolResult } from '../localcluster/index.js';
 import { imageArchives, startRealCluster } from '../localcluster/realnode/index.js';
 import { startRedisServer } from '../localcluster/redis-server.js';
-import { KubeClient } from '../operator/kube/client.js';
-import { batchPath, type TaskBatch } from '../operator/api/taskbatch.js';
+import { KubeClient } from '../kube/client.js';
+import { batchPath, type TaskBatch } from '../api/taskbatch.js';
 import { BatchQueue, connectRedis } from '../queue/index.js';
 import { installCrd, startOperator } from '../test/support/operator-env.js';
 

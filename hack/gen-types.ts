@@ -1,4 +1,4 @@
-// Generates operator/api/types.generated.ts from crds/taskbatch.dev_taskbatches.yaml, the
+// Generates api/types.generated.ts from crds/taskbatch.dev_taskbatches.yaml, the
 // one source of truth. `node dist/hack/gen-types.js` writes it; `--check` fails when the
 // committed file is stale (the unit tests run the same comparison).
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -14,11 +14,12 @@ interface Schema {
   required?: string[];
   enum?: (string | number)[];
   'x-kubernetes-preserve-unknown-fields'?: boolean;
+  default?: unknown;
 }
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 export const CRD_PATH = `${root}crds/taskbatch.dev_taskbatches.yaml`;
-export const TYPES_PATH = `${root}operator/api/types.generated.ts`;
+export const TYPES_PATH = `${root}api/types.generated.ts`;
 
 function tsType(s: Schema, indent: string): string {
   if (s.enum) return s.enum.map((v) => JSON.stringify(v)).join(' | ');
@@ -53,6 +54,21 @@ function wrap(t: string): string {
   return t.includes('|') ? `(${t})` : t;
 }
 
+/**
+ * The CRD's defaults for scalar spec fields, by dotted path ("pool.size"): what the API server
+ * fills in on create. Code that must assume a default (an object stored before a default was
+ * added, `taskbatch run` reading a manifest without the API server) takes it from here, so the
+ * CRD stays the one place a default is decided.
+ */
+function scalarDefaults(s: Schema, prefix: string, out: [string, unknown][]): [string, unknown][] {
+  for (const [name, prop] of Object.entries(s.properties ?? {})) {
+    const path = prefix ? `${prefix}.${name}` : name;
+    if (prop.type === 'object') scalarDefaults(prop, path, out);
+    else if (prop.default !== undefined && prop.type !== 'array') out.push([path, prop.default]);
+  }
+  return out;
+}
+
 export function generateTypes(crdYaml: string): string {
   const crd = parse(crdYaml) as { spec: { versions: { name: string; schema: { openAPIV3Schema: Schema } }[] } };
   const version = crd.spec.versions[0]!;
@@ -64,6 +80,11 @@ export function generateTypes(crdYaml: string): string {
     `export type TaskBatchSpec = ${tsType(schema.spec!, '')};`,
     '',
     `export type TaskBatchStatus = ${tsType(schema.status!, '')};`,
+    '',
+    '/** The CRD\'s defaults of scalar spec fields, by path (see hack/gen-types.ts). */',
+    'export const SPEC_DEFAULTS = {',
+    ...scalarDefaults(schema.spec!, '', []).map(([path, value]) => `  ${JSON.stringify(path)}: ${JSON.stringify(value)},`),
+    '} as const;',
     '',
   ].join('\n');
 }

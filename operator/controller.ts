@@ -1,12 +1,12 @@
 import { createServer, type Server } from 'node:http';
-import { ALL_BATCHES_PATH, BATCH_LABEL, batchPath, type TaskBatch } from './api/taskbatch.js';
-import type { KubeClient } from './kube/client.js';
+import { ALL_BATCHES_PATH, BATCH_LABEL, batchPath, type TaskBatch } from '../api/taskbatch.js';
+import type { KubeClient } from '../kube/client.js';
 import { EventRecorder } from './kube/events.js';
 import { objectKey, Reflector } from './kube/reflector.js';
 import type { Logger } from './log.js';
 import { OperatorMetrics } from './metrics.js';
 import type { OperatorConfig } from './config.js';
-import type { Pod } from './reconcile/pods.js';
+import type { Pod } from '../kube/pod.js';
 import { NamespaceAcls } from './reconcile/redis-acl.js';
 import { RedisGuard } from './reconcile/redis-allow.js';
 import { RedisPool } from './reconcile/redis-pool.js';

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { isConflict, type KubeClient } from './kube/client.js';
+import { isConflict, type KubeClient } from '../kube/client.js';
 import type { Logger } from './log.js';
 import { systemClock, type Clock } from './workqueue.js';
 

@@ -2,7 +2,7 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import { ConfigError, loadConfig } from './config.js';
 import { Controller, startHttpServer } from './controller.js';
-import { KubeClient } from './kube/client.js';
+import { KubeClient } from '../kube/client.js';
 import { LEASE_DURATION_MS, LEASE_REQUEST_TIMEOUT_MS, LeaderElector, RENEW_DEADLINE_MS } from './leader.js';
 import { createLogger } from './log.js';
 

@@ -11,7 +11,7 @@ import {
   type RedisClient,
   type StoredResult,
 } from '../queue/index.js';
-import { batchPath, canReopen, findCondition, type Condition, type TaskBatch } from '../operator/api/taskbatch.js';
+import { batchPath, canReopen, findCondition, type Condition, type TaskBatch } from '../api/taskbatch.js';
 import { BatchNotFoundError, ClientClosedError, NotOpenError, TaskBatchError, WaitTimeoutError } from './errors.js';
 import { readTaskBatch, translateKubeError, type KubeAccess, type RedisEndpoint } from './kube.js';
 import { ProgressTracker, type Progress } from './progress.js';

@@ -1,5 +1,5 @@
 import { BatchQueue, BatchStateLostError, batchId, validateBatchRef, type BatchRef } from '../queue/index.js';
-import type { TaskBatch } from '../operator/api/taskbatch.js';
+import type { TaskBatch } from '../api/taskbatch.js';
 import { BatchHandle, sleep, type BatchContext, type ResolvedBatch } from './batch.js';
 import { CallDispatcher, createProxy, type CallOptions, type Remote } from './calls.js';
 import { RedisConnections, type PortForwardMode } from './connection.js';

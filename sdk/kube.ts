@@ -2,8 +2,8 @@ import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
-import { batchPath, type TaskBatch } from '../operator/api/taskbatch.js';
-import { KubeApiError, KubeClient } from '../operator/kube/client.js';
+import { batchPath, type TaskBatch } from '../api/taskbatch.js';
+import { KubeApiError, KubeClient } from '../kube/client.js';
 import { BatchNotFoundError, ConnectionError, ForbiddenError, TaskBatchError } from './errors.js';
 
 /** Where and how to reach one Redis; never carries credentials in the URL. */

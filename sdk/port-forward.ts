@@ -1,7 +1,7 @@
 import { isIP, createConnection, createServer, type Server, type Socket } from 'node:net';
 import { HttpMethod, RequestContext } from '@kubernetes/client-node';
 import { WebSocket, type Dispatcher } from 'undici';
-import type { Pod } from '../operator/reconcile/pods.js';
+import type { Pod } from '../kube/pod.js';
 import { PortForwardError } from './errors.js';
 import { translateKubeError, type KubeAccess } from './kube.js';
 

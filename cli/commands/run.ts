@@ -4,7 +4,11 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import type { TaskBatch, TaskBatchSpec } from '../../operator/api/taskbatch.js';
+import { allowedFailures } from '../../api/failure-policy.js';
+import { itemSource, itemsField, SeedError } from '../../api/items.js';
+import type { TaskBatch, TaskBatchSpec } from '../../api/taskbatch.js';
+import { SPEC_DEFAULTS } from '../../api/types.generated.js';
+import { workerSettingsEnv } from '../../api/worker-settings.js';
 import { connect, formatDuration, formatProgress, ProgressTracker } from '../../sdk/index.js';
 import { ConfigError, createLogger, EXIT_CODES, loadConfig, runLocal } from '../../worker/index.js';
 import type { Command, IO } from '../command.js';
@@ -66,7 +70,7 @@ Examples:
     const itemsFile = str(p, 'items');
     if (itemsFile && !existsSync(itemsFile)) throw Object.assign(new Error(`items file ${itemsFile} does not exist`), { exitCode: EXIT.notFound });
     const data = itemsFile ? undefined : inlineItems(spec, configMaps, file);
-    const poolSize = parsePositiveInt(str(p, 'pool-size'), '--pool-size') ?? spec.pool?.size ?? 4;
+    const poolSize = parsePositiveInt(str(p, 'pool-size'), '--pool-size') ?? spec.pool?.size ?? SPEC_DEFAULTS['pool.size'];
 
     let redisUrl = str(p, 'redis-url');
     let local: LocalRedis | undefined;
@@ -82,15 +86,10 @@ Examples:
         TASKBATCH_REDIS_URL: redisUrl,
         TASKBATCH_NAMESPACE: ns,
         TASKBATCH_BATCH: name,
-        TASKBATCH_HANDLER: JSON.stringify(handler),
-        TASKBATCH_POOL_MODE: spec.pool?.mode ?? 'thread',
-        TASKBATCH_POOL_SIZE: String(poolSize),
-        TASKBATCH_ITEM_TIMEOUT_SECONDS: String(spec.itemTimeoutSeconds ?? 600),
-        TASKBATCH_LEASE_SECONDS: String(spec.leaseSeconds ?? 30),
+        // The same settings a worker pod gets (api/worker-settings.ts), with the local handler path.
+        ...workerSettingsEnv({ ...spec, handler, pool: { ...spec.pool, size: poolSize } }),
         TASKBATCH_METRICS_PORT: 'off',
         TASKBATCH_WORKER_ID: `local-${process.pid}`,
-        ...(spec.pool?.maxItemsPerExecutor ? { TASKBATCH_MAX_ITEMS_PER_EXECUTOR: String(spec.pool.maxItemsPerExecutor) } : {}),
-        ...(spec.pool?.maxMemoryMiB ? { TASKBATCH_MAX_MEMORY_MIB: String(spec.pool.maxMemoryMiB) } : {}),
       };
       const localDefaults: Record<string, string> = {
         TASKBATCH_LOG_LEVEL: 'warn',
@@ -224,42 +223,34 @@ function localHandler(spec: TaskBatchSpec, appDir: string, manifestDir: string):
 }
 
 function inlineItems(spec: TaskBatchSpec, configMaps: Map<string, Record<string, string>>, file: string): unknown[] | undefined {
-  if (spec.items) return spec.items;
-  if (spec.range) {
-    const start = spec.range.start ?? 0;
-    const step = spec.range.step ?? 1;
-    const total = Math.max(0, Math.ceil((spec.range.end - start) / step));
-    if (total > 10_000_000) throw new UsageError(`spec.range has ${total} items; run at most 10,000,000 locally`);
-    return Array.from({ length: total }, (_, k) => ({ i: start + k * step }));
-  }
+  let data: string | undefined;
   if (spec.itemsFrom) {
     const ref = spec.itemsFrom.configMapKeyRef;
-    const cm = configMaps.get(ref.name);
-    const text = cm?.[ref.key];
-    if (text === undefined) throw new UsageError(`spec.itemsFrom: ConfigMap ${ref.name} (key ${ref.key}) is not in ${file}; add it to the file, or pass the items with --items FILE`);
-    return text.split('\n').map((l, i) => [l.trim(), i] as const).filter(([l]) => l !== '').map(([l, i]) => {
-      try {
-        return JSON.parse(l) as unknown;
-      } catch (err) {
-        throw new UsageError(`spec.itemsFrom: line ${i + 1} of ConfigMap ${ref.name} key ${ref.key} is not valid JSON: ${(err as Error).message}`);
-      }
-    });
+    data = configMaps.get(ref.name)?.[ref.key];
+    if (data === undefined) throw new UsageError(`spec.itemsFrom: ConfigMap ${ref.name} (key ${ref.key}) is not in ${file}; add it to the file, or pass the items with --items FILE`);
   }
-  if (spec.open) return undefined;
-  throw new UsageError(`${file}: the TaskBatch has no item source (spec.items, spec.range, spec.itemsFrom or spec.open)`);
+  // The same item source the operator seeds from (api/items.ts): same ids, same errors.
+  const source = itemSource(spec, data);
+  if (!source) {
+    if (spec.open) return undefined;
+    throw new UsageError(`${file}: the TaskBatch has no item source (spec.items, spec.range, spec.itemsFrom or spec.open)`);
+  }
+  if (source.total > LOCAL_MAX_ITEMS) throw new UsageError(`${itemsField(spec)} has ${source.total} items; run at most ${LOCAL_MAX_ITEMS.toLocaleString('en-US')} locally`);
+  try {
+    return source.slice(0, source.total).map((item) => item.data);
+  } catch (err) {
+    if (err instanceof SeedError) throw new UsageError(`spec.itemsFrom: ${err.message}`);
+    throw err;
+  }
 }
+
+const LOCAL_MAX_ITEMS = 10_000_000;
 
 /** Literal env values of the worker container in spec.template (valueFrom needs a cluster). */
 function templateEnv(spec: TaskBatchSpec): Record<string, string> {
   const containers = ((spec.template?.spec as { containers?: { name?: string; env?: { name: string; value?: string }[] }[] } | undefined)?.containers ?? []);
   const c = containers.find((x) => x.name === 'worker') ?? containers[0];
   return Object.fromEntries((c?.env ?? []).filter((e) => typeof e.value === 'string').map((e) => [e.name, e.value!]));
-}
-
-function allowedFailures(spec: TaskBatchSpec, total: number): number {
-  const p = spec.failurePolicy;
-  if (!p || (p.maxFailedItems === undefined && p.maxFailedPercent === undefined)) return 0;
-  return Math.min(p.maxFailedItems ?? Infinity, p.maxFailedPercent !== undefined ? Math.floor((total * p.maxFailedPercent) / 100) : Infinity);
 }
 
 interface LocalRedis {

@@ -1,6 +1,6 @@
 import type { Logger } from '../log.js';
 import type { WorkQueue } from '../workqueue.js';
-import { KubeApiError } from './client.js';
+import { KubeApiError } from '../../kube/client.js';
 
 /** What one reconcile asks of the queue. */
 export interface ReconcileResult {

@@ -1,4 +1,4 @@
-import type { KubeClient, KubeObject } from './client.js';
+import type { KubeClient, KubeObject } from '../../kube/client.js';
 import type { Logger } from '../log.js';
 
 export type EventType = 'Normal' | 'Warning';

@@ -1,4 +1,4 @@
-import { KubeApiError, type KubeClient, type KubeList, type KubeObject, type WatchEvent } from './client.js';
+import { KubeApiError, type KubeClient, type KubeList, type KubeObject, type WatchEvent } from '../../kube/client.js';
 import type { Logger } from '../log.js';
 
 export interface ReflectorOptions {

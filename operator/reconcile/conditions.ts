@@ -1,4 +1,4 @@
-import type { Condition, ConditionType, TaskBatchStatus } from '../api/taskbatch.js';
+import type { Condition, ConditionType, TaskBatchStatus } from '../../api/taskbatch.js';
 
 const MAX_MESSAGE = 1024;
 

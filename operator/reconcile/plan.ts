@@ -1,11 +1,14 @@
 import type { BatchSnapshot, WorkerPresence } from '../../queue/index.js';
-import { BATCH_LABEL, EPOCH_ANNOTATION, canReopen, findCondition, isFinished, type Condition, type TaskBatch, type TaskBatchStatus } from '../api/taskbatch.js';
+import { BATCH_LABEL, EPOCH_ANNOTATION, canReopen, findCondition, isFinished, type Condition, type TaskBatch, type TaskBatchStatus } from '../../api/taskbatch.js';
 import { setCondition, sortConditions, type ConditionInput } from './conditions.js';
 import { describeViolations } from './pod-security.js';
-import { isPodReady, isPodTerminating, podExitCode, podTemplateViolations, type Pod, type WorkerPodConfig } from './pods.js';
+import type { Pod } from '../../kube/pod.js';
+import { isPodReady, isPodTerminating, podExitCode, podTemplateViolations, type WorkerPodConfig } from './pods.js';
 import { quotaDecision } from './quota.js';
 import { chooseWorkersToDrain, desiredWorkers, type Recommendations, type WorkerPodView } from './scaling.js';
-import type { ItemSource } from './seed.js';
+import { allowedFailures } from '../../api/failure-policy.js';
+import type { ItemSource } from '../../api/items.js';
+import { SPEC_DEFAULTS } from '../../api/types.generated.js';
 import { workerResourceViolations } from './worker-resources.js';
 
 /**
@@ -203,7 +206,7 @@ class Planner {
 
   private retryOptions(): { maxAttempts: number; backoff: Record<string, number> } {
     const retry = this.spec.retry ?? {};
-    return { maxAttempts: retry.maxAttempts ?? 3, backoff: { ...(retry.backoff ?? {}) } as Record<string, number> };
+    return { maxAttempts: retry.maxAttempts ?? SPEC_DEFAULTS['retry.maxAttempts'], backoff: { ...(retry.backoff ?? {}) } as Record<string, number> };
   }
 
   /** Spec errors found without Redis: terminal, like a Job's invalid template. */
@@ -346,7 +349,7 @@ class Planner {
     const suspended = this.spec.suspend === true;
     const backlog = snapshot ? snapshot.pending + snapshot.dueDelayed + snapshot.running : 0;
     const spec = this.spec.workers ?? {};
-    const max = spec.max ?? 10;
+    const max = spec.max ?? SPEC_DEFAULTS['workers.max'];
     const { desired: wanted, history } = desiredWorkers(
       spec,
       // Seeding goes in slices: workers start as soon as the first slice is in.
@@ -393,7 +396,7 @@ class Planner {
   private outcome(snapshot: BatchSnapshot): void {
     const { o } = this;
     if (snapshot.complete && this.status.seeded) {
-      const allowed = allowedFailures(o.batch, snapshot.total);
+      const allowed = allowedFailures(o.batch.spec, snapshot.total);
       if (snapshot.failed > allowed) {
         this.fail('FailurePolicyExceeded', `${snapshot.failed} of ${snapshot.total} items failed permanently (allowed: ${allowed}); list them with: taskbatch failures ${o.batch.metadata.name} -n ${o.batch.metadata.namespace}`);
       } else {
@@ -526,15 +529,6 @@ export function pendingReason(pod: Pod): string {
   if (scheduled?.status === 'False') return scheduled.reason ? `${scheduled.reason}${scheduled.message ? `: ${scheduled.message}` : ''}` : 'Unschedulable';
   if (!pod.spec.nodeName) return 'Scheduling';
   return 'ContainerCreating';
-}
-
-/** How many items may fail permanently before the batch fails (spec.failurePolicy). */
-export function allowedFailures(batch: TaskBatch, total: number): number {
-  const p = batch.spec.failurePolicy;
-  if (!p || (p.maxFailedItems === undefined && p.maxFailedPercent === undefined)) return 0;
-  const byCount = p.maxFailedItems ?? Number.POSITIVE_INFINITY;
-  const byPercent = p.maxFailedPercent !== undefined ? Math.floor((total * p.maxFailedPercent) / 100) : Number.POSITIVE_INFINITY;
-  return Math.min(byCount, byPercent);
 }
 
 export function stateWord(status: TaskBatchStatus, suspended: boolean): string {

@@ -1,49 +1,11 @@
-import { API_VERSION, BATCH_LABEL, EPOCH_ANNOTATION, KIND, type TaskBatch } from '../api/taskbatch.js';
-import type { KubeObject } from '../kube/client.js';
+import { API_VERSION, BATCH_LABEL, EPOCH_ANNOTATION, KIND, type TaskBatch } from '../../api/taskbatch.js';
+import { SPEC_DEFAULTS } from '../../api/types.generated.js';
+import { workerSettingsEnv } from '../../api/worker-settings.js';
+import type { Container, EnvVar, Pod, PodSpec } from '../../kube/pod.js';
 import { namespaceAclUser } from '../../queue/acl.js';
 import { NAMESPACE_REDIS_SECRET } from './redis-acl.js';
 import { checkPodSecurity, describeViolations, hardenPodSpec, type PodSecurityLevel, type PodSecurityViolation } from './pod-security.js';
 import { applyWorkerResources, type WorkerResourceSettings } from './worker-resources.js';
-
-export interface EnvVar {
-  name: string;
-  value?: string;
-  valueFrom?: Record<string, unknown>;
-}
-
-export interface Container {
-  name: string;
-  image?: string;
-  command?: string[];
-  args?: string[];
-  env?: EnvVar[];
-  ports?: { name?: string; containerPort: number; protocol?: string }[];
-  securityContext?: Record<string, unknown>;
-  resources?: Record<string, unknown>;
-  [key: string]: unknown;
-}
-
-export interface PodSpec {
-  containers: Container[];
-  restartPolicy?: string;
-  terminationGracePeriodSeconds?: number;
-  securityContext?: Record<string, unknown>;
-  serviceAccountName?: string;
-  automountServiceAccountToken?: boolean;
-  nodeName?: string;
-  [key: string]: unknown;
-}
-
-export interface Pod extends KubeObject {
-  spec: PodSpec;
-  status?: {
-    phase?: 'Pending' | 'Running' | 'Succeeded' | 'Failed' | 'Unknown';
-    podIP?: string;
-    startTime?: string;
-    conditions?: { type: string; status: string; reason?: string; message?: string }[];
-    containerStatuses?: { name: string; ready?: boolean; restartCount?: number; state?: Record<string, { exitCode?: number; reason?: string; message?: string } | undefined> }[];
-  };
-}
 
 /** How the operator runs worker pods; from the operator's config (Helm values). */
 export interface WorkerPodConfig {
@@ -71,16 +33,11 @@ export function workerContainerIndex(containers: Container[]): number {
 /** The batch's worker environment: everything worker/config.ts reads. */
 export function workerEnv(batch: TaskBatch, epoch: string, cfg: WorkerPodConfig): EnvVar[] {
   const spec = batch.spec;
-  const pool = spec.pool ?? {};
   const env: EnvVar[] = [
     { name: 'TASKBATCH_NAMESPACE', value: batch.metadata.namespace ?? 'default' },
     { name: 'TASKBATCH_BATCH', value: batch.metadata.name ?? '' },
     { name: 'TASKBATCH_QUEUE_EPOCH', value: epoch },
-    { name: 'TASKBATCH_HANDLER', value: JSON.stringify(spec.handler) },
-    { name: 'TASKBATCH_POOL_MODE', value: pool.mode ?? 'thread' },
-    { name: 'TASKBATCH_POOL_SIZE', value: String(pool.size ?? 4) },
-    { name: 'TASKBATCH_ITEM_TIMEOUT_SECONDS', value: String(spec.itemTimeoutSeconds ?? 600) },
-    { name: 'TASKBATCH_LEASE_SECONDS', value: String(spec.leaseSeconds ?? 30) },
+    ...Object.entries(workerSettingsEnv(spec)).map(([name, value]) => ({ name, value })),
     { name: 'TASKBATCH_METRICS_PORT', value: String(cfg.metricsPort) },
     { name: 'TASKBATCH_WORKER_ID', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
     { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
@@ -89,8 +46,6 @@ export function workerEnv(batch: TaskBatch, epoch: string, cfg: WorkerPodConfig)
     { name: 'TASKBATCH_METRICS_ADDR', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
     { name: 'TASKBATCH_SHUTDOWN_GRACE_SECONDS', value: String(Math.max(1, cfg.terminationGracePeriodSeconds - 5)) },
   ];
-  if (pool.maxItemsPerExecutor) env.push({ name: 'TASKBATCH_MAX_ITEMS_PER_EXECUTOR', value: String(pool.maxItemsPerExecutor) });
-  if (pool.maxMemoryMiB) env.push({ name: 'TASKBATCH_MAX_MEMORY_MIB', value: String(pool.maxMemoryMiB) });
   const redis = spec.redis;
   const credentials = redisCredentialsVolume(batch, cfg);
   // Credentials reach the worker as a file of a Secret volume, never as an environment variable
@@ -222,7 +177,7 @@ export function buildWorkerPod(batch: TaskBatch, epoch: string, cfg: WorkerPodCo
   // item timeout, also once its pod is deleted: the kubelet must not SIGKILL it first. 30 s on
   // top for the executor's abort grace, recording the outcomes and leaving. A template's own
   // value wins (its author's choice).
-  spec.terminationGracePeriodSeconds ??= Math.max(cfg.terminationGracePeriodSeconds, (batch.spec.itemTimeoutSeconds ?? 600) + 30);
+  spec.terminationGracePeriodSeconds ??= Math.max(cfg.terminationGracePeriodSeconds, (batch.spec.itemTimeoutSeconds ?? SPEC_DEFAULTS.itemTimeoutSeconds) + 30);
   spec.automountServiceAccountToken ??= false;
   const name = batch.metadata.name!;
   return {

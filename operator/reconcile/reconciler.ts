@@ -1,21 +1,23 @@
 import { BatchQueue, BatchStateLostError, type RedisClient, type WorkerPresence } from '../../queue/index.js';
 import { listWorkers, requestDrain } from '../../queue/presence.js';
-import { ALL_BATCHES_PATH, BATCH_LABEL, FINALIZER, batchPath, isFinished, type TaskBatch, type TaskBatchStatus } from '../api/taskbatch.js';
-import { isNotFound, KubeApiError, type KubeClient } from '../kube/client.js';
+import { ALL_BATCHES_PATH, BATCH_LABEL, FINALIZER, batchPath, isFinished, type TaskBatch, type TaskBatchStatus } from '../../api/taskbatch.js';
+import { isNotFound, KubeApiError, type KubeClient } from '../../kube/client.js';
 import type { EventRecorder } from '../kube/events.js';
 import type { ReconcileResult } from '../kube/controller-loop.js';
-import { withFinalizer } from '../kube/finalizer.js';
+import { withFinalizer } from '../../kube/finalizer.js';
 import type { Reflector } from '../kube/reflector.js';
 import type { Logger } from '../log.js';
 import type { OperatorMetrics } from '../metrics.js';
 import type { Clock } from '../workqueue.js';
 import { jsonEqual, setCondition, sortConditions } from './conditions.js';
 import { emptyMemory, planBatch, stateWord, type BatchAction, type BatchPlan, type ObservedBatch, type PlanConfig, type PlanMemory, type QueueObservation, type SourceObservation } from './plan.js';
-import { buildWorkerPod, type Pod } from './pods.js';
+import type { Pod } from '../../kube/pod.js';
+import { buildWorkerPod } from './pods.js';
 import { itemsHeldByOthers, type HeldBatch } from './quota.js';
 import { RedisNotAllowedError } from './redis-allow.js';
 import { RedisConfigError, type RedisPool } from './redis-pool.js';
-import { itemSource, seedSlice, SeedError } from './seed.js';
+import { itemSource, itemsField, SeedError } from '../../api/items.js';
+import { seedSlice } from './seed.js';
 
 export interface ReconcilerConfig extends PlanConfig {
   /** Minimum time between two progress-only status writes of one batch. */
@@ -162,7 +164,7 @@ export class Reconciler {
     }
     const source = itemSource(spec, data);
     if (!source) return { kind: 'none' };
-    return { kind: 'items', source, field: spec.range ? 'spec.range' : spec.items ? 'spec.items' : 'spec.itemsFrom' };
+    return { kind: 'items', source, field: itemsField(spec) };
   }
 
   private async observeQueue(batch: TaskBatch, status: TaskBatchStatus, mem: BatchMemory): Promise<QueueObservation> {

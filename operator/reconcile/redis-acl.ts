@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { aclPasswordHashes, deleteNamespaceAclUser, namespaceAclUser, passwordHash, setNamespaceAclUser, type RedisClient } from '../../queue/index.js';
-import { isConflict, isNotFound, type KubeClient } from '../kube/client.js';
+import { isConflict, isNotFound, type KubeClient } from '../../kube/client.js';
 
 /**
  * Per-namespace Redis identities on the Redis the operator manages (the chart's bundled Redis,

@@ -1,6 +1,6 @@
 import { connectRedis, parseRedisUrl, type RedisClient } from '../../queue/index.js';
-import type { KubeClient } from '../kube/client.js';
-import type { TaskBatch } from '../api/taskbatch.js';
+import type { KubeClient } from '../../kube/client.js';
+import type { TaskBatch } from '../../api/taskbatch.js';
 import type { WorkerPodConfig } from './pods.js';
 import type { RedisGuard } from './redis-allow.js';
 import type { NamespaceAcls } from './redis-acl.js';

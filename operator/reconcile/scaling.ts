@@ -1,3 +1,5 @@
+import { SPEC_DEFAULTS } from '../../api/types.generated.js';
+
 /** The autoscaler: pure functions of spec and observations, table-tested. */
 
 export interface WorkersSpec {
@@ -35,7 +37,7 @@ export function clamp(v: number, lo: number, hi: number): number {
  */
 export function fixedReplicas(spec: WorkersSpec): number | undefined {
   if (spec.scaling !== 'Replicas') return undefined;
-  return Math.min(spec.replicas ?? 0, spec.max ?? 10);
+  return Math.min(spec.replicas ?? SPEC_DEFAULTS['workers.replicas'], spec.max ?? SPEC_DEFAULTS['workers.max']);
 }
 
 /** What the backlog asks for right now, before stabilization. */
@@ -43,9 +45,9 @@ export function rawDesiredWorkers(spec: WorkersSpec, obs: ScaleObservation): num
   if (obs.finished || obs.suspended || obs.seeding) return 0;
   const fixed = fixedReplicas(spec);
   if (fixed !== undefined) return fixed;
-  const min = spec.min ?? 0;
-  const max = spec.max ?? 10;
-  const per = Math.max(1, spec.itemsPerWorker ?? 100);
+  const min = spec.min ?? SPEC_DEFAULTS['workers.min'];
+  const max = spec.max ?? SPEC_DEFAULTS['workers.max'];
+  const per = Math.max(1, spec.itemsPerWorker ?? SPEC_DEFAULTS['workers.itemsPerWorker']);
   return clamp(Math.ceil(obs.backlog / per), min, max);
 }
 
@@ -61,7 +63,7 @@ export function desiredWorkers(
   now: number,
 ): { desired: number; history: Recommendations } {
   const raw = rawDesiredWorkers(spec, obs);
-  const windowMs = (spec.scaleDownDelaySeconds ?? 30) * 1000;
+  const windowMs = (spec.scaleDownDelaySeconds ?? SPEC_DEFAULTS['workers.scaleDownDelaySeconds']) * 1000;
   const kept = history.filter((r) => now - r.at < windowMs);
   kept.push({ at: now, value: raw });
   const immediate = obs.finished || obs.suspended || fixedReplicas(spec) !== undefined;

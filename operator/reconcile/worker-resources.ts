@@ -1,3 +1,5 @@
+import { SPEC_DEFAULTS } from '../../api/types.generated.js';
+
 /**
  * Resource requests and limits of worker pods, bounded by the installer (issue 11, item 6).
  * The operator creates worker pods with its own identity; without a bound a TaskBatch could ask
@@ -168,7 +170,7 @@ export function workerResourceViolations(batch: BatchLike, settings: WorkerResou
   }
   const pool = batch.spec.pool ?? {};
   const mode = pool.mode ?? 'thread';
-  const size = pool.size ?? 4;
+  const size = pool.size ?? SPEC_DEFAULTS['pool.size'];
   // The worker container: the one named worker, or the first (as pods.ts workerContainerIndex).
   const named = containers.findIndex((c) => c.name === 'worker');
   const worker = withDefaults(containers[named >= 0 ? named : 0]!, settings);

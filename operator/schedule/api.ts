@@ -1,5 +1,5 @@
-import type { KubeObject } from '../kube/client.js';
-import { GROUP, VERSION } from '../api/taskbatch.js';
+import type { KubeObject } from '../../kube/client.js';
+import { GROUP, VERSION } from '../../api/taskbatch.js';
 import type { TaskScheduleSpec, TaskScheduleStatus } from './types.generated.js';
 
 export type { TaskScheduleSpec, TaskScheduleStatus } from './types.generated.js';

@@ -1,5 +1,5 @@
-import { batchPath, type TaskBatch } from '../api/taskbatch.js';
-import { KubeApiError, isConflict, isNotFound, type KubeClient } from '../kube/client.js';
+import { batchPath, type TaskBatch } from '../../api/taskbatch.js';
+import { KubeApiError, isConflict, isNotFound, type KubeClient } from '../../kube/client.js';
 import type { EventRecorder } from '../kube/events.js';
 import { runReconcileLoop } from '../kube/controller-loop.js';
 import { objectKey, Reflector } from '../kube/reflector.js';

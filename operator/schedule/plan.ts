@@ -1,4 +1,4 @@
-import { API_VERSION as BATCH_API_VERSION, KIND as BATCH_KIND, findCondition, type TaskBatch, type TaskBatchSpec } from '../api/taskbatch.js';
+import { API_VERSION as BATCH_API_VERSION, KIND as BATCH_KIND, findCondition, type TaskBatch, type TaskBatchSpec } from '../../api/taskbatch.js';
 import { CronError, mostRecentTick, nextTick, parseCron, validateTimeZone, type CronSchedule } from './cron.js';
 import { SCHEDULE_API_VERSION, SCHEDULE_KIND, SCHEDULE_LABEL, SCHEDULED_AT_ANNOTATION, type ScheduleCondition, type TaskSchedule, type TaskScheduleStatus } from './api.js';
 

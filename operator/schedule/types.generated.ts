@@ -54,3 +54,11 @@ export type TaskScheduleStatus = {
     observedGeneration?: number;
   })[];
 };
+
+/** The CRD's defaults of scalar spec fields, by path (see hack/gen-types.ts). */
+export const SPEC_DEFAULTS = {
+  "concurrencyPolicy": "Allow",
+  "suspend": false,
+  "successfulRunsHistoryLimit": 3,
+  "failedRunsHistoryLimit": 1,
+} as const;

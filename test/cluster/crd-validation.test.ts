@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
-import { KubeApiError, KubeClient } from '../../operator/kube/client.js';
-import { batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
+import { KubeApiError, KubeClient } from '../../kube/client.js';
+import { batchPath, type TaskBatch } from '../../api/taskbatch.js';
 import { startControlPlane, type ControlPlane } from '../../localcluster/index.js';
 import { eventually } from '../support/batches.js';
 import { aTaskBatch, createNamespace, CRD_FILE, installCrd } from '../support/operator-env.js';

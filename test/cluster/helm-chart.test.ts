@@ -404,7 +404,7 @@ describe('helm template', () => {
       }],
     }));
     // The label the operator puts on every worker pod (operator/reconcile/pods.ts), as Prometheus names it.
-    const { BATCH_LABEL } = await import('../../operator/api/taskbatch.js');
+    const { BATCH_LABEL } = await import('../../api/taskbatch.js');
     expect(`__meta_kubernetes_pod_label_${BATCH_LABEL.replace(/[^a-zA-Z0-9_]/g, '_')}`).toBe('__meta_kubernetes_pod_label_taskbatch_dev_batch');
     const trusted = getObject((await helmTemplate({ release: 'tb', apiVersions: MONITORING, values: { monitoring: { podMonitor: { honorLabels: true } } } })).objects, 'PodMonitor');
     expect((trusted.spec as { podMetricsEndpoints: unknown[] }).podMetricsEndpoints).toEqual([{ port: 'metrics', path: '/metrics', interval: '15s', honorLabels: true }]);

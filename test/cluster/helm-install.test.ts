@@ -8,9 +8,9 @@
  */
 import { Redis } from 'ioredis';
 import { startControlPlane, startNodeAgent, type ControlPlane, type NodeAgent } from '../../localcluster/index.js';
-import { batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
-import { KubeClient } from '../../operator/kube/client.js';
-import type { Pod } from '../../operator/reconcile/pods.js';
+import { batchPath, type TaskBatch } from '../../api/taskbatch.js';
+import { KubeClient } from '../../kube/client.js';
+import type { Pod } from '../../kube/pod.js';
 import { eventually, sleep } from '../support/batches.js';
 import { canI, clusterObjectsOf, expectOk, helmUpgradeInstall, localValues, namespacedObjects } from '../support/helm-release.js';
 import { aTaskBatch, createNamespace, getBatch, waitForCondition, workerPods } from '../support/operator-env.js';

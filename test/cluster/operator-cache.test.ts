@@ -1,7 +1,7 @@
-import { batchPath } from '../../operator/api/taskbatch.js';
+import { batchPath } from '../../api/taskbatch.js';
 import { loadConfig } from '../../operator/config.js';
 import { Controller } from '../../operator/controller.js';
-import { KubeApiError, KubeClient, type KubeList, type KubeObject, type Query } from '../../operator/kube/client.js';
+import { KubeApiError, KubeClient, type KubeList, type KubeObject, type Query } from '../../kube/client.js';
 import { Reflector } from '../../operator/kube/reflector.js';
 import { createLogger } from '../../operator/log.js';
 import { startControlPlane, type ControlPlane } from '../../localcluster/index.js';

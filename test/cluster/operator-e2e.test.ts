@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { join } from 'node:path';
 import { repoRoot } from '../../localcluster/index.js';
-import { batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
+import { batchPath, type TaskBatch } from '../../api/taskbatch.js';
 import { BatchQueue } from '../../queue/index.js';
 import { eventually, sleep } from '../support/batches.js';
 import {

@@ -10,8 +10,8 @@
 import { readFileSync } from 'node:fs';
 import { startControlPlane, type ControlPlane } from '../../localcluster/index.js';
 import { startRedisServer } from '../../localcluster/redis-server.js';
-import { batchPath } from '../../operator/api/taskbatch.js';
-import { KubeClient, NotLeaderError } from '../../operator/kube/client.js';
+import { batchPath } from '../../api/taskbatch.js';
+import { KubeClient, NotLeaderError } from '../../kube/client.js';
 import { LEASE_DURATION_MS, LEASE_REQUEST_TIMEOUT_MS, LeaderElector, type Lease, type LeaseApi } from '../../operator/leader.js';
 import { createLogger } from '../../operator/log.js';
 import { systemClock } from '../../operator/workqueue.js';

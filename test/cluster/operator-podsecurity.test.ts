@@ -1,7 +1,7 @@
 // workerPodSecurity end to end: the real operator process against a real kube-apiserver (whose
 // PodSecurity admission plugin is on by default) and the node agent running the pods.
-import { batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
-import { KubeApiError } from '../../operator/kube/client.js';
+import { batchPath, type TaskBatch } from '../../api/taskbatch.js';
+import { KubeApiError } from '../../kube/client.js';
 import { eventually, sleep } from '../support/batches.js';
 import { aTaskBatch, createNamespace, startOperator, startOperatorEnv, waitForCondition, workerPods, type OperatorEnv, type OperatorProcess } from '../support/operator-env.js';
 

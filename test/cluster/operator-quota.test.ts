@@ -5,7 +5,7 @@
  * other namespaces are not affected.
  */
 import { Redis } from 'ioredis';
-import { batchPath } from '../../operator/api/taskbatch.js';
+import { batchPath } from '../../api/taskbatch.js';
 import { eventually } from '../support/batches.js';
 import { aTaskBatch, createNamespace, getBatch, startOperator, startOperatorEnv, waitForCondition, type OperatorEnv, type OperatorProcess } from '../support/operator-env.js';
 

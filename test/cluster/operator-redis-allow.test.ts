@@ -6,7 +6,7 @@
  * spec.pool.size bounded by the memory limit.
  */
 import { createServer, type Server } from 'node:net';
-import { batchPath } from '../../operator/api/taskbatch.js';
+import { batchPath } from '../../api/taskbatch.js';
 import { connectRedis } from '../../queue/index.js';
 import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { eventually } from '../support/batches.js';

@@ -3,9 +3,9 @@
 // scaling with a message saying how to hand the count over, and under Replicas scaling a PUT or
 // PATCH of /scale is what the operator runs (pods follow), never above spec.workers.max.
 import { Redis } from 'ioredis';
-import { batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
-import { KubeApiError } from '../../operator/kube/client.js';
-import type { Pod } from '../../operator/reconcile/pods.js';
+import { batchPath, type TaskBatch } from '../../api/taskbatch.js';
+import { KubeApiError } from '../../kube/client.js';
+import type { Pod } from '../../kube/pod.js';
 import { BatchQueue } from '../../queue/index.js';
 import { eventually } from '../support/batches.js';
 import { aTaskBatch, createNamespace, getBatch, startOperator, startOperatorEnv, waitForCondition, workerPods, type OperatorEnv, type OperatorProcess } from '../support/operator-env.js';

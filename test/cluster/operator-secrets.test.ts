@@ -2,7 +2,7 @@
  * A value read from a user's Secret never reaches the batch's status, its Events or the
  * operator's log: errors name the Secret and the key, not the value (issue 11, item 2 in part).
  */
-import { batchPath } from '../../operator/api/taskbatch.js';
+import { batchPath } from '../../api/taskbatch.js';
 import { eventually } from '../support/batches.js';
 import { aTaskBatch, createNamespace, getBatch, startOperator, startOperatorEnv, type OperatorEnv, type OperatorProcess } from '../support/operator-env.js';
 

@@ -5,7 +5,7 @@
  * seeding within a slice; and a small batch completes while a large one seeds.
  */
 import { Redis } from 'ioredis';
-import { batchPath } from '../../operator/api/taskbatch.js';
+import { batchPath } from '../../api/taskbatch.js';
 import { eventually, sleep } from '../support/batches.js';
 import { aTaskBatch, createNamespace, getBatch, startOperator, startOperatorEnv, waitForCondition, type OperatorEnv, type OperatorProcess } from '../support/operator-env.js';
 

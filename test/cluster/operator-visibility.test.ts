@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../../localcluster/index.js';
-import { batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
+import { batchPath, type TaskBatch } from '../../api/taskbatch.js';
 import { BatchQueue } from '../../queue/index.js';
 import { eventually, sleep } from '../support/batches.js';
 import { aTaskBatch, createNamespace, getBatch, startOperator, startOperatorEnv, waitForCondition, workerPods, type OperatorEnv, type OperatorProcess } from '../support/operator-env.js';

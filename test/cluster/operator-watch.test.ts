@@ -1,7 +1,7 @@
-import { FINALIZER, batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
+import { FINALIZER, batchPath, type TaskBatch } from '../../api/taskbatch.js';
 import { loadConfig } from '../../operator/config.js';
 import { Controller } from '../../operator/controller.js';
-import { KubeClient } from '../../operator/kube/client.js';
+import { KubeClient } from '../../kube/client.js';
 import { createLogger } from '../../operator/log.js';
 import { startControlPlane, type ControlPlane } from '../../localcluster/index.js';
 import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';

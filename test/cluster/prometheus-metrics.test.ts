@@ -7,8 +7,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
-import type { Pod } from '../../operator/reconcile/pods.js';
+import { batchPath, type TaskBatch } from '../../api/taskbatch.js';
+import type { Pod } from '../../kube/pod.js';
 import { eventually, sleep } from '../support/batches.js';
 import { CHART_DIR, getObject, helmTemplate } from '../support/helm-chart.js';
 import {

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { repoRoot } from '../../localcluster/index.js';
-import { batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
+import { batchPath, type TaskBatch } from '../../api/taskbatch.js';
 import { SCHEDULE_LABEL, SCHEDULED_AT_ANNOTATION, schedulePath, type TaskSchedule } from '../../operator/schedule/api.js';
 import { eventually } from '../support/batches.js';
 import { aTaskBatch, createNamespace, startOperator, startOperatorEnv, type OperatorEnv, type OperatorProcess } from '../support/operator-env.js';

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { repoRoot } from '../../localcluster/index.js';
-import { batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
+import { batchPath, type TaskBatch } from '../../api/taskbatch.js';
 import { EventRecorder } from '../../operator/kube/events.js';
 import { Reflector } from '../../operator/kube/reflector.js';
 import { createLogger } from '../../operator/log.js';

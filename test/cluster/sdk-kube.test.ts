@@ -4,7 +4,7 @@
 // cancel as deletion (the operator's finalizer deletes the Redis keys).
 import { jest } from '@jest/globals';
 import { Redis } from 'ioredis';
-import { batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
+import { batchPath, type TaskBatch } from '../../api/taskbatch.js';
 import { batchKeys } from '../../queue/index.js';
 import { BatchNotFoundError, connect, RemoteCallError, TaskBatchClient, type Progress, type Remote } from '../../sdk/index.js';
 import type * as MathModule from '../fixtures/sdk/math.js';

@@ -6,7 +6,7 @@
 // server, its authentication, RBAC and upgrade proxy are the real ones.
 import { jest } from '@jest/globals';
 import { Redis } from 'ioredis';
-import { batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
+import { batchPath, type TaskBatch } from '../../api/taskbatch.js';
 import { BatchQueue } from '../../queue/index.js';
 import { connect, PortForwardError } from '../../sdk/index.js';
 import { taskbatch } from '../support/cli-run.js';

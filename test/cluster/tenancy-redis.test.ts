@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
-import { batchPath, type TaskBatch } from '../../operator/api/taskbatch.js';
+import { batchPath, type TaskBatch } from '../../api/taskbatch.js';
 import { BatchQueue, aclPasswordHashes, namespaceAclUser, passwordHash } from '../../queue/index.js';
-import type { Pod } from '../../operator/reconcile/pods.js';
+import type { Pod } from '../../kube/pod.js';
 import { eventually, sleep } from '../support/batches.js';
 import { aTaskBatch, createNamespace, startOperator, startOperatorEnv, waitForCondition, workerPods, type OperatorEnv, type OperatorProcess } from '../support/operator-env.js';
 

@@ -7,7 +7,7 @@ import { BatchQueue, connectRedis, namespaceAclUser, passwordHash, setNamespaceA
 import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { connect, type Remote, type TaskBatchClient } from '../../sdk/index.js';
 import { NamespaceAcls, NAMESPACE_REDIS_SECRET, ROTATE_ANNOTATION, type NamespaceSecret } from '../../operator/reconcile/redis-acl.js';
-import type { KubeClient } from '../../operator/kube/client.js';
+import type { KubeClient } from '../../kube/client.js';
 import { spawnCallWorker, stopWorker } from '../support/sdk-env.js';
 import { BatchBuilder, fixture, spawnWorker, uniqueName, waitFor, workerEnv, type SpawnedWorker } from '../support/worker-harness.js';
 import type * as MathModule from '../fixtures/sdk/math.js';

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { createCA, issueCert } from '../../localcluster/certs.js';
-import type { KubeClient } from '../../operator/kube/client.js';
+import type { KubeClient } from '../../kube/client.js';
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 

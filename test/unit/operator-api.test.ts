@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { CRD_PATH, TYPES_PATH, generateTypes } from '../../hack/gen-types.js';
 import { setCondition } from '../../operator/reconcile/conditions.js';
-import { itemSource } from '../../operator/reconcile/seed.js';
+import { itemSource } from '../../api/items.js';
 import { buildWorkerPod, type WorkerPodConfig } from '../../operator/reconcile/pods.js';
 import { loadConfig } from '../../operator/config.js';
-import type { TaskBatch } from '../../operator/api/taskbatch.js';
+import type { TaskBatch } from '../../api/taskbatch.js';
 
 test('the TypeScript types are generated from the CRD and up to date', () => {
   expect(readFileSync(TYPES_PATH, 'utf8')).toBe(generateTypes(readFileSync(CRD_PATH, 'utf8')));

@@ -5,7 +5,7 @@
  * record change, never from the holder's renewTime, so skewed clocks steal nothing; a leader
  * stops leading the moment its renew deadline passes; stop() fences before it releases.
  */
-import { KubeApiError } from '../../operator/kube/client.js';
+import { KubeApiError } from '../../kube/client.js';
 import { LeaderElector, type Lease, type LeaseApi } from '../../operator/leader.js';
 import { createLogger } from '../../operator/log.js';
 import type { Clock } from '../../operator/workqueue.js';

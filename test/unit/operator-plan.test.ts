@@ -1,9 +1,9 @@
 import type { BatchSnapshot, WorkerPresence } from '../../queue/index.js';
-import type { TaskBatch, TaskBatchSpec } from '../../operator/api/taskbatch.js';
+import type { TaskBatch, TaskBatchSpec } from '../../api/taskbatch.js';
 import { emptyMemory, pendingReason, planBatch, type BatchPlan, type ObservedBatch, type PlanConfig, type QueueObservation } from '../../operator/reconcile/plan.js';
-import type { Pod } from '../../operator/reconcile/pods.js';
+import type { Pod } from '../../kube/pod.js';
 import { withOutcome } from '../../operator/reconcile/reconciler.js';
-import { itemSource } from '../../operator/reconcile/seed.js';
+import { itemSource } from '../../api/items.js';
 
 const NOW = Date.parse('2026-11-30T12:00:00Z');
 const EPOCH = 'e1';

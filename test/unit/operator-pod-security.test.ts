@@ -3,7 +3,7 @@
 import { checkPodSecurity, describeViolations, hardenPodSpec, type PodSecurityLevel } from '../../operator/reconcile/pod-security.js';
 import { buildWorkerPod, PodTemplateRejectedError, type WorkerPodConfig } from '../../operator/reconcile/pods.js';
 import { loadConfig } from '../../operator/config.js';
-import type { TaskBatch } from '../../operator/api/taskbatch.js';
+import type { TaskBatch } from '../../api/taskbatch.js';
 
 type Spec = Record<string, unknown>;
 const worker = (securityContext?: Spec, extra: Spec = {}): Spec => ({ name: 'worker', ...(securityContext ? { securityContext } : {}), ...extra });

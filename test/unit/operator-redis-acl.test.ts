@@ -2,7 +2,7 @@ import { namespaceAclRules, namespaceAclUser, namespaceKeyPattern, passwordHash,
 import { batchKeys } from '../../queue/keys.js';
 import { planNamespaceAcl, NAMESPACE_REDIS_SECRET, ROTATE_ANNOTATION, ROTATED_AT_ANNOTATION, ROTATED_FOR_ANNOTATION, type NamespaceSecret } from '../../operator/reconcile/redis-acl.js';
 import { buildWorkerPod, REDIS_CREDENTIALS_DIR, type WorkerPodConfig } from '../../operator/reconcile/pods.js';
-import type { TaskBatch } from '../../operator/api/taskbatch.js';
+import type { TaskBatch } from '../../api/taskbatch.js';
 
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 const T0 = Date.parse('2026-01-01T00:00:00Z');

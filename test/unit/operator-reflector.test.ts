@@ -1,5 +1,5 @@
 import { KubeConfig } from '@kubernetes/client-node';
-import { KubeApiError, KubeClient, type KubeList, type KubeObject, type Query, type WatchEvent } from '../../operator/kube/client.js';
+import { KubeApiError, KubeClient, type KubeList, type KubeObject, type Query, type WatchEvent } from '../../kube/client.js';
 import { createLogger } from '../../operator/log.js';
 import { Reflector } from '../../operator/kube/reflector.js';
 import { eventually } from '../support/batches.js';

@@ -1,7 +1,7 @@
 import { applyWorkerResources, maxPoolSize, parseQuantity, parseResourceSettings, workerResourceViolations, type WorkerResourceSettings } from '../../operator/reconcile/worker-resources.js';
 import { buildWorkerPod } from '../../operator/reconcile/pods.js';
 import { ConfigError, loadConfig } from '../../operator/config.js';
-import type { TaskBatch } from '../../operator/api/taskbatch.js';
+import type { TaskBatch } from '../../api/taskbatch.js';
 
 const settings: WorkerResourceSettings = { defaults: { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '1Gi' } }, max: { cpu: '4', memory: '8Gi' } };
 const batch = (spec: Record<string, unknown>): TaskBatch =>

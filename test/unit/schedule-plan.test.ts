@@ -1,4 +1,4 @@
-import type { TaskBatch } from '../../operator/api/taskbatch.js';
+import type { TaskBatch } from '../../api/taskbatch.js';
 import { SCHEDULE_LABEL, SCHEDULED_AT_ANNOTATION, type TaskSchedule, type TaskScheduleSpec } from '../../operator/schedule/api.js';
 import { planSchedule, runName, type PlanInput } from '../../operator/schedule/plan.js';
 

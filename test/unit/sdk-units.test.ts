@@ -1,7 +1,7 @@
 import type { HandlerContext } from '../../worker/handler/api.js';
-import type { TaskBatch } from '../../operator/api/taskbatch.js';
+import type { TaskBatch } from '../../api/taskbatch.js';
 import { redisEndpointFor, type KubeAccess } from '../../sdk/kube.js';
-import { KubeApiError } from '../../operator/kube/client.js';
+import { KubeApiError } from '../../kube/client.js';
 import { createProxy, formatDuration, formatProgress, ProgressTracker, type CallArgs, type Remote } from '../../sdk/index.js';
 import type * as MathModule from '../fixtures/sdk/math.js';
 

@@ -409,3 +409,30 @@ export type TaskBatchStatus = {
     observedGeneration?: number;
   })[];
 };
+
+/** The CRD's defaults of scalar spec fields, by path (see hack/gen-types.ts). */
+export const SPEC_DEFAULTS = {
+  "range.start": 0,
+  "range.step": 1,
+  "pool.mode": "thread",
+  "pool.size": 4,
+  "workers.scaling": "Backlog",
+  "workers.min": 0,
+  "workers.max": 10,
+  "workers.itemsPerWorker": 100,
+  "workers.replicas": 0,
+  "workers.scaleDownDelaySeconds": 30,
+  "retry.maxAttempts": 3,
+  "retry.backoff.initialMs": 1000,
+  "retry.backoff.factor": 2,
+  "retry.backoff.maxMs": 60000,
+  "retry.backoff.jitter": 0.2,
+  "itemTimeoutSeconds": 600,
+  "leaseSeconds": 30,
+  "suspend": false,
+  "redis.secretRef.passwordKey": "password",
+  "redis.tls.enabled": false,
+  "redis.tls.caSecretRef.key": "ca.crt",
+  "redis.tls.insecureSkipVerify": false,
+  "redis.cluster": false,
+} as const;
