@@ -47,6 +47,7 @@ export class ScheduleController {
   private readonly clock: Clock;
   private running = false;
   private enabled = false;
+  private toldNotInstalled = false;
   private loop: Promise<void> | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
 
@@ -97,7 +98,11 @@ export class ScheduleController {
       installed = true;
     } catch (err) {
       if (!(err instanceof KubeApiError && err.status === 404)) this.o.log.warn('Could not list TaskSchedules; retrying', { error: String((err as Error).message ?? err) });
-      else this.o.log.info('TaskSchedule API not installed; schedules are off until it is', {});
+      else if (!this.toldNotInstalled) {
+        // Said once: the probe repeats every 30 s while the CRD is absent, a normal state.
+        this.toldNotInstalled = true;
+        this.o.log.info('TaskSchedule API not installed; schedules are off until it is', {});
+      }
     }
     if (!this.running) return;
     if (!installed) {
