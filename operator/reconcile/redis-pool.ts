@@ -1,30 +1,77 @@
-import { connectRedis, parseRedisUrl, type RedisClient } from '../../queue/index.js';
+import { createHash, X509Certificate } from 'node:crypto';
+import { connectRedis, type RedisClient } from '../../queue/index.js';
 import type { KubeClient } from '../../kube/client.js';
 import type { TaskBatch } from '../../api/taskbatch.js';
+import type { Logger } from '../log.js';
+import { systemClock, type Clock } from '../workqueue.js';
 import type { WorkerPodConfig } from './pods.js';
 import type { RedisGuard } from './redis-allow.js';
 import type { NamespaceAcls } from './redis-acl.js';
+import { RedisEndpoint, type EndpointTimings } from './redis-endpoint.js';
+import { DEFAULT_BACKOFF, RedisUnavailableError, type BackoffPolicy } from './redis-health.js';
+
+export { RedisUnavailableError } from './redis-health.js';
+export type { RedisFailure, RedisFailureKind } from './redis-health.js';
 
 const SECRET_TTL_MS = 60_000;
 
+/** The batch's Redis settings are wrong (a URL that is not one, a missing Secret or key): terminal until the spec or Secret changes. */
 export class RedisConfigError extends Error {
   override name = 'RedisConfigError';
+}
+
+export interface RedisPoolOptions {
+  /** A client no reconcile has used for this long is disconnected and dropped. Default 5 minutes. */
+  idleMs?: number;
+  /** Bound on one connection attempt's TCP and TLS connect. Default 2 s. */
+  connectTimeoutMs?: number;
+  /** Bound on one command (a reconcile's read or write) on a connected client. Default 15 s. */
+  commandTimeoutMs?: number;
+  /** How long the first batch naming a new Redis waits for its first connection attempt. Default 1 s. */
+  firstTryMs?: number;
+  /** Each Redis's reconnection backoff. Default 0.5 s doubling to 30 s, up to 20% less at random. */
+  backoff?: BackoffPolicy;
+  clock?: Clock;
+  random?: () => number;
+  /** Logs each Redis going down, coming back, and being closed when idle. */
+  log?: Logger;
 }
 
 interface Secret {
   data?: Record<string, string>;
 }
 
+/** What one batch connects to, read from its spec, its Secrets or the installer's default. */
+interface Target {
+  url: string;
+  username?: string;
+  password?: string;
+  tls?: { ca?: string; insecureSkipVerify?: boolean };
+  cluster: boolean;
+  /** The address came out of a Secret: logs must not show it. */
+  secretAddress: boolean;
+}
+
 /**
- * One client per distinct Redis (URL + identity), shared by all batches using it. Clients
- * fail fast while disconnected (no offline queue) so a reconcile never hangs on a dead
- * Redis: it reports RedisUnavailable and retries with backoff instead.
+ * One client per distinct Redis (URL + identity), shared by all batches using it, each with
+ * its own health (redis-endpoint.ts): a Redis that does not answer makes its batches fail at
+ * once with RedisUnavailableError (naming the address, the cause and when to retry) while the
+ * client reconnects in the background on its own backoff; the other batches' reconciles never
+ * wait on it. Clients fail fast while disconnected (no offline queue). A client no reconcile
+ * used for `idleMs` is closed, so clients of deleted batches and rotated passwords do not pile up.
  */
 export class RedisPool {
-  private readonly clients = new Map<string, RedisClient>();
+  private readonly endpoints = new Map<string, RedisEndpoint>();
   private readonly secrets = new Map<string, { at: number; secret: Secret }>();
   /** Per batch (ns/name): strings that came out of a Secret, never to appear in status, events or logs. */
   private readonly sensitive = new Map<string, { values: string[]; source: string }>();
+  private readonly idleMs: number;
+  private readonly timings: EndpointTimings;
+  private readonly commandTimeoutMs: number;
+  private readonly clock: Clock;
+  private readonly random: () => number;
+  private readonly log: Logger | undefined;
+  private sweepTimer: unknown;
 
   constructor(
     private readonly kube: KubeClient,
@@ -33,9 +80,66 @@ export class RedisPool {
     private readonly acls?: NamespaceAcls,
     /** The installer's allowed addresses and reply bound (redis-allow.ts); unset = none. */
     private readonly guard?: RedisGuard,
-  ) {}
+    options: RedisPoolOptions = {},
+  ) {
+    const positive = (name: keyof RedisPoolOptions, v: number | undefined, dflt: number): number => {
+      if (v === undefined) return dflt;
+      if (!Number.isFinite(v) || v <= 0) throw new RangeError(`RedisPool options.${name} must be a positive number of milliseconds, got ${v}`);
+      return v;
+    };
+    this.idleMs = positive('idleMs', options.idleMs, 5 * 60_000);
+    const backoff = options.backoff ?? DEFAULT_BACKOFF;
+    if (!(backoff.initialMs > 0 && backoff.maxMs >= backoff.initialMs && backoff.jitter >= 0 && backoff.jitter < 1)) {
+      throw new RangeError('RedisPool options.backoff must have 0 < initialMs <= maxMs and 0 <= jitter < 1');
+    }
+    this.timings = { connectTimeoutMs: positive('connectTimeoutMs', options.connectTimeoutMs, 2000), firstTryMs: positive('firstTryMs', options.firstTryMs, 1000), backoff };
+    this.commandTimeoutMs = positive('commandTimeoutMs', options.commandTimeoutMs, 15_000);
+    this.clock = options.clock ?? systemClock;
+    this.random = options.random ?? Math.random;
+    this.log = options.log;
+  }
 
+  /**
+   * The batch's Redis client, connected. Throws, without waiting on a connection (only the first
+   * batch naming a new Redis waits, at most firstTryMs):
+   * - RedisConfigError: the settings are wrong (terminal until the spec or a Secret changes);
+   * - RedisNotAllowedError (redis-allow.ts): the address is outside the installer's list;
+   * - RedisUnavailableError: the Redis does not answer now; ask again at its `retryAt`.
+   * Other errors (the namespace's ACL user on the managed default Redis) are transient.
+   * Messages are already redacted for the batch (no value from its Secrets).
+   */
   async forBatch(batch: TaskBatch): Promise<RedisClient> {
+    return this.withClient(batch, async (client) => client);
+  }
+
+  /**
+   * Runs `use` with the batch's client (as forBatch), which is never closed for idleness while
+   * `use` runs. forBatch's caller holds the client without that guarantee once forBatch returns:
+   * only for less than idleMs.
+   */
+  async withClient<T>(batch: TaskBatch, use: (client: RedisClient) => Promise<T>): Promise<T> {
+    const target = await this.target(batch);
+    const endpoint = this.endpointFor(target);
+    endpoint.leases++;
+    try {
+      let client: RedisClient;
+      try {
+        client = await endpoint.get();
+      } catch (err) {
+        if (err instanceof RedisUnavailableError) throw this.redacted(batch, err);
+        throw err;
+      }
+      // Before any worker pod of the namespace exists, its user and Secret must (pods mount the Secret).
+      if (!batch.spec.redis && this.acls) await this.acls.ensure(batch.metadata.namespace!, client);
+      return await use(client);
+    } finally {
+      endpoint.leases--;
+      endpoint.lastUsedAt = this.clock.now();
+    }
+  }
+
+  /** Reads the batch's Redis settings and checks them; throws RedisConfigError or RedisNotAllowedError, never connects. */
+  private async target(batch: TaskBatch): Promise<Target> {
     const ns = batch.metadata.namespace!;
     const r = batch.spec.redis;
     let url: string | undefined;
@@ -43,6 +147,7 @@ export class RedisPool {
     let username: string | undefined;
     let tls: { ca?: string; insecureSkipVerify?: boolean } | undefined;
     let cluster = false;
+    let secretAddress = false;
     if (r) {
       const secret = r.secretRef ? await this.secret(ns, r.secretRef.name, 'spec.redis.secretRef') : undefined;
       url = r.url ?? (r.secretRef?.urlKey ? decode(secret, r.secretRef.urlKey, `spec.redis.secretRef (key ${r.secretRef.urlKey})`) : undefined);
@@ -52,13 +157,14 @@ export class RedisPool {
         const source = `Secret ${ns}/${r.secretRef.name}`;
         const values = [password, fromSecret].filter((v): v is string => Boolean(v));
         if (fromSecret) {
-          try {
-            values.push(parseRedisUrl(fromSecret).host);
-          } catch {
+          secretAddress = true;
+          const problem = redisUrlProblem(fromSecret);
+          if (problem) {
             this.sensitive.set(`${ns}/${batch.metadata.name}`, { values, source });
-            // The value is a secret: say where it is, never what it is.
-            throw new RedisConfigError(`spec.redis.secretRef: key ${r.secretRef.urlKey} of ${source} is not a Redis URL (expected redis://host:port or rediss://host:port; its value is not shown)`);
+            // The value is a secret: say where it is and what is wrong, never what it is.
+            throw new RedisConfigError(`spec.redis.secretRef: key ${r.secretRef.urlKey} of ${source} is not a Redis URL: it ${problem} (expected redis://host:port or rediss://host:port; its value is not shown)`);
           }
+          values.push(new URL(fromSecret).hostname.replace(/^\[|\]$/g, ''));
         }
         this.sensitive.set(`${ns}/${batch.metadata.name}`, { values, source });
       } else {
@@ -69,10 +175,17 @@ export class RedisPool {
         tls = { insecureSkipVerify: r.tls.insecureSkipVerify ?? false };
         if (r.tls.caSecretRef) {
           const caSecret = await this.secret(ns, r.tls.caSecretRef.name, 'spec.redis.tls.caSecretRef');
-          tls.ca = decode(caSecret, r.tls.caSecretRef.key ?? 'ca.crt', 'spec.redis.tls.caSecretRef');
+          const key = r.tls.caSecretRef.key ?? 'ca.crt';
+          tls.ca = decode(caSecret, key, 'spec.redis.tls.caSecretRef');
+          // A CA that is not one would surface as a TLS failure on every attempt; it is a spec error.
+          if (!isPemCertificates(tls.ca)) throw new RedisConfigError(`spec.redis.tls.caSecretRef: key ${key} of Secret ${ns}/${r.tls.caSecretRef.name} holds no PEM certificate (expected -----BEGIN CERTIFICATE----- blocks)`);
         }
       }
       cluster = r.cluster ?? false;
+      if (r.url) {
+        const problem = redisUrlProblem(r.url);
+        if (problem) throw new RedisConfigError(`spec.redis.url ${problem}; expected redis://host:port[/db] or rediss://host:port[/db] (TLS)`);
+      }
     } else if (this.defaults) {
       url = this.defaults.url;
       username = this.defaults.username;
@@ -80,30 +193,87 @@ export class RedisPool {
       password = process.env.TASKBATCH_DEFAULT_REDIS_PASSWORD || undefined;
       if (this.defaults.tls) tls = {};
       cluster = this.defaults.cluster ?? false;
+      const problem = redisUrlProblem(url);
+      if (problem) throw new RedisConfigError(`the operator's default Redis URL (TASKBATCH_DEFAULT_REDIS_URL, Helm value redis.url) ${problem}; the installer must fix it, or set spec.redis`);
     }
     if (!url) throw new RedisConfigError('no Redis configured: set spec.redis.url (or spec.redis.secretRef with urlKey), or install the operator with a default Redis');
     // Before any connection: a Redis outside the installer's list is never contacted.
     this.guard?.check(batch, url);
-    const key = JSON.stringify([url, username, password, tls, cluster]);
-    let client = this.clients.get(key);
-    if (!client) {
-      client = connectRedis({
-        url,
-        ...(username ? { username } : {}),
-        ...(password ? { password } : {}),
-        ...(tls ? { tls } : {}),
-        cluster,
-        ...(this.guard ? { maxReplyBytes: this.guard.maxReplyBytes } : {}),
-        redisOptions: { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 5000, commandTimeout: 15_000, retryStrategy: (n) => Math.min(5000, 100 * 2 ** n) },
-      });
-      client.on('error', () => undefined); // reported through failed commands and the RedisUnavailable condition
-      this.clients.set(key, client);
+    return { url, ...(username ? { username } : {}), ...(password ? { password } : {}), ...(tls ? { tls } : {}), cluster, secretAddress };
+  }
+
+  /** The endpoint for these settings, created (and connecting in the background) on first use. */
+  private endpointFor(target: Target): RedisEndpoint {
+    const key = JSON.stringify([target.url, target.username, target.password, target.tls, target.cluster]);
+    const existing = this.endpoints.get(key);
+    if (existing && !existing.ended) return existing;
+    const parsed = new URL(target.url);
+    const address = `${parsed.hostname}:${parsed.port || 6379}`;
+    // Log lines correlate by id; the address only when no Secret supplied it.
+    const id = createHash('sha256').update(key).digest('hex').slice(0, 12);
+    const logged = target.secretAddress ? { endpoint: id, address: '(from a Secret, not shown)' } : { endpoint: id, address };
+    const endpoint = new RedisEndpoint(
+      (retryDelayMs) => {
+        try {
+          return connectRedis({
+            url: target.url,
+            ...(target.username ? { username: target.username } : {}),
+            ...(target.password ? { password: target.password } : {}),
+            ...(target.tls ? { tls: target.tls } : {}),
+            cluster: target.cluster,
+            ...(this.guard ? { maxReplyBytes: this.guard.maxReplyBytes } : {}),
+            redisOptions: { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: this.timings.connectTimeoutMs, commandTimeout: this.commandTimeoutMs, retryStrategy: retryDelayMs },
+          });
+        } catch (err) {
+          // redisUrlProblem accepted the URL, so this is a check the two disagree on: still a settings error.
+          throw new RedisConfigError(`the Redis settings were refused before connecting: ${(err as Error).message}`);
+        }
+      },
+      {
+        address,
+        tls: parsed.protocol === 'rediss:' || target.tls !== undefined,
+        ...(target.cluster ? { clusterSeed: { host: parsed.hostname.replace(/^\[|\]$/g, ''), port: Number(parsed.port || 6379) } } : {}),
+        clock: this.clock,
+        timings: this.timings,
+        random: this.random,
+      },
+    );
+    endpoint.onChange((up, failure) => {
+      if (up) this.log?.info('Reconnected to Redis', logged);
+      else if (!target.secretAddress) this.log?.warn('Lost or could not open a Redis connection; retrying with backoff', { ...logged, cause: failure?.code, detail: failure?.text });
+      else this.log?.warn('Lost or could not open a Redis connection; retrying with backoff', { ...logged, cause: failure?.code });
+    });
+    this.endpoints.set(key, endpoint);
+    this.armSweep();
+    return endpoint;
+  }
+
+  /** The error with the batch's Secret values replaced (the address too, when a Secret supplied it). */
+  private redacted(batch: TaskBatch, err: RedisUnavailableError): RedisUnavailableError {
+    const cause = { ...err.cause, text: this.redact(batch, err.cause.text) };
+    return new RedisUnavailableError(this.redact(batch, err.address), cause, err.retryAt, this.redact(batch, err.message));
+  }
+
+  /** Closes endpoints idle for idleMs (no lease, no use); re-arms while any remain. */
+  private sweep(): void {
+    this.sweepTimer = undefined;
+    const now = this.clock.now();
+    for (const [key, e] of this.endpoints) {
+      if (e.ended) {
+        this.endpoints.delete(key);
+      } else if (e.leases === 0 && now - e.lastUsedAt >= this.idleMs) {
+        e.close();
+        this.endpoints.delete(key);
+        this.log?.debug('Closed an idle Redis connection', { idleMs: this.idleMs });
+      }
     }
-    if (client.status === 'wait') await (client as { connect(): Promise<void> }).connect();
-    if (client.status !== 'ready') await waitReady(client, 5000);
-    // Before any worker pod of the namespace exists, its user and Secret must (pods mount the Secret).
-    if (!r && this.acls) await this.acls.ensure(ns, client);
-    return client;
+    this.armSweep();
+  }
+
+  private armSweep(): void {
+    if (this.sweepTimer !== undefined || this.endpoints.size === 0) return;
+    // Often enough that a client goes at most half the limit late; never a busy loop.
+    this.sweepTimer = this.clock.setTimeout(() => this.sweep(), Math.min(60_000, Math.max(50, this.idleMs / 2)));
   }
 
   /**
@@ -129,9 +299,12 @@ export class RedisPool {
     return out;
   }
 
+  /** Disconnects every client (on shutdown); reconciles still holding one see their commands fail. */
   close(): void {
-    for (const c of this.clients.values()) c.disconnect();
-    this.clients.clear();
+    if (this.sweepTimer !== undefined) this.clock.clearTimeout(this.sweepTimer);
+    this.sweepTimer = undefined;
+    for (const e of this.endpoints.values()) e.close();
+    this.endpoints.clear();
   }
 
   /**
@@ -141,13 +314,13 @@ export class RedisPool {
   private async secret(ns: string, name: string, field: string): Promise<Secret> {
     const key = `${ns}/${name}`;
     const cached = this.secrets.get(key);
-    if (cached && Date.now() - cached.at < SECRET_TTL_MS) return cached.secret;
+    if (cached && this.clock.now() - cached.at < SECRET_TTL_MS) return cached.secret;
     const s = await this.kube.find<Secret>(`/api/v1/namespaces/${ns}/secrets/${name}`);
     if (!s) {
       this.secrets.delete(key);
       throw new RedisConfigError(`${field}: Secret ${ns}/${name} not found`);
     }
-    this.secrets.set(key, { at: Date.now(), secret: s });
+    this.secrets.set(key, { at: this.clock.now(), secret: s });
     return s;
   }
 }
@@ -163,21 +336,35 @@ function decode(secret: Secret | undefined, key: string, field: string): string 
   return v;
 }
 
-async function waitReady(client: RedisClient, timeoutMs: number): Promise<void> {
-  if (client.status === 'ready') return;
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      cleanup();
-      reject(new Error(`Redis not reachable within ${timeoutMs}ms (status ${client.status})`));
-    }, timeoutMs);
-    const onReady = (): void => {
-      cleanup();
-      resolve();
-    };
-    const cleanup = (): void => {
-      clearTimeout(timer);
-      client.off('ready', onReady);
-    };
-    client.on('ready', onReady);
-  });
+/**
+ * Why `url` is not a usable Redis URL, in words that never repeat it (it may come from a Secret),
+ * or undefined. Every malformed URL is caught here, so none reaches a socket or surfaces as a
+ * connection error: the reconciler reports it as the terminal RedisConfigInvalid.
+ */
+export function redisUrlProblem(url: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return 'is not a URL';
+  }
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') return 'does not start with redis:// or rediss://';
+  if (!u.hostname || u.hostname === '[]') return 'names no host';
+  if (u.port === '0') return 'names port 0';
+  if (u.password) return 'contains a password (give it in a Secret\'s password key instead)';
+  const db = u.pathname && u.pathname !== '/' ? Number(u.pathname.slice(1)) : 0;
+  if (!Number.isInteger(db) || db < 0) return 'has a database path that is not a non-negative integer';
+  return undefined;
+}
+
+/** Whether `pem` holds at least one certificate and every BEGIN CERTIFICATE block parses. */
+function isPemCertificates(pem: string): boolean {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) return false;
+  try {
+    for (const b of blocks) new X509Certificate(b);
+    return true;
+  } catch {
+    return false;
+  }
 }
