@@ -67,7 +67,7 @@ export class Controller {
         : {}),
     };
     const acls = config.defaultRedisUrl && config.defaultRedisManageAcls ? new NamespaceAcls(kube, { graceMs: config.redisRotationGraceSeconds * 1000 }) : undefined;
-    this.redis = new RedisPool(kube, worker.defaultRedis, acls, new RedisGuard(config.allowedRedis, config.defaultRedisUrl, config.maxRedisReplyBytes));
+    this.redis = new RedisPool(kube, worker.defaultRedis, acls, new RedisGuard(config.allowedRedis, config.defaultRedisUrl, config.maxRedisReplyBytes), { clock, log: log.child({ component: 'redis-pool' }) });
     const events = new EventRecorder(kube, 'taskbatch-operator', log);
     this.schedules = new ScheduleController({ kube, batches: this.batches, events, log: log.child({ controller: 'taskschedules' }), watchNamespace: ns, clock });
     this.reconciler = new Reconciler({

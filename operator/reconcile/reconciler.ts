@@ -15,7 +15,7 @@ import type { Pod } from '../../kube/pod.js';
 import { buildWorkerPod } from './pods.js';
 import { itemsHeldByOthers, type HeldBatch } from './quota.js';
 import { RedisNotAllowedError } from './redis-allow.js';
-import { RedisConfigError, type RedisPool } from './redis-pool.js';
+import { RedisConfigError, RedisUnavailableError, type RedisPool } from './redis-pool.js';
 import { itemSource, itemsField, SeedError } from '../../api/items.js';
 import { seedSlice } from './seed.js';
 
@@ -193,8 +193,9 @@ export class Reconciler {
     // Connection errors name hosts; a host taken from a Secret must not reach status or events.
     const message = this.ctx.redis.redact(batch, String((err as Error).message ?? err));
     if (err instanceof RedisConfigError) return { kind: 'refused', reason: 'RedisConfigInvalid', message };
-    const retryAt = (err as { retryAt?: unknown }).retryAt;
-    const retryAfterMs = typeof retryAt === 'number' ? Math.max(100, retryAt - this.ctx.clock.now()) : Math.min(5000, 500 * 2 ** Math.min(4, mem.redisFailures));
+    // The endpoint's own backoff says when to look again; other failures (ACL set-up, a Secret
+    // read) back off per batch.
+    const retryAfterMs = err instanceof RedisUnavailableError ? Math.max(100, err.retryAt - this.ctx.clock.now()) : Math.min(5000, 500 * 2 ** Math.min(4, mem.redisFailures));
     mem.redisFailures++;
     return { kind: 'unavailable', message, retryAfterMs };
   }
