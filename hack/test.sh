@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: set-up, build + typecheck, every jest tier, then the real-node e2e tier.
+# The whole test suite: set-up, build + typecheck, lint/format/dependency rules (hack/lint.sh),
+# every jest tier, then the real-node e2e tier. A lint failure does not stop the tests; it fails
+# the run at the end.
 # Prints jest's own summaries and a plain closing line "jest: N passed, N failed[, N skipped]".
 #
 #   hack/test.sh                       everything
@@ -28,6 +30,9 @@ fi
 echo "[test] node $(node --version), redis $(redis-server --version | awk '{print $3}')"
 echo "[test] building (tsc -b: compiles and typechecks)"
 tsc -b
+echo "[test] lint, format and dependency rules (hack/lint.sh)"
+lint_rc=0
+bash hack/lint.sh || lint_rc=1
 echo "[test] waiting for the cluster binaries' build (log: $cp_log)"
 if ! wait "$cp_pid"; then
   tail -40 "$cp_log" >&2
@@ -74,6 +79,10 @@ else
   fi
 fi
 
+if (( lint_rc != 0 )); then
+  echo "[test] hack/lint.sh failed (see its [lint] lines above, each with the fix): the run fails" >&2
+  rc=1
+fi
 node -e '
   let passed = 0, failed = 0, skipped = 0, total = 0, brokenSuites = 0, missing = 0;
   for (const f of process.argv.slice(1)) {
