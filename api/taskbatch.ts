@@ -7,7 +7,7 @@ export const GROUP = 'taskbatch.dev';
 export const VERSION = 'v1alpha1';
 export const API_VERSION = `${GROUP}/${VERSION}`;
 export const KIND = 'TaskBatch';
-export const PLURAL = 'taskbatches';
+const PLURAL = 'taskbatches';
 
 /** Label on worker pods naming their batch; also the /scale selector. */
 export const BATCH_LABEL = 'taskbatch.dev/batch';
@@ -45,7 +45,7 @@ export function findCondition(status: TaskBatchStatus | undefined, type: Conditi
   return status?.conditions?.find((c) => c.type === type);
 }
 
-export function isTrue(status: TaskBatchStatus | undefined, type: ConditionType): boolean {
+function isTrue(status: TaskBatchStatus | undefined, type: ConditionType): boolean {
   return findCondition(status, type)?.status === 'True';
 }
 
@@ -58,7 +58,7 @@ export function isFinished(status: TaskBatchStatus | undefined): boolean {
  * only items failed. After any other failure (a deadline, crash-looping workers, a spec error,
  * lost state of an open batch) replayed items would wait for workers that never come back.
  */
-export const REOPENABLE_FAILURES: ReadonlySet<string> = new Set(['FailurePolicyExceeded']);
+const REOPENABLE_FAILURES: ReadonlySet<string> = new Set(['FailurePolicyExceeded']);
 
 /** Whether items queued again (taskbatch replay) bring this batch back to Running. */
 export function canReopen(status: TaskBatchStatus | undefined): boolean {

@@ -122,7 +122,10 @@ export async function startBenchKubelet(o: BenchKubeletOptions): Promise<BenchKu
     }
     if (pod.metadata.deletionTimestamp) {
       // A graceful deletion: the worker stops (as on SIGTERM), then the kubelet removes the pod.
-      if (!state) states.set(uid, (state = { stop: new AbortController() }));
+      if (!state) {
+        state = { stop: new AbortController() };
+        states.set(uid, state);
+      }
       state.stop.abort();
       if (!state.deleting) {
         state.deleting = true;

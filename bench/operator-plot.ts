@@ -32,7 +32,9 @@ export function renderSvg(title: string, subtitle: string, ns: number[], panels:
     `<text x="${width / 2}" y="20" text-anchor="middle" font-size="15" font-weight="bold">${esc(title)}</text>`,
     `<text x="${width / 2}" y="38" text-anchor="middle" fill="#555">${esc(subtitle)}</text>`,
   ];
-  panels.forEach((p, i) => out.push(panel(p, ns, (i % cols) * W, 52 + Math.floor(i / cols) * H)));
+  panels.forEach((p, i) => {
+    out.push(panel(p, ns, (i % cols) * W, 52 + Math.floor(i / cols) * H));
+  });
   out.push('</svg>');
   return `${out.join('\n')}\n`;
 }

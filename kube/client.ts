@@ -1,4 +1,4 @@
-import { HttpMethod, RequestContext, Watch, type KubeConfig } from '@kubernetes/client-node';
+import { type HttpMethod, RequestContext, Watch, type KubeConfig } from '@kubernetes/client-node';
 import { fetch, type Dispatcher } from 'undici';
 
 /**

@@ -5,7 +5,7 @@
  * kube-controller-manager. Everything runs in its own process group and is killed when the owner
  * exits, is interrupted, or dies (see reaper.ts).
  */
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { execFile } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';

@@ -49,11 +49,11 @@ export type ResolvedCommand =
   | { ok: true; executable: string; args: string[]; workingDir?: string; imageEnv: Record<string, string>; rule?: ImageRule }
   | { ok: false; reason: string; message: string };
 
-export function globToRegExp(glob: string): RegExp {
+function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${glob.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
 }
 
-export function findImageRule(image: string, rules: readonly ImageRule[]): ImageRule | undefined {
+function findImageRule(image: string, rules: readonly ImageRule[]): ImageRule | undefined {
   return rules.find((r) => (typeof r.image === 'string' ? globToRegExp(r.image) : r.image).test(image));
 }
 
@@ -82,7 +82,7 @@ function isExecutable(path: string): boolean {
 }
 
 /** Finds an executable on a PATH string; undefined when absent. */
-export function which(name: string, pathEnv: string): string | undefined {
+function which(name: string, pathEnv: string): string | undefined {
   if (name.includes('/')) return isExecutable(name) ? name : undefined;
   for (const dir of pathEnv.split(delimiter)) {
     if (!dir) continue;

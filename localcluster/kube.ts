@@ -2,7 +2,7 @@
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 
 /** The HTTP status of an ApiException (or a watch error), else undefined. */
-export function apiStatus(err: unknown): number | undefined {
+function apiStatus(err: unknown): number | undefined {
   const e = err as { code?: unknown; statusCode?: unknown };
   if (typeof e?.code === 'number') return e.code;
   if (typeof e?.statusCode === 'number') return e.statusCode;
@@ -14,7 +14,6 @@ export const isConflict = (err: unknown): boolean => apiStatus(err) === 409;
 
 /** Request options for a strategic-merge patch (what the kubelet uses for pod status). */
 export const strategicMergePatch = setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch);
-export const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
 /** RFC 3339 with whole seconds, as Kubernetes writes metav1.Time. */
 export function k8sTime(d: Date = new Date()): string {

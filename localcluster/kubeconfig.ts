@@ -22,7 +22,7 @@ export interface KubeconfigSpec {
 
 const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
 
-export function kubeconfigYaml(spec: KubeconfigSpec): string {
+function kubeconfigYaml(spec: KubeconfigSpec): string {
   const c = spec.credentials;
   const user =
     c.kind === 'clientCert'

@@ -24,7 +24,7 @@ export function repoRoot(): string {
 }
 
 /** TASKBATCH_CACHE, else $XDG_CACHE_HOME/taskbatch, else ~/.cache/taskbatch (as hack/setup.sh). */
-export function cacheRoot(): string {
+function cacheRoot(): string {
   return process.env.TASKBATCH_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'taskbatch');
 }
 
@@ -33,7 +33,7 @@ export function localClusterStateDir(): string {
   return join(cacheRoot(), 'local-cluster');
 }
 
-export const CONTROL_PLANE_TOOLS = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kubectl', 'helm'] as const;
+const CONTROL_PLANE_TOOLS = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kubectl', 'helm'] as const;
 export type ControlPlaneTool = (typeof CONTROL_PLANE_TOOLS)[number];
 export type ControlPlaneBinaries = Record<ControlPlaneTool, string> & { dir: string };
 
@@ -80,7 +80,7 @@ function printBuildDir(): string {
   }
 }
 
-export const NODE_TOOLS = ['kubelet', 'kube-proxy', 'kube-scheduler', 'coredns', 'pause'] as const;
+const NODE_TOOLS = ['kubelet', 'kube-proxy', 'kube-scheduler', 'coredns', 'pause'] as const;
 export type NodeTool = (typeof NODE_TOOLS)[number];
 export type NodeBinaries = Record<NodeTool, string> & { dir: string };
 

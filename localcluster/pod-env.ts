@@ -108,7 +108,7 @@ function decodeSecret(b64: string): string {
 }
 
 /** The variables a pod gets for the `kubernetes` Service in default; here they name the API server directly. */
-export function serviceEnv(host: string, port: number): Record<string, string> {
+function serviceEnv(host: string, port: number): Record<string, string> {
   return {
     KUBERNETES_SERVICE_HOST: host,
     KUBERNETES_SERVICE_PORT: String(port),
@@ -150,7 +150,7 @@ export function expandVars(input: string, mapping: (name: string) => string): st
   return out + input.slice(checkpoint);
 }
 
-export function fieldRefValue(path: string, ctx: EnvContext): string {
+function fieldRefValue(path: string, ctx: EnvContext): string {
   const m = ctx.pod.metadata;
   const sub = /^metadata\.(labels|annotations)\['(.+)'\]$/.exec(path);
   if (sub) {

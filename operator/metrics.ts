@@ -42,5 +42,5 @@ export class OperatorMetrics {
   }
 }
 
-export const ITEM_STATES = ['total', 'pending', 'delayed', 'running', 'succeeded', 'failed', 'retries'] as const;
-export const WORKER_KINDS = ['desired', 'current', 'ready', 'draining'] as const;
+const ITEM_STATES = ['total', 'pending', 'delayed', 'running', 'succeeded', 'failed', 'retries'] as const;
+const WORKER_KINDS = ['desired', 'current', 'ready', 'draining'] as const;

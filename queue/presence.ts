@@ -42,6 +42,7 @@ export const DEFAULT_STALE_MS = 30_000;
 const MAX_WORKER_ID_BYTES = 253;
 
 export function validateWorkerId(id: unknown): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
   if (typeof id !== 'string' || id.length === 0 || Buffer.byteLength(id) > MAX_WORKER_ID_BYTES || /[\u0000-\u001f\u007f]/.test(id)) {
     throw new InvalidArgumentError(`worker id ${JSON.stringify(id)} is invalid: use a non-empty string of at most ${MAX_WORKER_ID_BYTES} bytes without control characters (a pod name)`);
   }

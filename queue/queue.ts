@@ -502,6 +502,7 @@ function countGenerated(chunk: readonly string[]): number {
 }
 
 function validateItemId(id: unknown, where: string, batch: string): void {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
   if (typeof id !== 'string' || id.length === 0 || Buffer.byteLength(id) > MAX_ID_BYTES || id.startsWith('#') || /[\u0000-\u001f]/.test(id)) {
     throw new InvalidArgumentError(
       `${where}: id must be a non-empty string of at most ${MAX_ID_BYTES} bytes, without control characters, not starting with '#' (reserved for generated ids)`,

@@ -6,7 +6,7 @@ export type RedisClient = Redis | Cluster;
 type Runner = RedisClient | ChainableCommander;
 
 /** The transitions; each is queue/lua/<name>.lua, run atomically as one EVALSHA. */
-export const SCRIPT_NAMES = [
+const SCRIPT_NAMES = [
   'create',
   'enqueue',
   'claim',

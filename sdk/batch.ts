@@ -374,7 +374,7 @@ export class BatchHandle {
   }
 }
 
-export function describeTaskBatch(tb: TaskBatch): NonNullable<BatchStatus['taskBatch']> {
+function describeTaskBatch(tb: TaskBatch): NonNullable<BatchStatus['taskBatch']> {
   const s = tb.status;
   return {
     ...(s?.state ? { state: s.state } : {}),

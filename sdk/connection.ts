@@ -124,7 +124,7 @@ function parseUrl(url: string): { hostname: string; port: number; tls: boolean }
 }
 
 /** Resolves once the client is ready; rejects with a ConnectionError naming the URL and the last error. */
-export function waitReady(redis: RedisClient, timeoutMs: number, what: string): Promise<void> {
+function waitReady(redis: RedisClient, timeoutMs: number, what: string): Promise<void> {
   if (redis.status === 'ready') return Promise.resolve();
   return new Promise((resolve, reject) => {
     let last = '';

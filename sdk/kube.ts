@@ -74,7 +74,7 @@ export function loadKubeAccess(o: KubeAccessOptions = {}): KubeAccess {
 
 /** Whether a kubeconfig is available without flags (KUBECONFIG, ~/.kube/config, or in-cluster). */
 export function hasDefaultKubeconfig(env: NodeJS.ProcessEnv = process.env): boolean {
-  if (env.KUBECONFIG && env.KUBECONFIG.split(':').some((p) => p && existsSync(p))) return true;
+  if (env.KUBECONFIG?.split(':').some((p) => p && existsSync(p))) return true;
   if (existsSync(join(homedir(), '.kube', 'config'))) return true;
   return Boolean(env.KUBERNETES_SERVICE_HOST) && existsSync('/var/run/secrets/kubernetes.io/serviceaccount/token');
 }
@@ -132,7 +132,7 @@ async function secretKey(access: KubeAccess, namespace: string, name: string, ke
 }
 
 /** The Secret the operator keeps for a namespace's Redis ACL user (operator/reconcile/redis-acl.ts). */
-export const NAMESPACE_REDIS_SECRET = 'taskbatch-redis';
+const NAMESPACE_REDIS_SECRET = 'taskbatch-redis';
 
 /**
  * The namespace's Redis user from its Secret, or undefined when there is none (the default Redis

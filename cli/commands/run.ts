@@ -156,7 +156,7 @@ Examples:
           io.stderr.write(`taskbatch: the worker stopped: ${result.message}\n`);
           return EXIT.error;
         }
-        if (!snapshot || !snapshot.complete) {
+        if (!snapshot?.complete) {
           io.stderr.write(`Stopped after ${formatDuration((Date.now() - started) / 1000)}${snapshot ? `: ${snapshot.succeeded} succeeded, ${snapshot.failed} failed, ${snapshot.pending + snapshot.delayed + snapshot.running} not run` : ''}\n`);
           return result.reason === 'shutdown' ? EXIT.interrupted : EXIT.error;
         }

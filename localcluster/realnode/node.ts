@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runCommand, type ControlPlane, type ToolResult } from '../controlplane.js';
 import { createLogger, describeError, type Logger } from '../log.js';
-import { findNodeBinaries, type NodeBinaries } from '../paths.js';
+import { findNodeBinaries } from '../paths.js';
 import { freePort } from '../ports.js';
 import { spawnManaged, tailFile, type ManagedProcess } from '../process.js';
 import { signalGroup, trackCleanup, trackDir, untrackCleanup, untrackDir } from '../reaper.js';
@@ -495,6 +495,7 @@ export function nodeInitScript(o: { stateDir: string; pause: string; maskedDirs:
 export function hostTeardownScript(o: { hostVeth: string; uplinkChain: string; cgroupDirs: string[]; createdDirs: string[]; lockFile: string }): string {
   const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
   return [
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
     'pid="${1:-0}"',
     'for i in $(seq 1 100); do { [ "$pid" = 0 ] || [ ! -e /proc/$pid ]; } && break; sleep 0.1; done',
     // Processes of a dying PID namespace linger a moment; a cgroup dir goes once it has none.

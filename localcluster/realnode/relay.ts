@@ -47,9 +47,9 @@ function main(argv: string[]): void {
   let to: Endpoint | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    const v = argv[i + 1];
-    if (a === '--listen' && v) (listens.push(parseEndpoint(v)), i++);
-    else if (a === '--to' && v) ((to = parseEndpoint(v)), i++);
+    const v = argv[++i];
+    if (a === '--listen' && v) listens.push(parseEndpoint(v));
+    else if (a === '--to' && v) to = parseEndpoint(v);
     else throw new Error(`relay: unknown argument ${a}; usage: relay --listen EP [--listen EP] --to EP`);
   }
   if (!to || listens.length === 0) throw new Error('relay: need at least one --listen and one --to');

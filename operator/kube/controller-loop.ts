@@ -52,7 +52,7 @@ export async function runReconcileLoop(o: ReconcileLoopOptions): Promise<void> {
 }
 
 /** An error's name as a metric label: `KubeApi409`, `NotLeaderError`, `ApplyError`, … */
-export function errorLabel(err: unknown): string {
+function errorLabel(err: unknown): string {
   if (err instanceof KubeApiError) return `KubeApi${err.status}`;
   return (err as Error)?.name ?? 'Error';
 }

@@ -19,7 +19,7 @@ export interface ReflectorOptions {
   pageSize?: number;
 }
 
-export const DEFAULT_PAGE_SIZE = 500;
+const DEFAULT_PAGE_SIZE = 500;
 
 export type ChangeHandler<T> = (obj: T, kind: 'upsert' | 'delete') => void;
 

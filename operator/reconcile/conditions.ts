@@ -1,4 +1,4 @@
-import type { Condition, ConditionType, TaskBatchStatus } from '../../api/taskbatch.js';
+import type { Condition, ConditionType } from '../../api/taskbatch.js';
 
 const MAX_MESSAGE = 1024;
 
@@ -28,10 +28,6 @@ export function setCondition(conditions: Condition[], input: ConditionInput, gen
   return [...conditions.filter((c) => c.type !== input.type), next];
 }
 
-export function removeCondition(conditions: Condition[], type: ConditionType): Condition[] {
-  return conditions.filter((c) => c.type !== type);
-}
-
 /** Conditions in a stable order, so equal sets compare equal. */
 export function sortConditions(conditions: Condition[]): Condition[] {
   const order: ConditionType[] = ['Complete', 'Failed', 'Suspended', 'Progressing', 'Degraded', 'RedisUnavailable', 'QueueStateLost', 'QuotaExceeded', 'CleanupBlocked'];
@@ -49,4 +45,3 @@ export function jsonEqual(a: unknown, b: unknown): boolean {
   return ka.every((k) => jsonEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
 }
 
-export type Status = TaskBatchStatus;

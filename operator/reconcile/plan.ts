@@ -540,6 +540,6 @@ export function stateWord(status: TaskBatchStatus, suspended: boolean): string {
   return (status.workers?.ready ?? 0) > 0 ? 'Running' : 'Pending';
 }
 
-export function iso(ms: number): string {
+function iso(ms: number): string {
   return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 }

@@ -25,13 +25,13 @@ export interface WorkerPodConfig {
   resources?: WorkerResourceSettings;
 }
 
-export function workerContainerIndex(containers: Container[]): number {
+function workerContainerIndex(containers: Container[]): number {
   const named = containers.findIndex((c) => c.name === 'worker');
-  return named >= 0 ? named : 0;
+  return Math.max(named, 0);
 }
 
 /** The batch's worker environment: everything worker/config.ts reads. */
-export function workerEnv(batch: TaskBatch, epoch: string, cfg: WorkerPodConfig): EnvVar[] {
+function workerEnv(batch: TaskBatch, epoch: string, cfg: WorkerPodConfig): EnvVar[] {
   const spec = batch.spec;
   const env: EnvVar[] = [
     { name: 'TASKBATCH_NAMESPACE', value: batch.metadata.namespace ?? 'default' },
@@ -81,7 +81,7 @@ const REDIS_CREDENTIALS_VOLUME = 'taskbatch-redis-credentials';
  * Secret of an unmanaged default Redis. Mounted without subPath, so the kubelet refreshes the
  * file after a rotation.
  */
-export function redisCredentialsVolume(batch: TaskBatch, cfg: Pick<WorkerPodConfig, 'defaultRedis'>): { volume: Record<string, unknown>; optional: boolean } | undefined {
+function redisCredentialsVolume(batch: TaskBatch, cfg: Pick<WorkerPodConfig, 'defaultRedis'>): { volume: Record<string, unknown>; optional: boolean } | undefined {
   const r = batch.spec.redis;
   let secret: { name: string; key: string; optional: boolean } | undefined;
   if (r) {

@@ -1,6 +1,6 @@
 import { BatchQueue, BatchStateLostError, type RedisClient, type WorkerPresence } from '../../queue/index.js';
 import { listWorkers, requestDrain } from '../../queue/presence.js';
-import { ALL_BATCHES_PATH, BATCH_LABEL, FINALIZER, batchPath, isFinished, type TaskBatch, type TaskBatchStatus } from '../../api/taskbatch.js';
+import { BATCH_LABEL, FINALIZER, batchPath, isFinished, type TaskBatch, type TaskBatchStatus } from '../../api/taskbatch.js';
 import { isNotFound, KubeApiError, type KubeClient } from '../../kube/client.js';
 import type { EventRecorder } from '../kube/events.js';
 import type { ReconcileResult } from '../kube/controller-loop.js';
@@ -42,7 +42,7 @@ export interface ReconcileContext {
 
 
 /** Several actions of one pass failed; the first is the message, all are logged. */
-export class ApplyError extends Error {
+class ApplyError extends Error {
   override name = 'ApplyError';
   constructor(readonly errors: { action: string; error: Error }[]) {
     super(errors.map((e) => `${e.action}: ${e.error.message}`).join('; '));
@@ -421,5 +421,3 @@ function refOf(batch: TaskBatch): { namespace: string; name: string } {
 function keyOf(batch: TaskBatch): string {
   return `${batch.metadata.namespace}/${batch.metadata.name}`;
 }
-
-export { ALL_BATCHES_PATH };

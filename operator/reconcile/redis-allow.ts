@@ -19,7 +19,7 @@ export class RedisAllowListError extends Error {
 }
 
 /** Lower case, no trailing dot; `<svc>.<ns>.svc.cluster.local` is the same Service as `<svc>.<ns>.svc`. */
-export function normaliseHost(host: string): string {
+function normaliseHost(host: string): string {
   const h = host.toLowerCase().replace(/\.$/, '').replace(/^\[|\]$/g, '');
   return h.endsWith('.svc.cluster.local') ? h.slice(0, -'.cluster.local'.length) : h;
 }

@@ -11,7 +11,6 @@ import { RedisEndpoint, type EndpointTimings } from './redis-endpoint.js';
 import { DEFAULT_BACKOFF, RedisUnavailableError, type BackoffPolicy } from './redis-health.js';
 
 export { RedisUnavailableError } from './redis-health.js';
-export type { RedisFailure, RedisFailureKind } from './redis-health.js';
 
 const SECRET_TTL_MS = 60_000;
 

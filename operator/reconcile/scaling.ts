@@ -24,7 +24,7 @@ export interface ScaleObservation {
 /** Recent raw recommendations, newest last, for the scale-in stabilization window. */
 export type Recommendations = { at: number; value: number }[];
 
-export function clamp(v: number, lo: number, hi: number): number {
+function clamp(v: number, lo: number, hi: number): number {
   return Math.min(hi, Math.max(lo, v));
 }
 
@@ -35,7 +35,7 @@ export function clamp(v: number, lo: number, hi: number): number {
  * nothing under Backlog scaling. Capped by max, which admission enforces too (for objects
  * stored before that rule).
  */
-export function fixedReplicas(spec: WorkersSpec): number | undefined {
+function fixedReplicas(spec: WorkersSpec): number | undefined {
   if (spec.scaling !== 'Replicas') return undefined;
   return Math.min(spec.replicas ?? SPEC_DEFAULTS['workers.replicas'], spec.max ?? SPEC_DEFAULTS['workers.max']);
 }

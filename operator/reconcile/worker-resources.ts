@@ -81,7 +81,7 @@ interface ContainerLike {
 }
 
 /** The container's resources with the installer's defaults filled in where it sets none. */
-export function withDefaults(c: ContainerLike, settings: WorkerResourceSettings): { requests: Record<string, string | number>; limits: Record<string, string | number> } {
+function withDefaults(c: ContainerLike, settings: WorkerResourceSettings): { requests: Record<string, string | number>; limits: Record<string, string | number> } {
   const own = c.resources ?? {};
   const requests = { ...(own.requests ?? {}) } as Record<string, string | number>;
   const limits = { ...(own.limits ?? {}) } as Record<string, string | number>;
@@ -117,9 +117,9 @@ export function applyWorkerResources(spec: { containers: ContainerLike[]; initCo
  * for a handler's own heap. async runs items on the worker's own thread: no bound from memory
  * (the CRD caps it at 1024).
  */
-export const EXECUTOR_MIB = { thread: 24, process: 64 } as const;
+const EXECUTOR_MIB = { thread: 24, process: 64 } as const;
 /** The worker process itself (main thread, Redis client, metrics) before any executor. */
-export const WORKER_BASE_MIB = 96;
+const WORKER_BASE_MIB = 96;
 
 const MI = 2 ** 20;
 
@@ -173,7 +173,7 @@ export function workerResourceViolations(batch: BatchLike, settings: WorkerResou
   const size = pool.size ?? SPEC_DEFAULTS['pool.size'];
   // The worker container: the one named worker, or the first (as pods.ts workerContainerIndex).
   const named = containers.findIndex((c) => c.name === 'worker');
-  const worker = withDefaults(containers[named >= 0 ? named : 0]!, settings);
+  const worker = withDefaults(containers[Math.max(named, 0)]!, settings);
   const memory = worker.limits.memory !== undefined ? parseQuantity(worker.limits.memory) : undefined;
   const most = maxPoolSize(mode, memory);
   if (most !== undefined && size > most) {

@@ -5,7 +5,7 @@ import type { TaskScheduleSpec, TaskScheduleStatus } from './types.generated.js'
 export type { TaskScheduleSpec, TaskScheduleStatus } from './types.generated.js';
 
 export const SCHEDULE_KIND = 'TaskSchedule';
-export const SCHEDULE_PLURAL = 'taskschedules';
+const SCHEDULE_PLURAL = 'taskschedules';
 export const SCHEDULE_API_VERSION = `${GROUP}/${VERSION}`;
 
 /** Label on the TaskBatches a schedule created, naming the schedule. */

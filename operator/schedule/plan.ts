@@ -1,5 +1,5 @@
 import { API_VERSION as BATCH_API_VERSION, KIND as BATCH_KIND, findCondition, type TaskBatch, type TaskBatchSpec } from '../../api/taskbatch.js';
-import { CronError, mostRecentTick, nextTick, parseCron, validateTimeZone, type CronSchedule } from './cron.js';
+import { type CronError, mostRecentTick, nextTick, parseCron, validateTimeZone, type CronSchedule } from './cron.js';
 import { SCHEDULE_API_VERSION, SCHEDULE_KIND, SCHEDULE_LABEL, SCHEDULED_AT_ANNOTATION, type ScheduleCondition, type TaskSchedule, type TaskScheduleStatus } from './api.js';
 
 /**
@@ -67,7 +67,7 @@ function parseTime(s: string | undefined): number | undefined {
 }
 
 /** When a child was scheduled: its annotation, else its creation time. */
-export function scheduledTimeOf(tb: TaskBatch): number {
+function scheduledTimeOf(tb: TaskBatch): number {
   return parseTime(tb.metadata.annotations?.[SCHEDULED_AT_ANNOTATION]) ?? parseTime(tb.metadata.creationTimestamp) ?? 0;
 }
 

@@ -355,7 +355,7 @@ describe('helm template', () => {
   test('the NetworkPolicy admits only the operator and worker pods to Redis', async () => {
     const { objects } = await helmTemplate({ release: 'tb', values: { networkPolicy: { enabled: true } } });
     const np = getObject(objects, 'NetworkPolicy', 'tb-taskbatch-redis');
-    const redisPods = (podSpecOf(getObject(objects, 'Deployment', 'tb-taskbatch-redis')), (getObject(objects, 'Deployment', 'tb-taskbatch-redis').spec as { template: { metadata: { labels: Record<string, string> } } }).template.metadata.labels);
+    const redisPods = (getObject(objects, 'Deployment', 'tb-taskbatch-redis').spec as { template: { metadata: { labels: Record<string, string> } } }).template.metadata.labels;
     const opLabels = (getObject(objects, 'Deployment', 'tb-taskbatch').spec as { template: { metadata: { labels: Record<string, string> } } }).template.metadata.labels;
     const spec = np.spec as { podSelector: { matchLabels: Record<string, string> }; policyTypes: string[]; ingress: { from: { podSelector?: { matchLabels: Record<string, string> }; namespaceSelector?: unknown }[]; ports: unknown[] }[] };
     expect(redisPods).toMatchObject(spec.podSelector.matchLabels);

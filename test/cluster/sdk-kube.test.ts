@@ -6,7 +6,7 @@ import { jest } from '@jest/globals';
 import { Redis } from 'ioredis';
 import { batchPath, type TaskBatch } from '../../api/taskbatch.js';
 import { batchKeys } from '../../queue/index.js';
-import { BatchNotFoundError, connect, RemoteCallError, TaskBatchClient, type Progress, type Remote } from '../../sdk/index.js';
+import { BatchNotFoundError, connect, RemoteCallError, type TaskBatchClient, type Progress, type Remote } from '../../sdk/index.js';
 import type * as MathModule from '../fixtures/sdk/math.js';
 import { eventually } from '../support/batches.js';
 import { taskbatch } from '../support/cli-run.js';

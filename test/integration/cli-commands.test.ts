@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { repoRoot } from '../../localcluster/index.js';
-import { connect, TaskBatchClient } from '../../sdk/index.js';
+import { connect, type TaskBatchClient } from '../../sdk/index.js';
 import { taskbatch } from '../support/cli-run.js';
 import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { sdkBatchName, spawnCallWorker, stopWorker } from '../support/sdk-env.js';
@@ -132,7 +132,7 @@ describe('submit, status, watch, results, failures, replay, cancel', () => {
       r = await taskbatch(['watch', name, '--interval', '200ms', ...R]);
       // Not a terminal: one line per change, then a verdict; failed items make it exit 5.
       expect(r.code).toBe(5);
-      expect(r.stdout).toMatch(/\[#{24}\]  32\/32  100%  ok 31  failed 1  running 0  pending 0 .*done in/);
+      expect(r.stdout).toMatch(/\[#{24}\] {2}32\/32 {2}100% {2}ok 31 {2}failed 1 {2}running 0 {2}pending 0 .*done in/);
       expect(r.stdout).toMatch(new RegExp(`Batch cli/${name} Drained with failures: 31 succeeded, 1 failed of 32`));
       expect(r.stdout).toMatch(new RegExp(`See the failures: taskbatch failures ${name} -n cli`));
     } finally {
@@ -202,7 +202,7 @@ describe('taskbatch run (a manifest, locally, without Kubernetes)', () => {
   test('runs examples/math-batch.yaml with its own redis-server and prints the results', async () => {
     const r = await taskbatch(['run', 'examples/math-batch.yaml', '--results'], { cwd: repoRoot(), timeoutMs: 60_000 });
     expect(r.stderr).toMatch(/Created batch default\/math-batch in redis:\/\/127\.0\.0\.1:\d+ \(a local redis-server, removed at exit\)/);
-    expect(r.stderr).toMatch(/\[#+-*\]  6\/6  100%/);
+    expect(r.stderr).toMatch(/\[#+-*\] {2}6\/6 {2}100%/);
     expect(r.stderr).toMatch(/Batch default\/math-batch Complete: 5 succeeded, 1 failed of 6 \(6 enqueued\)/);
     expect(r.stderr).toMatch(/failed item-4 after 2 attempt\(s\): RangeError: division by zero/);
     expect(r.code).toBe(0);

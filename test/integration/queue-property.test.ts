@@ -33,7 +33,7 @@ test.each(SEEDS)('counters equal the real state after a random sequence of opera
   const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)]!;
   const q = new BatchQueue(redis, uniqueBatch(`p${seed}`));
   await q.create({ maxAttempts: 1 + Math.floor(rand() * 3), backoff: { initialMs: 0, factor: 1, maxMs: 0, jitter: 0 } });
-  let held: Claim[] = [];
+  const held: Claim[] = [];
   let nextId = 0;
   let closed = false;
   let handedBack = 0;

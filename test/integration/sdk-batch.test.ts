@@ -1,7 +1,7 @@
 import { jest } from '@jest/globals';
 import { Redis } from 'ioredis';
 import { BatchQueue, batchKeys } from '../../queue/index.js';
-import { BatchNotFoundError, connect, NotOpenError, TaskBatchClient, WaitTimeoutError, type Progress } from '../../sdk/index.js';
+import { BatchNotFoundError, connect, NotOpenError, type TaskBatchClient, WaitTimeoutError, type Progress } from '../../sdk/index.js';
 import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { sdkBatchName, spawnCallWorker, stopWorker } from '../support/sdk-env.js';
 

@@ -1,7 +1,7 @@
 import { jest } from '@jest/globals';
 import { Redis } from 'ioredis';
 import { BatchQueue } from '../../queue/index.js';
-import { connect, CallTimeoutError, RemoteCallError, TaskBatchClient, type Remote } from '../../sdk/index.js';
+import { connect, CallTimeoutError, RemoteCallError, type TaskBatchClient, type Remote } from '../../sdk/index.js';
 import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { sdkBatchName, spawnCallWorker, stopWorker } from '../support/sdk-env.js';
 import type { SpawnedWorker } from '../support/worker-harness.js';

@@ -8,7 +8,7 @@ import { jest } from '@jest/globals';
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, TaskBatchClient } from '../../sdk/index.js';
+import { connect, type TaskBatchClient } from '../../sdk/index.js';
 import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { sdkBatchName, spawnCallWorker, stopWorker } from '../support/sdk-env.js';
 import type { SpawnedWorker } from '../support/worker-harness.js';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { BatchQueue, connectRedis, namespaceAclUser, passwordHash, setNamespaceAclUser, aclPasswordHashes } from '../../queue/index.js';
 import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
-import { connect, type Remote, type TaskBatchClient } from '../../sdk/index.js';
+import { connect, type TaskBatchClient } from '../../sdk/index.js';
 import { NamespaceAcls, NAMESPACE_REDIS_SECRET, ROTATE_ANNOTATION, type NamespaceSecret } from '../../operator/reconcile/redis-acl.js';
 import type { KubeClient } from '../../kube/client.js';
 import { spawnCallWorker, stopWorker } from '../support/sdk-env.js';

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { BatchQueue, type BatchSnapshot, type ItemInput } from '../../queue/index.js';
 
 /** Test helpers for the worker: fixture handler specs, batch builders, spawned workers. */
@@ -53,7 +53,9 @@ export class BatchBuilder {
 
   withItems(data: readonly unknown[], idPrefix = 'item'): this {
     const first = this.items.length + 1;
-    data.forEach((d, i) => this.items.push({ id: `${idPrefix}-${first + i}`, data: d }));
+    data.forEach((d, i) => {
+      this.items.push({ id: `${idPrefix}-${first + i}`, data: d });
+    });
     return this;
   }
 
@@ -131,8 +133,7 @@ export function spawnWorker(env: Record<string, string>, args: string[] = []): S
   const listeners = new Set<() => void>();
   proc.stdout?.on('data', (b: Buffer) => {
     buf += b.toString();
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
       const line = buf.slice(0, i);
       buf = buf.slice(i + 1);
       try {

@@ -69,7 +69,6 @@ class FakeLeaseServer {
       if (down) throw new KubeApiError(503, 'ServiceUnavailable', `${name}: API server unreachable`);
       return fn();
     };
-    const server = this;
     return {
       down: (on) => (down = on),
       hang: (on) => {
@@ -80,19 +79,19 @@ class FakeLeaseServer {
       find: <T>(path: string) =>
         call(() => {
           expect(path).toBe(PATH);
-          return server.lease ? (structuredClone(server.lease) as T) : undefined;
+          return this.lease ? (structuredClone(this.lease) as T) : undefined;
         }),
       create: <T>(_path: string, body: unknown) =>
         call(() => {
-          if (server.lease) throw new KubeApiError(409, 'AlreadyExists', 'leases "op" already exists');
-          return server.store(name, body as Lease) as T;
+          if (this.lease) throw new KubeApiError(409, 'AlreadyExists', 'leases "op" already exists');
+          return this.store(name, body as Lease) as T;
         }),
       replace: <T>(path: string, body: unknown) =>
         call(() => {
           expect(path).toBe(PATH);
           const lease = body as Lease;
-          if (lease.metadata.resourceVersion !== server.lease?.metadata.resourceVersion) throw new KubeApiError(409, 'Conflict', 'the object has been modified');
-          return server.store(name, lease) as T;
+          if (lease.metadata.resourceVersion !== this.lease?.metadata.resourceVersion) throw new KubeApiError(409, 'Conflict', 'the object has been modified');
+          return this.store(name, lease) as T;
         }),
     };
   }

@@ -39,7 +39,9 @@ class ScriptedKube extends KubeClient {
       this.failNextWatchOpen = undefined;
       onDone(err); // client-node calls done before watch() returns when the request itself fails
     }
-    return () => void (w.stopped = true);
+    return () => {
+      w.stopped = true;
+    };
   }
 }
 

@@ -88,7 +88,10 @@ describe('the Redis a TaskBatch uses', () => {
   test("on a managed default Redis: the namespace's user from Secret taskbatch-redis, read with the caller's rights", async () => {
     const read: string[] = [];
     const secret = { data: { username: Buffer.from('tb-ns-ns').toString('base64'), password: Buffer.from('ns-pw').toString('base64') } };
-    const withSecret = { ...access, kube: { find: async (path: string) => (read.push(path), secret) } } as unknown as KubeAccess;
+    const withSecret = { ...access, kube: { find: async (path: string) => {
+      read.push(path);
+      return secret;
+    } } } as unknown as KubeAccess;
     expect(await redisEndpointFor(withSecret, tb({}, { redis: { url: 'redis://default:6379', username: 'admin' } }))).toEqual({ url: 'redis://default:6379', username: 'tb-ns-ns', password: 'ns-pw' });
     expect(read).toEqual(['/api/v1/namespaces/ns/secrets/taskbatch-redis']);
     // A batch with its own spec.redis never uses it; a password given by the caller wins.

@@ -266,7 +266,7 @@ export class RemotePool implements Executor {
     if (!p.settled) this.settle(p, outcomeOf(m.result));
     if (m.memMiB !== undefined && this.o.maxMemoryMiB > 0 && m.memMiB > this.o.maxMemoryMiB && !slot.retiring) {
       slot.retiring = 'max_memory';
-      this.restart(slot, 'max_memory', `${slot.transport.label} uses ${Math.round(m.memMiB)} MiB (${this.mode === 'process' ? 'RSS' : 'heap'}), over maxMemoryMiB ${this.o.maxMemoryMiB}`);
+      this.restart('max_memory', `${slot.transport.label} uses ${Math.round(m.memMiB)} MiB (${this.mode === 'process' ? 'RSS' : 'heap'}), over maxMemoryMiB ${this.o.maxMemoryMiB}`);
     }
     this.afterChange(slot);
   }
@@ -395,8 +395,8 @@ export class RemotePool implements Executor {
     this.wakeIdle();
   }
 
-  /** Replace a slot once its current items finish (max items / memory). */
-  private restart(slot: Slot, reason: RestartReason, detail: string): void {
+  /** Start a replacement for a retiring slot (max items / memory); the retiring slot stops once its current items finish. */
+  private restart(reason: RestartReason, detail: string): void {
     this.restarts++;
     this.o.hooks?.onRestart?.(reason, detail);
     if (this.state === 'running' || this.state === 'closing') this.spawn().catch(() => undefined);
@@ -477,11 +477,14 @@ export class RemotePool implements Executor {
         best.assignedTotal++;
         if (this.o.maxItemsPerExecutor > 0 && best.assignedTotal >= this.o.maxItemsPerExecutor) {
           best.retiring = 'max_items';
-          this.restart(best, 'max_items', `${best.transport.label} reached maxItemsPerExecutor ${this.o.maxItemsPerExecutor}`);
+          this.restart('max_items', `${best.transport.label} reached maxItemsPerExecutor ${this.o.maxItemsPerExecutor}`);
         }
         if (best.assigned.length === 1) this.markStarted(p);
         let batch = batches.get(best);
-        if (!batch) batches.set(best, (batch = []));
+        if (!batch) {
+          batch = [];
+          batches.set(best, batch);
+        }
         batch.push({ seq: p.seq, id: p.task.id, attempt: p.task.attempt, payload: p.task.payload });
       }
       for (const [s, tasks] of batches) s.transport.send({ t: 'run', tasks });

@@ -127,7 +127,7 @@ export function expandArgv(template: readonly string[], vars: TemplateVars): str
   return argv;
 }
 
-export function expandString(template: string, vars: TemplateVars): string {
+function expandString(template: string, vars: TemplateVars): string {
   return template.replace(PLACEHOLDER, (_m, path: string) => {
     const value = lookup(path, vars);
     return value !== null && typeof value === 'object' ? JSON.stringify(value) : scalar(value, path);
@@ -141,7 +141,7 @@ function lookup(path: string, vars: TemplateVars): unknown {
   }
   let value: unknown = vars[root];
   for (const key of rest) {
-    if (value === null || typeof value !== 'object' || !Object.prototype.hasOwnProperty.call(value, key)) {
+    if (value === null || typeof value !== 'object' || !Object.hasOwn(value, key)) {
       throw new NonRetryableError(`template {{${path}}}: the item has no ${JSON.stringify(key)} here`);
     }
     value = (value as Record<string, unknown>)[key];
