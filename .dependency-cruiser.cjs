@@ -14,7 +14,7 @@ module.exports = {
       name: 'operator-is-private',
       severity: 'error',
       comment:
-        "README: nothing imports operator/ but its own entry point and the tests (test/, bench/, hack/). Move what you need into api/ (what a spec means) or kube/ (the Kubernetes client) and import it from there.",
+        'README: nothing imports operator/ but its own entry point and the tests (test/, bench/, hack/). Move what you need into api/ (what a spec means) or kube/ (the Kubernetes client) and import it from there.',
       from: { pathNot: '^(operator|test|bench|hack)/' },
       to: { path: '^operator/' },
     },
@@ -28,8 +28,7 @@ module.exports = {
     {
       name: 'worker-only-queue',
       severity: 'error',
-      comment:
-        'README: worker -> queue -> ioredis. The worker imports queue/ only (never the operator, api/, kube/, sdk/, cli/ or localcluster/): it runs in pods with no Kubernetes access.',
+      comment: 'README: worker -> queue -> ioredis. The worker imports queue/ only (never the operator, api/, kube/, sdk/, cli/ or localcluster/): it runs in pods with no Kubernetes access.',
       from: { path: '^worker/' },
       to: { path: '^(api|kube|operator|sdk|cli|localcluster)/' },
     },
@@ -43,7 +42,7 @@ module.exports = {
     {
       name: 'kube-imports-none',
       severity: 'error',
-      comment: 'README: kube/ (the REST client, Pod types, the finalizer helper) is imported by cli, sdk, operator and api; it imports none of the project\'s other folders.',
+      comment: "README: kube/ (the REST client, Pod types, the finalizer helper) is imported by cli, sdk, operator and api; it imports none of the project's other folders.",
       from: { path: '^kube/' },
       to: { path: '^(api|queue|worker|operator|sdk|cli|localcluster)/' },
     },
@@ -65,8 +64,7 @@ module.exports = {
     {
       name: 'sdk-cli-not-operator',
       severity: 'error',
-      comment:
-        'README: cli, sdk -> api, kube, queue; the SDK and CLI reach Kubernetes through kube/. They never import operator/ or localcluster/ (the local cluster is test and demo tooling).',
+      comment: 'README: cli, sdk -> api, kube, queue; the SDK and CLI reach Kubernetes through kube/. They never import operator/ or localcluster/ (the local cluster is test and demo tooling).',
       from: { path: '^(sdk|cli)/' },
       to: { path: '^(operator|localcluster)/' },
     },

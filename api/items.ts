@@ -29,7 +29,10 @@ export function itemSource(spec: TaskBatchSpec, configMapData?: string): ItemSou
     };
   }
   if (spec.itemsFrom && configMapData !== undefined) {
-    const lines = configMapData.split('\n').map((l) => l.trim()).filter((l) => l.length > 0);
+    const lines = configMapData
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l.length > 0);
     return {
       total: lines.length,
       slice: (s, n) =>

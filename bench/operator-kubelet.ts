@@ -72,9 +72,16 @@ export async function startBenchKubelet(o: BenchKubeletOptions): Promise<BenchKu
     kind: 'Node',
     metadata: { name: o.nodeName, labels: { 'kubernetes.io/hostname': o.nodeName } },
   });
-  await o.kube.patch(`/api/v1/nodes/${o.nodeName}/status`, {
-    status: { conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'benchmark stand-in kubelet', lastHeartbeatTime: now(), lastTransitionTime: now() }], addresses: [{ type: 'InternalIP', address: '127.0.0.1' }] },
-  }, 'strategic');
+  await o.kube.patch(
+    `/api/v1/nodes/${o.nodeName}/status`,
+    {
+      status: {
+        conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'benchmark stand-in kubelet', lastHeartbeatTime: now(), lastTransitionTime: now() }],
+        addresses: [{ type: 'InternalIP', address: '127.0.0.1' }],
+      },
+    },
+    'strategic',
+  );
 
   const setStatus = (pod: Pod, status: Record<string, unknown>): Promise<unknown> =>
     api('patch pods/status', () => o.kube.patch(`${podsPath}/${pod.metadata.name}/status`, { status }, 'strategic')).catch(ignoreGone);
@@ -108,7 +115,17 @@ export async function startBenchKubelet(o: BenchKubeletOptions): Promise<BenchKu
     await setStatus(pod, {
       phase: outcome === 'failed' ? 'Failed' : 'Succeeded',
       conditions: ['ContainersReady', 'Ready'].map((type) => ({ type, status: 'False', reason: 'PodCompleted', lastTransitionTime: finished })),
-      containerStatuses: [{ name: 'worker', ready: false, started: false, restartCount: 0, image: 'taskbatch/worker:bench', imageID: '', state: { terminated: { exitCode: outcome === 'failed' ? 1 : 0, reason: outcome === 'failed' ? 'Error' : 'Completed', startedAt: started, finishedAt: finished } } }],
+      containerStatuses: [
+        {
+          name: 'worker',
+          ready: false,
+          started: false,
+          restartCount: 0,
+          image: 'taskbatch/worker:bench',
+          imageID: '',
+          state: { terminated: { exitCode: outcome === 'failed' ? 1 : 0, reason: outcome === 'failed' ? 'Error' : 'Completed', startedAt: started, finishedAt: finished } },
+        },
+      ],
     });
   };
 
@@ -202,10 +219,14 @@ async function drainBatch(o: BenchKubeletOptions, pod: Pod, signal: AbortSignal)
 function sleepUnless(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
-      clearTimeout(t);
-      resolve();
-    }, { once: true });
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+      { once: true },
+    );
   });
 }
 

@@ -79,7 +79,9 @@ function panel(p: PlotPanel, ns: number[], x0: number, y0: number): string {
     if (pts.length > 1) g.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${pts.map(([n, v]) => `${X(n)},${Y(v)}`).join(' ')}"/>`);
     for (const [n, v] of pts) {
       g.push(`<circle cx="${X(n)}" cy="${Y(v)}" r="3" fill="${s.color}"/>`);
-      g.push(`<text x="${X(n) + (n === ns[ns.length - 1] ? -5 : 5)}" y="${Y(v) + (si === 0 ? -6 : 13)}" text-anchor="${n === ns[ns.length - 1] ? 'end' : 'start'}" fill="${s.color}">${fmtValue(v)}</text>`);
+      g.push(
+        `<text x="${X(n) + (n === ns[ns.length - 1] ? -5 : 5)}" y="${Y(v) + (si === 0 ? -6 : 13)}" text-anchor="${n === ns[ns.length - 1] ? 'end' : 'start'}" fill="${s.color}">${fmtValue(v)}</text>`,
+      );
     }
     if (p.series.length > 1) {
       // Legend in a row between the title and the plot.

@@ -133,7 +133,20 @@ async function main(): Promise<void> {
   );
   console.log('');
   printTable(
-    ['N', 'RSS ready MB', 'RSS peak in window MB', 'heap used MB', 'external MB', 'API server CPU s', 'etcd CPU s', 'bench CPU s', 'machine busy s', 'kubelet req', 'reconcile errors', 'workers complete/drained/deleted/failed'],
+    [
+      'N',
+      'RSS ready MB',
+      'RSS peak in window MB',
+      'heap used MB',
+      'external MB',
+      'API server CPU s',
+      'etcd CPU s',
+      'bench CPU s',
+      'machine busy s',
+      'kubelet req',
+      'reconcile errors',
+      'workers complete/drained/deleted/failed',
+    ],
     results.map((r) => [
       String(r.n),
       (r.readyRssMb ?? NaN).toFixed(0),
@@ -152,7 +165,11 @@ async function main(): Promise<void> {
   for (const r of results) {
     const top = Object.entries(r.operatorRequestsByKind).sort((a, b) => b[1] - a[1]);
     console.log(`\nN=${r.n} operator requests by verb and resource: ${top.map(([k, v]) => `${k} ${v}`).join(', ')}`);
-    console.log(`N=${r.n} emulated scheduler+kubelet requests: ${Object.entries(r.kubeletRequestsByKind ?? {}).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    console.log(
+      `N=${r.n} emulated scheduler+kubelet requests: ${Object.entries(r.kubeletRequestsByKind ?? {})
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ')}`,
+    );
   }
   mkdirSync('.tmp/bench', { recursive: true });
   const json = `.tmp/bench/operator-${stamp}.json`;
@@ -240,7 +257,11 @@ async function runOnce(n: number): Promise<Result> {
     });
     const pid = op.proc.pid!;
     const readyz = op.metricsUrl.replace(/\/metrics$/, '/readyz');
-    await until(async () => (await fetch(readyz).catch(() => undefined))?.ok === true && /^taskbatch_operator_leader 1$/m.test(await text(op!.metricsUrl)), 60_000, 'the operator to lead and be ready');
+    await until(
+      async () => (await fetch(readyz).catch(() => undefined))?.ok === true && /^taskbatch_operator_leader 1$/m.test(await text(op!.metricsUrl)),
+      60_000,
+      'the operator to lead and be ready',
+    );
     await sleep(2000); // start-up done: the window measures the batches only
 
     const created = new Map<string, number>();

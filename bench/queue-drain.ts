@@ -326,7 +326,9 @@ async function main(): Promise<void> {
       const line = [...r.drain.entries()].map(([l, s]) => `${l.replace('taskbatch ', 'tb ').replace('BullMQ Worker c=100', 'BullMQ')} ${fmtInt(perItem(s).rate / 1000)}k/s`).join(', ');
       roundLines.push(
         `round ${i + 1}: ${i % 2 === 0 || !WITH_BULLMQ ? 'taskbatch first' : 'BullMQ first'}, ${(wall / 1000).toFixed(1)} s, ` +
-          `other processes used ~${others.toFixed(0)}% of the machine (whole round), loadavg ${loadavg().map((x) => x.toFixed(2)).join(' ')}; drain: ${line}`,
+          `other processes used ~${others.toFixed(0)}% of the machine (whole round), loadavg ${loadavg()
+            .map((x) => x.toFixed(2))
+            .join(' ')}; drain: ${line}`,
       );
       log(`round ${i + 1}/${ROUNDS} done in ${(wall / 1000).toFixed(1)} s`);
     }
@@ -340,14 +342,7 @@ async function main(): Promise<void> {
     console.log(`\n## Drain: ${fmtInt(N)} no-op items, ~${IN_FLIGHT} in flight (median of ${ROUNDS} round(s))\n`);
     printTable(
       ['system / mode', 'items/s', 'per round', 'node CPU-µs/item', 'redis CPU-µs/item', 'total CPU-µs/item'],
-      [...drain.entries()].map(([label, v]) => [
-        label,
-        fmtInt(v.rate),
-        v.rates.map((x) => fmtInt(x / 1000) + 'k').join(' '),
-        fmt1(v.node),
-        fmt1(v.redis),
-        fmt1(v.total),
-      ]),
+      [...drain.entries()].map(([label, v]) => [label, fmtInt(v.rate), v.rates.map((x) => fmtInt(x / 1000) + 'k').join(' '), fmt1(v.node), fmt1(v.redis), fmt1(v.total)]),
     );
     if (WITH_BULLMQ && drain.has(bull)) {
       console.log(`\nRatios vs BullMQ (median of per-round ratios; throughput: higher is better, CPU: BullMQ / taskbatch):\n`);
@@ -374,14 +369,7 @@ async function main(): Promise<void> {
     console.log(`\n## Enqueue (bulk): ${fmtInt(N)} items of {"i":n} (median of ${ROUNDS} round(s))\n`);
     printTable(
       ['system / call', 'items/s', 'per round', 'node CPU-µs/item', 'redis CPU-µs/item', 'total CPU-µs/item'],
-      [...enq.entries()].map(([label, v]) => [
-        label,
-        fmtInt(v.rate),
-        v.rates.map((x) => fmtInt(x / 1000) + 'k').join(' '),
-        fmt1(v.node),
-        fmt1(v.redis),
-        fmt1(v.total),
-      ]),
+      [...enq.entries()].map(([label, v]) => [label, fmtInt(v.rate), v.rates.map((x) => fmtInt(x / 1000) + 'k').join(' '), fmt1(v.node), fmt1(v.redis), fmt1(v.total)]),
     );
     if (WITH_BULLMQ) {
       const pairs: [string, string][] = [

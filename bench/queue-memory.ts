@@ -57,7 +57,15 @@ async function keyStats(redis: BenchRedis, q: BatchQueue): Promise<KeyStat[]> {
     const type = await redis.admin.type(key);
     if (type === 'none') continue;
     const len =
-      type === 'hash' ? await redis.admin.hlen(key) : type === 'list' ? await redis.admin.llen(key) : type === 'set' ? await redis.admin.scard(key) : type === 'zset' ? await redis.admin.zcard(key) : 1;
+      type === 'hash'
+        ? await redis.admin.hlen(key)
+        : type === 'list'
+          ? await redis.admin.llen(key)
+          : type === 'set'
+            ? await redis.admin.scard(key)
+            : type === 'zset'
+              ? await redis.admin.zcard(key)
+              : 1;
     out.push({ key: key.slice(key.lastIndexOf(':') + 1), type, len });
   }
   return out;
@@ -101,15 +109,7 @@ async function main(): Promise<void> {
       if (done !== N) throw new Error(`drained ${done} of ${N}`);
       const after = await usedMemory(redis.admin);
       const afterKeys = await keyStats(redis, q);
-      rows.push([
-        label,
-        fmtInt(N),
-        fmtBytes(full - base),
-        fmt1((full - base) / N),
-        fmtBytes(after - base),
-        fmt1((after - base) / N),
-        `${fmt1(fillS)} s / ${fmt1(drainS)} s`,
-      ]);
+      rows.push([label, fmtInt(N), fmtBytes(full - base), fmt1((full - base) / N), fmtBytes(after - base), fmt1((after - base) / N), `${fmt1(fillS)} s / ${fmt1(drainS)} s`]);
       console.log(`\n${label}:\n  queued:  ${keysLine(fullKeys)}\n  drained: ${keysLine(afterKeys)}`);
       await redis.admin.flushall('SYNC');
     }

@@ -84,28 +84,40 @@ async function main(): Promise<void> {
       const calls = await run(lat);
       const seconds = (performance.now() - t0) / 1000;
       const c1 = process.cpuUsage(c0);
-      const cpu = { client: ((c1.user + c1.system) / calls), worker: ((cpuMs(worker.pid) - w0) * 1000) / calls, redis: ((cpuMs(redisPid) - r0) * 1000) / calls };
+      const cpu = { client: (c1.user + c1.system) / calls, worker: ((cpuMs(worker.pid) - w0) * 1000) / calls, redis: ((cpuMs(redisPid) - r0) * 1000) / calls };
       lat.sort((a, b) => a - b);
-      rows.push({ scenario, calls, seconds, callsPerSec: calls / seconds, p50: percentile(lat, 50), p90: percentile(lat, 90), p99: percentile(lat, 99), max: lat[lat.length - 1] ?? NaN, cpuUsPerCall: cpu });
+      rows.push({
+        scenario,
+        calls,
+        seconds,
+        callsPerSec: calls / seconds,
+        p50: percentile(lat, 50),
+        p90: percentile(lat, 90),
+        p99: percentile(lat, 99),
+        max: lat[lat.length - 1] ?? NaN,
+        cpuUsPerCall: cpu,
+      });
       process.stderr.write(`${scenario}: ${Math.round(calls / seconds)} calls/s, p50 ${percentile(lat, 50).toFixed(2)} ms, p99 ${percentile(lat, 99).toFixed(2)} ms\n`);
     };
 
-    const closedLoop = (concurrency: number) => async (lat: number[]): Promise<number> => {
-      const until = performance.now() + SECONDS * 1000;
-      let calls = 0;
-      await Promise.all(
-        Array.from({ length: concurrency }, async (_, k) => {
-          let i = k;
-          while (performance.now() < until) {
-            const t = performance.now();
-            await math.square(i++);
-            lat.push(performance.now() - t);
-            calls++;
-          }
-        }),
-      );
-      return calls;
-    };
+    const closedLoop =
+      (concurrency: number) =>
+      async (lat: number[]): Promise<number> => {
+        const until = performance.now() + SECONDS * 1000;
+        let calls = 0;
+        await Promise.all(
+          Array.from({ length: concurrency }, async (_, k) => {
+            let i = k;
+            while (performance.now() < until) {
+              const t = performance.now();
+              await math.square(i++);
+              lat.push(performance.now() - t);
+              calls++;
+            }
+          }),
+        );
+        return calls;
+      };
 
     // The floor: one Redis round trip from this process.
     await measure('Redis PING (floor: one round trip)', async (lat) => {
@@ -149,12 +161,20 @@ async function main(): Promise<void> {
   }
 
   const f = (n: number, d = 2): string => (Number.isFinite(n) ? n.toFixed(d) : '-');
-  console.log(`\nMachine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}; Node ${process.version}; loadavg before/after ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-  console.log(`Worker: 1 process, async pool ${POOL_SIZE}, idle poll ${IDLE_POLL_MS} ms, acks batched (100 items / 5 ms); handler examples/handlers/math.ts square(); ${SECONDS} s per closed-loop run.\n`);
+  console.log(
+    `\nMachine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}; Node ${process.version}; loadavg before/after ${loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')}`,
+  );
+  console.log(
+    `Worker: 1 process, async pool ${POOL_SIZE}, idle poll ${IDLE_POLL_MS} ms, acks batched (100 items / 5 ms); handler examples/handlers/math.ts square(); ${SECONDS} s per closed-loop run.\n`,
+  );
   console.log('| scenario | calls | calls/s | p50 ms | p90 ms | p99 ms | max ms | CPU µs/call client / worker / redis |');
   console.log('|---|---:|---:|---:|---:|---:|---:|---|');
   for (const r of rows) {
-    console.log(`| ${r.scenario} | ${r.calls} | ${Math.round(r.callsPerSec)} | ${f(r.p50)} | ${f(r.p90)} | ${f(r.p99)} | ${f(r.max, 1)} | ${r.scenario.startsWith('Redis PING') ? '-' : `${f(r.cpuUsPerCall.client, 0)} / ${f(r.cpuUsPerCall.worker, 0)} / ${f(r.cpuUsPerCall.redis, 0)}`} |`);
+    console.log(
+      `| ${r.scenario} | ${r.calls} | ${Math.round(r.callsPerSec)} | ${f(r.p50)} | ${f(r.p90)} | ${f(r.p99)} | ${f(r.max, 1)} | ${r.scenario.startsWith('Redis PING') ? '-' : `${f(r.cpuUsPerCall.client, 0)} / ${f(r.cpuUsPerCall.worker, 0)} / ${f(r.cpuUsPerCall.redis, 0)}`} |`,
+    );
   }
   console.log('\nBurst rows: latency = time from the burst start until each call resolved.');
 }

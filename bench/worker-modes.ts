@@ -47,7 +47,9 @@ function best(args: string[]): Run {
 
 const server = await startRedisServer();
 const url = server.url;
-const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, load average at start ${loadavg().map((l) => l.toFixed(2)).join(' ')}`;
+const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, load average at start ${loadavg()
+  .map((l) => l.toFixed(2))
+  .join(' ')}`;
 console.log(`# worker-modes benchmark\n\n${machine}\n`);
 try {
   if (noopPart) {
@@ -59,7 +61,9 @@ try {
       for (const size of [2, 8]) {
         const ours = best(['taskbatch', mode, String(size), String(N_TASKBATCH), url]);
         const theirs = best(['bullmq', mode, String(size), String(N_BULLMQ), url]);
-        console.log(`| ${mode} | ${size} | ${ours.itemsPerSec.toLocaleString('en')} | ${bullName[mode]} | ${theirs.itemsPerSec.toLocaleString('en')} | ${(ours.itemsPerSec / theirs.itemsPerSec).toFixed(1)}x |`);
+        console.log(
+          `| ${mode} | ${size} | ${ours.itemsPerSec.toLocaleString('en')} | ${bullName[mode]} | ${theirs.itemsPerSec.toLocaleString('en')} | ${(ours.itemsPerSec / theirs.itemsPerSec).toFixed(1)}x |`,
+        );
       }
     }
   }
@@ -80,7 +84,11 @@ try {
       console.log(`| ${mode} | ${t1.toFixed(2)} s | ${t2.toFixed(2)} s | ${(t1 / (2 * t2)).toFixed(2)} |`);
     }
   }
-  console.log(`\nload average at end ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(
+    `\nload average at end ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
 } finally {
   await server.stop();
 }

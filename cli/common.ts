@@ -131,9 +131,10 @@ export async function clientFromFlags(p: Parsed, env: NodeJS.ProcessEnv = proces
       throw new UsageError(`--redis-password-file ${passwordFile}: ${(err as Error).message}`);
     }
   }
-  const tls = bool(p, 'redis-tls') || str(p, 'redis-ca-file') || bool(p, 'redis-insecure')
-    ? { ...(str(p, 'redis-ca-file') ? { caFile: str(p, 'redis-ca-file')! } : {}), ...(bool(p, 'redis-insecure') ? { insecureSkipVerify: true } : {}) }
-    : undefined;
+  const tls =
+    bool(p, 'redis-tls') || str(p, 'redis-ca-file') || bool(p, 'redis-insecure')
+      ? { ...(str(p, 'redis-ca-file') ? { caFile: str(p, 'redis-ca-file')! } : {}), ...(bool(p, 'redis-insecure') ? { insecureSkipVerify: true } : {}) }
+      : undefined;
   const redis = {
     ...(redisUrl ? { url: redisUrl } : {}),
     ...(str(p, 'redis-username') ? { username: str(p, 'redis-username')! } : {}),
@@ -167,7 +168,11 @@ export function printYaml(out: NodeJS.WritableStream, value: unknown): void {
 /** A kubectl-style table: upper-case headers, columns padded, three spaces apart. */
 export function formatTable(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('   ').trimEnd();
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('   ')
+      .trimEnd();
   return [line(headers), ...rows.map(line)].join('\n') + '\n';
 }
 

@@ -81,7 +81,7 @@ export function generateTypes(crdYaml: string): string {
     '',
     `export type TaskBatchStatus = ${tsType(schema.status!, '')};`,
     '',
-    '/** The CRD\'s defaults of scalar spec fields, by path (see hack/gen-types.ts). */',
+    "/** The CRD's defaults of scalar spec fields, by path (see hack/gen-types.ts). */",
     'export const SPEC_DEFAULTS = {',
     ...scalarDefaults(schema.spec!, '', []).map(([path, value]) => `  ${JSON.stringify(path)}: ${JSON.stringify(value)},`),
     '} as const;',

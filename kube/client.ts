@@ -117,7 +117,10 @@ export class KubeClient {
     this.server = cluster.server.replace(/\/$/, '');
     this.readTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this.writeTimeoutMs = options.writeTimeoutMs ?? this.readTimeoutMs;
-    for (const [name, v] of [['requestTimeoutMs', this.readTimeoutMs], ['writeTimeoutMs', this.writeTimeoutMs]] as const) {
+    for (const [name, v] of [
+      ['requestTimeoutMs', this.readTimeoutMs],
+      ['writeTimeoutMs', this.writeTimeoutMs],
+    ] as const) {
       if (!Number.isInteger(v) || v <= 0) throw new Error(`KubeClient options.${name} must be a positive integer of milliseconds, got ${v}`);
     }
   }
@@ -185,12 +188,7 @@ export class KubeClient {
    */
   async watch<T>(path: string, query: Query, onEvent: (e: WatchEvent<T>) => void, onDone: (err: unknown) => void): Promise<() => void> {
     const watcher = new Watch(this.kubeConfig);
-    const controller = await watcher.watch(
-      path,
-      query,
-      (type: string, object: unknown) => onEvent({ type: type as WatchEvent<T>['type'], object: object as T }),
-      onDone,
-    );
+    const controller = await watcher.watch(path, query, (type: string, object: unknown) => onEvent({ type: type as WatchEvent<T>['type'], object: object as T }), onDone);
     return () => controller.abort();
   }
 

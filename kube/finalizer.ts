@@ -17,13 +17,7 @@ export type FinalizerEvent<T> = { kind: 'apply'; object: T } | { kind: 'cleanup'
  *
  * Returns the handler's result, or undefined when no handler ran to completion of `apply`.
  */
-export async function withFinalizer<T extends KubeObject, R>(
-  kube: KubeClient,
-  path: string,
-  object: T,
-  finalizer: string,
-  handle: (event: FinalizerEvent<T>) => Promise<R>,
-): Promise<R | undefined> {
+export async function withFinalizer<T extends KubeObject, R>(kube: KubeClient, path: string, object: T, finalizer: string, handle: (event: FinalizerEvent<T>) => Promise<R>): Promise<R | undefined> {
   const finalizers = object.metadata.finalizers ?? [];
   const has = finalizers.includes(finalizer);
   if (object.metadata.deletionTimestamp) {

@@ -45,8 +45,23 @@ const EC_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-n
 export async function createCA(dir: string, name: string, commonName: string, days = 30): Promise<CertPair> {
   const pair = { certPath: join(dir, `${name}.crt`), keyPath: join(dir, `${name}.key`) };
   await openssl(
-    ['req', '-x509', ...EC_KEY, '-keyout', pair.keyPath, '-out', pair.certPath, '-days', String(days), '-subj', subject(commonName),
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign,digitalSignature'],
+    [
+      'req',
+      '-x509',
+      ...EC_KEY,
+      '-keyout',
+      pair.keyPath,
+      '-out',
+      pair.certPath,
+      '-days',
+      String(days),
+      '-subj',
+      subject(commonName),
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign,digitalSignature',
+    ],
     `create CA ${commonName}`,
   );
   return pair;
@@ -68,8 +83,24 @@ export async function issueCert(dir: string, ca: CertPair, opts: IssueOptions): 
   );
   await openssl(['req', '-new', ...EC_KEY, '-keyout', pair.keyPath, '-out', csr, '-subj', subject(opts.commonName, opts.organizations)], `create a key for ${opts.commonName}`);
   await openssl(
-    ['x509', '-req', '-in', csr, '-CA', ca.certPath, '-CAkey', ca.keyPath, '-set_serial', `0x${randomBytes(12).toString('hex')}`,
-      '-days', String(opts.days ?? 30), '-extfile', ext, '-out', pair.certPath],
+    [
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      ca.certPath,
+      '-CAkey',
+      ca.keyPath,
+      '-set_serial',
+      `0x${randomBytes(12).toString('hex')}`,
+      '-days',
+      String(opts.days ?? 30),
+      '-extfile',
+      ext,
+      '-out',
+      pair.certPath,
+    ],
     `sign a certificate for ${opts.commonName}`,
   );
   return pair;

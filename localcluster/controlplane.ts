@@ -212,10 +212,16 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         name: 'etcd',
         command: binaries.etcd,
         args: [
-          '--name=default', `--data-dir=${join(dir, 'etcd')}`,
-          `--listen-client-urls=${url}`, `--advertise-client-urls=${url}`,
-          `--listen-peer-urls=${peerUrl}`, `--initial-advertise-peer-urls=${peerUrl}`, `--initial-cluster=default=${peerUrl}`,
-          '--unsafe-no-fsync=true', '--log-level=warn', '--quota-backend-bytes=2147483648',
+          '--name=default',
+          `--data-dir=${join(dir, 'etcd')}`,
+          `--listen-client-urls=${url}`,
+          `--advertise-client-urls=${url}`,
+          `--listen-peer-urls=${peerUrl}`,
+          `--initial-advertise-peer-urls=${peerUrl}`,
+          `--initial-cluster=default=${peerUrl}`,
+          '--unsafe-no-fsync=true',
+          '--log-level=warn',
+          '--quota-backend-bytes=2147483648',
         ],
         logFile: join(logDir, 'etcd.log'),
         env: baseEnv(),
@@ -250,8 +256,12 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         command: binaries['kube-apiserver'],
         args: [
           `--etcd-servers=${etcdUrl}`,
-          `--bind-address=${HOST}`, `--advertise-address=${HOST}`, `--secure-port=${apiPort}`,
-          `--cert-dir=${certDir}`, `--tls-cert-file=${certs.serving.certPath}`, `--tls-private-key-file=${certs.serving.keyPath}`,
+          `--bind-address=${HOST}`,
+          `--advertise-address=${HOST}`,
+          `--secure-port=${apiPort}`,
+          `--cert-dir=${certDir}`,
+          `--tls-cert-file=${certs.serving.certPath}`,
+          `--tls-private-key-file=${certs.serving.keyPath}`,
           `--client-ca-file=${certs.ca.certPath}`,
           '--authorization-mode=RBAC',
           '--service-cluster-ip-range=10.0.0.0/24',
@@ -314,13 +324,16 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
             `--authentication-kubeconfig=${kubeconfigPath}`,
             `--authorization-kubeconfig=${kubeconfigPath}`,
             '--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics',
-            `--bind-address=${HOST}`, `--secure-port=${kcmPort}`, `--cert-dir=${kcmCertDir}`,
+            `--bind-address=${HOST}`,
+            `--secure-port=${kcmPort}`,
+            `--cert-dir=${kcmCertDir}`,
             '--leader-elect=false',
             `--controllers=${(options.controllers ?? DEFAULT_CONTROLLERS).join(',')}`,
             `--root-ca-file=${certs.ca.certPath}`,
             `--service-account-private-key-file=${certs.serviceAccount.privateKeyPath}`,
             '--use-service-account-credentials=false',
-            '--kube-api-qps=200', '--kube-api-burst=400',
+            '--kube-api-qps=200',
+            '--kube-api-burst=400',
             ...(options.extraControllerManagerArgs ?? []),
           ],
           logFile: join(logDir, 'kube-controller-manager.log'),
@@ -345,8 +358,10 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     if (options.record) recordedPath = record(kubeconfigPath, server, binaries.dir);
     log.info('Started control plane', { server, dir, ...timings });
 
-    const runTool = (bin: string, extraEnv: NodeJS.ProcessEnv) => (args: string[], o: ToolOptions = {}): Promise<ToolResult> =>
-      runCommand(bin, args, { ...o, env: { ...process.env, ...extraEnv, KUBECONFIG: o.kubeconfigPath ?? kubeconfigPath } });
+    const runTool =
+      (bin: string, extraEnv: NodeJS.ProcessEnv) =>
+      (args: string[], o: ToolOptions = {}): Promise<ToolResult> =>
+        runCommand(bin, args, { ...o, env: { ...process.env, ...extraEnv, KUBECONFIG: o.kubeconfigPath ?? kubeconfigPath } });
 
     return {
       kubeconfigPath,
@@ -472,9 +487,7 @@ function httpsGet(url: string, certs: Certs | undefined): Promise<{ status: numb
   return new Promise((resolve, reject) => {
     const req = request(
       url,
-      certs
-        ? { ca: readFileSync(certs.ca.certPath), cert: readFileSync(certs.admin.certPath), key: readFileSync(certs.admin.keyPath), timeout: 5000 }
-        : { rejectUnauthorized: false, timeout: 5000 },
+      certs ? { ca: readFileSync(certs.ca.certPath), cert: readFileSync(certs.admin.certPath), key: readFileSync(certs.admin.keyPath), timeout: 5000 } : { rejectUnauthorized: false, timeout: 5000 },
       (res) => {
         let body = '';
         res.setEncoding('utf8');
@@ -491,7 +504,7 @@ function httpsGet(url: string, certs: Certs | undefined): Promise<{ status: numb
 export function runCommand(command: string, args: string[], o: ToolOptions & { env?: NodeJS.ProcessEnv } = {}): Promise<ToolResult> {
   return new Promise((resolve, reject) => {
     const child = execFile(command, args, { cwd: o.cwd, env: o.env, timeout: o.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : -1) : 0;
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
       if (err && code === -1 && (err as { code?: unknown }).code === 'ENOENT') {
         reject(new Error(`cannot run ${command}: not found`));
         return;

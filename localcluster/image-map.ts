@@ -50,7 +50,12 @@ export type ResolvedCommand =
   | { ok: false; reason: string; message: string };
 
 function globToRegExp(glob: string): RegExp {
-  return new RegExp(`^${glob.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+  return new RegExp(
+    `^${glob
+      .split('*')
+      .map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+      .join('.*')}$`,
+  );
 }
 
 function findImageRule(image: string, rules: readonly ImageRule[]): ImageRule | undefined {
@@ -66,7 +71,7 @@ function rewritePath(value: string, paths: Record<string, string>): string {
     const eq = value.indexOf(`=${p}`);
     if (eq >= 0) {
       const after = value.slice(eq + 1);
-      if (after === p || after.startsWith(p) && (p.endsWith('/') || after[p.length] === '/')) return value.slice(0, eq + 1) + to + after.slice(p.length);
+      if (after === p || (after.startsWith(p) && (p.endsWith('/') || after[p.length] === '/'))) return value.slice(0, eq + 1) + to + after.slice(p.length);
     }
   }
   return value;

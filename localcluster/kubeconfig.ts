@@ -24,10 +24,7 @@ const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
 
 function kubeconfigYaml(spec: KubeconfigSpec): string {
   const c = spec.credentials;
-  const user =
-    c.kind === 'clientCert'
-      ? { 'client-certificate-data': b64(c.certPem), 'client-key-data': b64(c.keyPem) }
-      : { token: c.token, ...(c.file ? { tokenFile: c.file } : {}) };
+  const user = c.kind === 'clientCert' ? { 'client-certificate-data': b64(c.certPem), 'client-key-data': b64(c.keyPem) } : { token: c.token, ...(c.file ? { tokenFile: c.file } : {}) };
   return stringify({
     apiVersion: 'v1',
     kind: 'Config',

@@ -81,7 +81,10 @@ function serveLogs(source: LogSource, ns: string, pod: string, container: string
     const n = Number(tail);
     const lines = text.split('\n');
     const last = lines[lines.length - 1] === '' ? lines.slice(0, -1) : lines;
-    text = last.slice(Math.max(0, last.length - n)).map((l) => `${l}\n`).join('');
+    text = last
+      .slice(Math.max(0, last.length - n))
+      .map((l) => `${l}\n`)
+      .join('');
   }
   const limit = q.get('limitBytes');
   if (limit !== null) text = Buffer.from(text).subarray(0, Number(limit)).toString('utf8');

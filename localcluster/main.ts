@@ -36,7 +36,9 @@ function parseArgs(argv: string[]): CliOptions {
     else if (a === '--real-node') o.realNode = true;
     else if (a === '--images') o.imagesDir = argv[++i];
     else if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: node dist/localcluster/main.js [--no-controller-manager] [--no-node] [--node-name NAME]\n       node dist/localcluster/main.js --real-node [--images DIR] [--node-name NAME]\n');
+      process.stdout.write(
+        'usage: node dist/localcluster/main.js [--no-controller-manager] [--no-node] [--node-name NAME]\n       node dist/localcluster/main.js --real-node [--images DIR] [--node-name NAME]\n',
+      );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -111,7 +113,9 @@ async function mainRealNode(opts: CliOptions, log: Logger): Promise<void> {
 
 /** The directory hack/build-images.sh writes its archives to (it prints it last). */
 function imagesBuildDir(): string {
-  const out = execFileSync('bash', [join(repoRoot(), 'hack', 'build-images.sh'), '--print-dir'], { encoding: 'utf8' }).trim().split('\n');
+  const out = execFileSync('bash', [join(repoRoot(), 'hack', 'build-images.sh'), '--print-dir'], { encoding: 'utf8' })
+    .trim()
+    .split('\n');
   const dir = out[out.length - 1];
   if (!dir) throw new Error('hack/build-images.sh --print-dir printed nothing');
   return dir;

@@ -235,13 +235,15 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<NodeAge
       return ips.ranges;
     },
     podLog: (namespace, name, container) =>
-      (logFilesOf(namespace, name, container) ?? []).map((f) => {
-        try {
-          return readFileSync(f, 'utf8');
-        } catch {
-          return '';
-        }
-      }).join(''),
+      (logFilesOf(namespace, name, container) ?? [])
+        .map((f) => {
+          try {
+            return readFileSync(f, 'utf8');
+          } catch {
+            return '';
+          }
+        })
+        .join(''),
     podLogFiles: (namespace, name, container) => logFilesOf(namespace, name, container) ?? [],
     podDir: (namespace, name) => runnerFor(namespace, name)?.dir ?? latestByName.get(`${namespace}/${name}`),
     podProcess: (namespace, name, container) => runnerFor(namespace, name)?.processInfo(container),
@@ -330,7 +332,12 @@ function buildNode(name: string, options: NodeAgentOptions, kubeletPort: number,
 function nodeConditions(): Record<string, unknown>[] {
   const now = k8sTime();
   const c = (type: string, status: string, reason: string, message: string): Record<string, unknown> => ({
-    type, status, reason, message, lastHeartbeatTime: now, lastTransitionTime: now,
+    type,
+    status,
+    reason,
+    message,
+    lastHeartbeatTime: now,
+    lastTransitionTime: now,
   });
   return [
     c('MemoryPressure', 'False', 'KubeletHasSufficientMemory', 'local node agent has sufficient memory available'),
@@ -355,10 +362,7 @@ async function registerNode(core: CoreV1Api, node: V1Node, log: Logger): Promise
 
 async function patchNodeStatus(core: CoreV1Api, node: V1Node): Promise<void> {
   const { capacity, allocatable, addresses, daemonEndpoints, nodeInfo } = node.status ?? {};
-  await core.patchNodeStatus(
-    { name: node.metadata?.name ?? '', body: { status: { capacity, allocatable, addresses, daemonEndpoints, nodeInfo, conditions: nodeConditions() } } },
-    strategicMergePatch,
-  );
+  await core.patchNodeStatus({ name: node.metadata?.name ?? '', body: { status: { capacity, allocatable, addresses, daemonEndpoints, nodeInfo, conditions: nodeConditions() } } }, strategicMergePatch);
 }
 
 /** Renews the node's Lease (and, less often, its Ready heartbeat) so the node lifecycle controller keeps it Ready. */
@@ -388,13 +392,16 @@ function startLeaseRenewal(coordination: CoordinationV1Api, core: CoreV1Api, nod
     if (renewals++ % 6 === 5) await core.patchNodeStatus({ name: nodeName, body: { status: { conditions: nodeConditions() } } }, strategicMergePatch);
   };
   const loop = (): void => {
-    timer = setTimeout(() => {
-      renew()
-        .catch((err: unknown) => log.warn('Node lease renewal failed', { node: nodeName, error: describeError(err) }))
-        .finally(() => {
-          if (!stopped) loop();
-        });
-    }, (durationSeconds * 1000) / 4);
+    timer = setTimeout(
+      () => {
+        renew()
+          .catch((err: unknown) => log.warn('Node lease renewal failed', { node: nodeName, error: describeError(err) }))
+          .finally(() => {
+            if (!stopped) loop();
+          });
+      },
+      (durationSeconds * 1000) / 4,
+    );
     timer.unref();
   };
   const first = (async () => {

@@ -427,8 +427,7 @@ export class PodRunner {
       c.ready = false;
       c.state = { terminated: exit };
       const succeeded = exit.exitCode === 0;
-      const restart =
-        !this.terminating && (c.init ? !succeeded && policy !== 'Never' : policy === 'Always' || (policy === 'OnFailure' && !succeeded));
+      const restart = !this.terminating && (c.init ? !succeeded && policy !== 'Never' : policy === 'Always' || (policy === 'OnFailure' && !succeeded));
       if (!restart) {
         this.scheduleStatus();
         return succeeded ? 'succeeded' : 'failed';
@@ -503,9 +502,12 @@ export class PodRunner {
     if (deadline < this.killDeadline) {
       this.killDeadline = deadline;
       clearTimeout(this.killTimer);
-      this.killTimer = setTimeout(() => {
-        for (const c of this.containers) if (c.proc) void c.proc.stop(0);
-      }, Math.max(0, deadline - Date.now()));
+      this.killTimer = setTimeout(
+        () => {
+          for (const c of this.containers) if (c.proc) void c.proc.stop(0);
+        },
+        Math.max(0, deadline - Date.now()),
+      );
     }
     if (this.terminating) return;
     this.terminating = true;
@@ -655,9 +657,7 @@ export class PodRunner {
     const mains = this.containers.filter((c) => !c.init);
     const initialized = this.containers.filter((c) => c.init).every((c) => c.done);
     const containersReady = !terminal && mains.every((c) => c.ready && 'running' in c.state);
-    const gates = (this.pod.spec?.readinessGates ?? []).every(
-      (g) => this.pod.status?.conditions?.find((x) => x.type === g.conditionType)?.status === 'True',
-    );
+    const gates = (this.pod.spec?.readinessGates ?? []).every((g) => this.pod.status?.conditions?.find((x) => x.type === g.conditionType)?.status === 'True');
     const notReadyReason = terminal ? 'PodCompleted' : 'ContainersNotReady';
     const conditions = [
       this.condition('PodReadyToStartContainers', this.prepared && !terminal),
@@ -720,7 +720,7 @@ function exitState(status: ExitStatus): Omit<TerminatedState, 'finishedAt'> {
 
 function isTransient(err: unknown): boolean {
   const code = (err as { code?: unknown }).code;
-  return typeof code === 'number' && (code >= 500 || code === 429) || (err instanceof Error && /ECONNREFUSED|ECONNRESET|fetch failed|socket/i.test(err.message));
+  return (typeof code === 'number' && (code >= 500 || code === 429)) || (err instanceof Error && /ECONNREFUSED|ECONNRESET|fetch failed|socket/i.test(err.message));
 }
 
 function writeAtomic(path: string, data: string): void {

@@ -32,14 +32,11 @@ export async function runProbe(probe: V1Probe, t: ProbeTarget): Promise<ProbeRes
     const headers: Record<string, string> = { 'User-Agent': 'kube-probe/1.34' };
     for (const h of g.httpHeaders ?? []) headers[h.name] = h.value;
     return new Promise((resolve) => {
-      const req = (https ? httpsRequest : httpRequest)(
-        { host, port, path: g.path ?? '/', method: 'GET', headers, timeout: timeoutMs, ...(https ? { rejectUnauthorized: false } : {}) },
-        (res) => {
-          res.resume();
-          const code = res.statusCode ?? 0;
-          resolve(code >= 200 && code < 400 ? { ok: true } : { ok: false, message: `HTTP probe failed with statuscode: ${code}` });
-        },
-      );
+      const req = (https ? httpsRequest : httpRequest)({ host, port, path: g.path ?? '/', method: 'GET', headers, timeout: timeoutMs, ...(https ? { rejectUnauthorized: false } : {}) }, (res) => {
+        res.resume();
+        const code = res.statusCode ?? 0;
+        resolve(code >= 200 && code < 400 ? { ok: true } : { ok: false, message: `HTTP probe failed with statuscode: ${code}` });
+      });
       req.on('timeout', () => req.destroy(new Error(`timeout after ${timeoutMs} ms`)));
       req.on('error', (err) => resolve({ ok: false, message: `Get "http://${host}:${port}${g.path ?? '/'}": ${err.message}` }));
       req.end();

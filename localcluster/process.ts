@@ -97,7 +97,10 @@ export async function spawnManaged(opts: SpawnOptions): Promise<ManagedProcess> 
 export function tailFile(path: string, lines = 30): string {
   try {
     const text = readFileSync(path, 'utf8');
-    return text.split('\n').slice(-lines - 1).join('\n');
+    return text
+      .split('\n')
+      .slice(-lines - 1)
+      .join('\n');
   } catch {
     return '(no log)';
   }

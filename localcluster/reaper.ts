@@ -15,11 +15,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import type { Socket } from 'node:net';
 
-type Message =
-  | { op: 'add' | 'remove'; pgid: number }
-  | { op: 'add-dir' | 'remove-dir'; path: string }
-  | { op: 'add-cleanup'; id: string; argv: string[] }
-  | { op: 'remove-cleanup'; id: string };
+type Message = { op: 'add' | 'remove'; pgid: number } | { op: 'add-dir' | 'remove-dir'; path: string } | { op: 'add-cleanup'; id: string; argv: string[] } | { op: 'remove-cleanup'; id: string };
 
 const REAPER_SOURCE = `
 const groups = new Set(); const dirs = new Set(); const cleanups = new Map(); let buf = '';

@@ -67,7 +67,10 @@ export class Controller {
         : {}),
     };
     const acls = config.defaultRedisUrl && config.defaultRedisManageAcls ? new NamespaceAcls(kube, { graceMs: config.redisRotationGraceSeconds * 1000 }) : undefined;
-    this.redis = new RedisPool(kube, worker.defaultRedis, acls, new RedisGuard(config.allowedRedis, config.defaultRedisUrl, config.maxRedisReplyBytes), { clock, log: log.child({ component: 'redis-pool' }) });
+    this.redis = new RedisPool(kube, worker.defaultRedis, acls, new RedisGuard(config.allowedRedis, config.defaultRedisUrl, config.maxRedisReplyBytes), {
+      clock,
+      log: log.child({ component: 'redis-pool' }),
+    });
     const events = new EventRecorder(kube, 'taskbatch-operator', log);
     this.schedules = new ScheduleController({ kube, batches: this.batches, events, log: log.child({ controller: 'taskschedules' }), watchNamespace: ns, clock });
     this.reconciler = new Reconciler({
@@ -79,7 +82,20 @@ export class Controller {
       metrics: this.metrics,
       clock,
       log,
-      config: { worker, statusIntervalMs: config.statusIntervalMs, pollIntervalMs: config.pollIntervalMs, maxWorkerFailures: config.maxWorkerFailures, maxCleanupAttempts: 10, workerStaleMs: 30_000, podPendingTimeoutMs: config.workerPendingTimeoutMs, workerStartGraceMs: 30_000, finishedRecheckMs: 30_000, maxBatchItems: config.maxBatchItems, seedSliceItems: config.seedSliceItems, namespaceItemQuota: config.namespaceItemQuota },
+      config: {
+        worker,
+        statusIntervalMs: config.statusIntervalMs,
+        pollIntervalMs: config.pollIntervalMs,
+        maxWorkerFailures: config.maxWorkerFailures,
+        maxCleanupAttempts: 10,
+        workerStaleMs: 30_000,
+        podPendingTimeoutMs: config.workerPendingTimeoutMs,
+        workerStartGraceMs: 30_000,
+        finishedRecheckMs: 30_000,
+        maxBatchItems: config.maxBatchItems,
+        seedSliceItems: config.seedSliceItems,
+        namespaceItemQuota: config.namespaceItemQuota,
+      },
     });
   }
 

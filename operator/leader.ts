@@ -92,9 +92,12 @@ export class LeaderElector {
     this.deadlineMs = options.renewDeadlineMs ?? RENEW_DEADLINE_MS;
     this.clock = options.clock ?? systemClock;
     if (!(this.retryMs < this.deadlineMs && this.deadlineMs < this.leaseMs)) {
-      throw new Error(`leader election for Lease ${options.namespace}/${options.name}: expected retryPeriodMs (${this.retryMs}) < renewDeadlineMs (${this.deadlineMs}) < leaseDurationMs (${this.leaseMs})`);
+      throw new Error(
+        `leader election for Lease ${options.namespace}/${options.name}: expected retryPeriodMs (${this.retryMs}) < renewDeadlineMs (${this.deadlineMs}) < leaseDurationMs (${this.leaseMs})`,
+      );
     }
-    if (this.leaseMs % 1000 !== 0) throw new Error(`leader election for Lease ${options.namespace}/${options.name}: leaseDurationMs must be whole seconds (the Lease holds seconds), got ${this.leaseMs}`);
+    if (this.leaseMs % 1000 !== 0)
+      throw new Error(`leader election for Lease ${options.namespace}/${options.name}: leaseDurationMs must be whole seconds (the Lease holds seconds), got ${this.leaseMs}`);
   }
 
   /** True while this replica leads and its renew deadline has not passed. */
@@ -180,9 +183,12 @@ export class LeaderElector {
   /** Loses leadership the moment the renew deadline passes without a successful renewal. */
   private armDeadline(): void {
     this.clock.clearTimeout(this.deadlineTimer);
-    this.deadlineTimer = this.clock.setTimeout(() => {
-      if (this.leading && !this.stopped && this.clock.now() >= this.leadingUntil) this.lose(`no renewal succeeded within ${this.deadlineMs}ms`);
-    }, Math.max(0, this.leadingUntil - this.clock.now()));
+    this.deadlineTimer = this.clock.setTimeout(
+      () => {
+        if (this.leading && !this.stopped && this.clock.now() >= this.leadingUntil) this.lose(`no renewal succeeded within ${this.deadlineMs}ms`);
+      },
+      Math.max(0, this.leadingUntil - this.clock.now()),
+    );
   }
 
   /** A replica that lost leadership stops campaigning: it exits, the Deployment restarts it. */
@@ -212,7 +218,12 @@ export class LeaderElector {
     const spec = { holderIdentity: this.identity, leaseDurationSeconds: this.leaseMs / 1000, renewTime: nowIso };
     if (!existing) {
       try {
-        const created = await this.kube.create<Lease>(this.path, { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: this.options.name, namespace: this.options.namespace }, spec: { ...spec, acquireTime: nowIso, leaseTransitions: 0 } });
+        const created = await this.kube.create<Lease>(this.path, {
+          apiVersion: 'coordination.k8s.io/v1',
+          kind: 'Lease',
+          metadata: { name: this.options.name, namespace: this.options.namespace },
+          spec: { ...spec, acquireTime: nowIso, leaseTransitions: 0 },
+        });
         this.observe(created);
         return true;
       } catch (err) {

@@ -12,7 +12,11 @@ export interface Logger {
 const LEVELS = { debug: 10, info: 20, warn: 30, error: 40 } as const;
 type Level = keyof typeof LEVELS;
 
-export function createLogger(base: Fields = {}, level: Level = (process.env.TASKBATCH_LOG_LEVEL as Level | undefined) ?? 'info', write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
+export function createLogger(
+  base: Fields = {},
+  level: Level = (process.env.TASKBATCH_LOG_LEVEL as Level | undefined) ?? 'info',
+  write: (line: string) => void = (l) => process.stderr.write(l),
+): Logger {
   const min = LEVELS[level] ?? LEVELS.info;
   const emit = (lvl: Level, msg: string, fields?: Fields): void => {
     if (LEVELS[lvl] < min) return;

@@ -4,7 +4,12 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 export class OperatorMetrics {
   readonly registry = new Registry();
   readonly reconciles = new Counter({ name: 'taskbatch_operator_reconcile_total', help: 'Reconcile passes by result', labelNames: ['result'] as const, registers: [this.registry] });
-  readonly reconcileErrors = new Counter({ name: 'taskbatch_operator_reconcile_errors_total', help: 'Failed reconcile passes by error name', labelNames: ['error'] as const, registers: [this.registry] });
+  readonly reconcileErrors = new Counter({
+    name: 'taskbatch_operator_reconcile_errors_total',
+    help: 'Failed reconcile passes by error name',
+    labelNames: ['error'] as const,
+    registers: [this.registry],
+  });
   readonly reconcileDuration = new Histogram({
     name: 'taskbatch_operator_reconcile_duration_seconds',
     help: 'Duration of reconcile passes',
@@ -16,8 +21,18 @@ export class OperatorMetrics {
   readonly statusWrites = new Counter({ name: 'taskbatch_operator_status_writes_total', help: 'TaskBatch status updates written', registers: [this.registry] });
   readonly isLeader = new Gauge({ name: 'taskbatch_operator_leader', help: '1 while this replica holds the leader lease', registers: [this.registry] });
   readonly batchItems = new Gauge({ name: 'taskbatch_batch_items', help: 'Items of a batch by state', labelNames: ['namespace', 'batch', 'state'] as const, registers: [this.registry] });
-  readonly batchWorkers = new Gauge({ name: 'taskbatch_batch_workers', help: 'Worker pods of a batch (desired, current, ready, draining)', labelNames: ['namespace', 'batch', 'kind'] as const, registers: [this.registry] });
-  readonly batchFinished = new Gauge({ name: 'taskbatch_batch_finished', help: '1 once a batch is Complete (outcome=complete) or Failed (outcome=failed)', labelNames: ['namespace', 'batch', 'outcome'] as const, registers: [this.registry] });
+  readonly batchWorkers = new Gauge({
+    name: 'taskbatch_batch_workers',
+    help: 'Worker pods of a batch (desired, current, ready, draining)',
+    labelNames: ['namespace', 'batch', 'kind'] as const,
+    registers: [this.registry],
+  });
+  readonly batchFinished = new Gauge({
+    name: 'taskbatch_batch_finished',
+    help: '1 once a batch is Complete (outcome=complete) or Failed (outcome=failed)',
+    labelNames: ['namespace', 'batch', 'outcome'] as const,
+    registers: [this.registry],
+  });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'taskbatch_operator_' });

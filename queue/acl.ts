@@ -41,16 +41,55 @@ export function namespaceKeyPattern(namespace: string, prefix = 'tb'): string {
  */
 export const NAMESPACE_ACL_COMMANDS: readonly string[] = [
   // scripts
-  'evalsha', 'eval',
+  'evalsha',
+  'eval',
   // inside the scripts (grep "redis.call('" queue/lua)
-  'time', 'hget', 'hmget', 'hset', 'hdel', 'hexists', 'hgetall', 'hincrby', 'lpop', 'lpush', 'rpush',
-  'sadd', 'srem', 'sismember', 'smembers', 'zadd', 'zrem', 'zcount', 'zrange', 'zrangebyscore', 'zscore',
-  'pexpire', 'unlink', 'publish', 'spublish',
+  'time',
+  'hget',
+  'hmget',
+  'hset',
+  'hdel',
+  'hexists',
+  'hgetall',
+  'hincrby',
+  'lpop',
+  'lpush',
+  'rpush',
+  'sadd',
+  'srem',
+  'sismember',
+  'smembers',
+  'zadd',
+  'zrem',
+  'zcount',
+  'zrange',
+  'zrangebyscore',
+  'zscore',
+  'pexpire',
+  'unlink',
+  'publish',
+  'spublish',
   // direct calls
-  'hsetnx', 'hscan', 'info', 'subscribe', 'ssubscribe', 'unsubscribe', 'sunsubscribe',
+  'hsetnx',
+  'hscan',
+  'info',
+  'subscribe',
+  'ssubscribe',
+  'unsubscribe',
+  'sunsubscribe',
   // connection
-  'ping', 'hello', 'auth', 'select', 'client|setname', 'client|setinfo', 'client|getname', 'readonly', 'asking',
-  'cluster|slots', 'cluster|shards', 'cluster|info',
+  'ping',
+  'hello',
+  'auth',
+  'select',
+  'client|setname',
+  'client|setinfo',
+  'client|getname',
+  'readonly',
+  'asking',
+  'cluster|slots',
+  'cluster|shards',
+  'cluster|info',
 ];
 
 /** SHA-256 of a password in hex, the form ACL SETUSER takes after '#' and '!' and ACL GETUSER lists. */
@@ -64,7 +103,8 @@ export function passwordHash(password: string): string {
  * (two during a rotation). `resetchannels` is part of `reset`: no channel but the namespace's.
  */
 export function namespaceAclRules(namespace: string, passwordHashes: readonly string[], prefix = 'tb'): string[] {
-  if (passwordHashes.length === 0) throw new InvalidArgumentError(`ACL user ${namespaceAclUser(namespace)}: at least one password hash is required (a user without one would accept any password or none)`);
+  if (passwordHashes.length === 0)
+    throw new InvalidArgumentError(`ACL user ${namespaceAclUser(namespace)}: at least one password hash is required (a user without one would accept any password or none)`);
   for (const h of passwordHashes) if (!/^[0-9a-f]{64}$/.test(h)) throw new InvalidArgumentError(`ACL user ${namespaceAclUser(namespace)}: a password hash must be 64 lowercase hex digits`);
   const pattern = namespaceKeyPattern(namespace, prefix);
   return ['reset', 'on', ...passwordHashes.map((h) => `#${h}`), `~${pattern}`, `&${pattern}`, '-@all', ...NAMESPACE_ACL_COMMANDS.map((c) => `+${c}`)];

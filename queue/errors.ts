@@ -1,11 +1,6 @@
 /** Errors of the queue protocol. Each names the batch it concerns and what to do. */
 
-export type QueueErrorCode =
-  | 'InvalidArgument'
-  | 'PayloadTooLarge'
-  | 'BatchStateLost'
-  | 'ProtocolVersionMismatch'
-  | 'BatchClosed';
+export type QueueErrorCode = 'InvalidArgument' | 'PayloadTooLarge' | 'BatchStateLost' | 'ProtocolVersionMismatch' | 'BatchClosed';
 
 export class QueueError extends Error {
   constructor(

@@ -18,14 +18,10 @@ export function batchId(ref: BatchRef): string {
 /** Validates a batch reference the way Kubernetes validates a namespaced object's name. */
 export function validateBatchRef(ref: BatchRef): void {
   if (typeof ref.namespace !== 'string' || ref.namespace.length > 63 || !DNS_LABEL.test(ref.namespace)) {
-    throw new InvalidArgumentError(
-      `namespace ${JSON.stringify(ref.namespace)} is invalid: use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit`,
-    );
+    throw new InvalidArgumentError(`namespace ${JSON.stringify(ref.namespace)} is invalid: use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit`);
   }
   if (typeof ref.name !== 'string' || ref.name.length > 253 || !DNS_SUBDOMAIN.test(ref.name)) {
-    throw new InvalidArgumentError(
-      `batch name ${JSON.stringify(ref.name)} is invalid: use at most 253 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit`,
-    );
+    throw new InvalidArgumentError(`batch name ${JSON.stringify(ref.name)} is invalid: use at most 253 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit`);
   }
 }
 

@@ -45,9 +45,7 @@ export const DEFAULT_LIMITS: QueueLimits = {
 
 export function requireNumber(name: string, value: unknown, min: number, max: number, integer = true): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || (integer && !Number.isInteger(value)) || value < min || value > max) {
-    throw new InvalidArgumentError(
-      `${name} must be ${integer ? 'an integer' : 'a number'} between ${min} and ${max}, got ${JSON.stringify(value)}`,
-    );
+    throw new InvalidArgumentError(`${name} must be ${integer ? 'an integer' : 'a number'} between ${min} and ${max}, got ${JSON.stringify(value)}`);
   }
   return value;
 }

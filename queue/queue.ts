@@ -110,8 +110,8 @@ export type ReplyMode = 'spublish' | 'publish';
 
 /** One announced outcome of a call item (see BatchQueue.enableReplies). */
 export type CallReply =
-  | { kind: 'result'; id: string; /** The result's JSON; '' when the handler returned undefined. */ json: string }
-  | { kind: 'error'; id: string; /** The dead letter: attempts, failedAt (ms) and the last error. */ record: { attempts: number; failedAt: number; error: ItemError } };
+  | { kind: 'result'; id: string /** The result's JSON; '' when the handler returned undefined. */; json: string }
+  | { kind: 'error'; id: string /** The dead letter: attempts, failedAt (ms) and the last error. */; record: { attempts: number; failedAt: number; error: ItemError } };
 
 /** Parses one reply message: lines "r\tid\tjson" (completed) or "e\tid\tdead-letter JSON" (failed for good). */
 export function parseCallReplies(message: string): CallReply[] {
@@ -170,15 +170,12 @@ export class BatchQueue {
    */
   async create(input: BatchOptionsInput = {}): Promise<{ epoch: string; created: boolean }> {
     const o = resolveBatchOptions(input);
-    const reply = (await this.run('create', [this.keys.meta], [
-      randomUUID(),
-      o.maxAttempts,
-      o.backoff.initialMs,
-      o.backoff.factor,
-      o.backoff.maxMs,
-      o.backoff.jitter,
-      o.resultTtlSeconds * 1000,
-    ], false)) as [string, number];
+    const reply = (await this.run(
+      'create',
+      [this.keys.meta],
+      [randomUUID(), o.maxAttempts, o.backoff.initialMs, o.backoff.factor, o.backoff.maxMs, o.backoff.jitter, o.resultTtlSeconds * 1000],
+      false,
+    )) as [string, number];
     this.epoch = reply[0];
     return { epoch: reply[0], created: reply[1] === 1 };
   }
@@ -219,13 +216,7 @@ export class BatchQueue {
     const pipeline = this.redis.pipeline();
     encoded.forEach((c, i) => {
       const cursor = i === encoded.length - 1 && options.cursor !== undefined ? options.cursor : '';
-      void runScript(pipeline, 'enqueue', [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.items, this.keys.seen], [
-        PROTOCOL_VERSION,
-        this.epoch,
-        cursor,
-        c.length / 3,
-        ...c,
-      ]);
+      void runScript(pipeline, 'enqueue', [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.items, this.keys.seen], [PROTOCOL_VERSION, this.epoch, cursor, c.length / 3, ...c]);
     });
     const replies = (await pipeline.exec()) ?? [];
     const result: EnqueueResult = { added: 0, duplicates: 0, generatedIds: [] };
@@ -244,16 +235,11 @@ export class BatchQueue {
   async claim(count: number, leaseMs: number): Promise<ClaimResult> {
     requireNumberFor(this.name, 'claim count', count, 1, MAX_CLAIM);
     requireNumberFor(this.name, 'leaseMs', leaseMs, 100, 86_400_000);
-    const reply = (await this.run('claim', [
-      this.keys.meta,
-      this.keys.pending,
-      this.keys.delayed,
-      this.keys.running,
-      this.keys.items,
-      this.keys.att,
-      this.keys.dead,
-      this.keys.errors,
-    ], [count, leaseMs, 100])) as (string | number)[];
+    const reply = (await this.run(
+      'claim',
+      [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.running, this.keys.items, this.keys.att, this.keys.dead, this.keys.errors],
+      [count, leaseMs, 100],
+    )) as (string | number)[];
     const items: Claim[] = [];
     for (let i = 2; i < reply.length; i += 3) {
       const token = reply[i] as string;
@@ -273,7 +259,11 @@ export class BatchQueue {
   /** Gives items back to the front of the queue without counting an attempt (graceful shutdown). */
   async release(claims: readonly Pick<Claim, 'token'>[]): Promise<{ released: number; lost: string[] }> {
     if (claims.length === 0) return { released: 0, lost: [] };
-    const lost = (await this.run('release', [this.keys.meta, this.keys.running, this.keys.pending], claims.map((c) => c.token))) as string[];
+    const lost = (await this.run(
+      'release',
+      [this.keys.meta, this.keys.running, this.keys.pending],
+      claims.map((c) => c.token),
+    )) as string[];
     return { released: claims.length - lost.length, lost };
   }
 
@@ -287,15 +277,7 @@ export class BatchQueue {
     for (const e of entries) {
       args.push(e.claim.token, e.result === undefined ? '' : toJson(`result of ${e.claim.token}`, e.result, this.limits.maxResultBytes, this.name));
     }
-    const rejected = (await this.run('complete', [
-      this.keys.meta,
-      this.keys.running,
-      this.keys.items,
-      this.keys.att,
-      this.keys.errors,
-      this.keys.results,
-      this.keys.resultsIdx,
-    ], args)) as string[];
+    const rejected = (await this.run('complete', [this.keys.meta, this.keys.running, this.keys.items, this.keys.att, this.keys.errors, this.keys.results, this.keys.resultsIdx], args)) as string[];
     return { completed: entries.length - rejected.length, rejected };
   }
 
@@ -306,29 +288,18 @@ export class BatchQueue {
     for (const e of entries) {
       args.push(e.claim.token, errorJson(e.error, this.limits.maxErrorBytes), e.retryable === false ? '0' : '1', Math.random());
     }
-    const reply = (await this.run('fail', [
-      this.keys.meta,
-      this.keys.running,
-      this.keys.delayed,
-      this.keys.att,
-      this.keys.dead,
-      this.keys.errors,
-    ], args)) as (number | string)[];
+    const reply = (await this.run('fail', [this.keys.meta, this.keys.running, this.keys.delayed, this.keys.att, this.keys.dead, this.keys.errors], args)) as (number | string)[];
     return { retried: Number(reply[0]), deadLettered: Number(reply[1]), rejected: reply.slice(2) as string[] };
   }
 
   /** The sweeper: requeue or dead-letter items with expired leases; promote due delayed items. */
   async reclaimExpired(limit = 1000): Promise<{ reclaimed: number; promoted: number }> {
     requireNumberFor(this.name, 'reclaim limit', limit, 1, 100_000);
-    const [reclaimed, promoted] = (await this.run('reclaim', [
-      this.keys.meta,
-      this.keys.pending,
-      this.keys.delayed,
-      this.keys.running,
-      this.keys.att,
-      this.keys.dead,
-      this.keys.errors,
-    ], [limit, limit])) as [number, number];
+    const [reclaimed, promoted] = (await this.run(
+      'reclaim',
+      [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.running, this.keys.att, this.keys.dead, this.keys.errors],
+      [limit, limit],
+    )) as [number, number];
     return { reclaimed, promoted };
   }
 
@@ -504,10 +475,7 @@ function countGenerated(chunk: readonly string[]): number {
 function validateItemId(id: unknown, where: string, batch: string): void {
   // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
   if (typeof id !== 'string' || id.length === 0 || Buffer.byteLength(id) > MAX_ID_BYTES || id.startsWith('#') || /[\u0000-\u001f]/.test(id)) {
-    throw new InvalidArgumentError(
-      `${where}: id must be a non-empty string of at most ${MAX_ID_BYTES} bytes, without control characters, not starting with '#' (reserved for generated ids)`,
-      batch,
-    );
+    throw new InvalidArgumentError(`${where}: id must be a non-empty string of at most ${MAX_ID_BYTES} bytes, without control characters, not starting with '#' (reserved for generated ids)`, batch);
   }
 }
 

@@ -63,7 +63,8 @@ export class ReplySizeGuard {
       case '!': // RESP3 bulk error
         if (!(n >= 0)) return this.elementDone();
         // Refused on the header: the payload never needs to arrive.
-        if (n > this.maxReplyBytes) throw new ReplyTooLargeError(`a Redis reply announced a ${n}-byte string, more than ${this.maxReplyBytes} bytes (the client's maxReplyBytes); the connection was closed`);
+        if (n > this.maxReplyBytes)
+          throw new ReplyTooLargeError(`a Redis reply announced a ${n}-byte string, more than ${this.maxReplyBytes} bytes (the client's maxReplyBytes); the connection was closed`);
         this.bulkLeft = n + CR_LF;
         return;
       case '*': // array
@@ -75,7 +76,8 @@ export class ReplySizeGuard {
         const elements = type === '%' ? 2 * n : type === '|' ? 2 * n + 1 : n;
         if (!(elements > 0)) return this.elementDone();
         // Every element takes at least 3 bytes ("_\r\n"): a header announcing more cannot fit.
-        if (elements * 3 > this.maxReplyBytes) throw new ReplyTooLargeError(`a Redis reply announced ${elements} elements, more than fit in ${this.maxReplyBytes} bytes (the client's maxReplyBytes); the connection was closed`);
+        if (elements * 3 > this.maxReplyBytes)
+          throw new ReplyTooLargeError(`a Redis reply announced ${elements} elements, more than fit in ${this.maxReplyBytes} bytes (the client's maxReplyBytes); the connection was closed`);
         this.open.push(elements);
         return;
       }

@@ -13,10 +13,7 @@ export function toJson(what: string, value: unknown, maxBytes: number, batch: st
   }
   const bytes = Buffer.byteLength(json);
   if (bytes > maxBytes) {
-    throw new PayloadTooLargeError(
-      `${what} is ${bytes} bytes of JSON, over the limit of ${maxBytes} bytes; store large data elsewhere (e.g. object storage) and pass a reference`,
-      batch,
-    );
+    throw new PayloadTooLargeError(`${what} is ${bytes} bytes of JSON, over the limit of ${maxBytes} bytes; store large data elsewhere (e.g. object storage) and pass a reference`, batch);
   }
   return json;
 }

@@ -166,7 +166,12 @@ export class BatchHandle {
       if (!item || typeof item !== 'object' || !('data' in item)) {
         throw new TaskBatchError('Usage', `item ${out.ids.length + chunk.length} must be an object {data, id?, delayMs?, notBefore?}`);
       }
-      chunk.push({ data: item.data, ...(item.id !== undefined ? { id: item.id } : {}), ...(item.delayMs !== undefined ? { delayMs: item.delayMs } : {}), ...(item.notBefore !== undefined ? { notBefore: item.notBefore } : {}) });
+      chunk.push({
+        data: item.data,
+        ...(item.id !== undefined ? { id: item.id } : {}),
+        ...(item.delayMs !== undefined ? { delayMs: item.delayMs } : {}),
+        ...(item.notBefore !== undefined ? { notBefore: item.notBefore } : {}),
+      });
       if (chunk.length >= SUBMIT_CHUNK) await flush();
     }
     await flush();
@@ -194,7 +199,7 @@ export class BatchHandle {
     const taskBatch = describeTaskBatch(tb);
     try {
       // A TaskBatch without a queue yet (just created) has nothing in Redis to count.
-      if (!tb.status?.queueEpoch) throw new BatchNotFoundError('the operator has not created the batch\'s queue yet (status.queueEpoch is empty)');
+      if (!tb.status?.queueEpoch) throw new BatchNotFoundError("the operator has not created the batch's queue yet (status.queueEpoch is empty)");
       const { queue } = await this.resolveQueue();
       return { ...base, counts: await this.snapshot(queue), countsFrom: 'redis', taskBatch };
     } catch (err) {
@@ -244,7 +249,12 @@ export class BatchHandle {
         }
         drainedAt = s.complete ? (drainedAt ?? Date.now()) : undefined;
         if (drainedAt !== undefined && Date.now() - drainedAt > 60_000) {
-          return { ok: s.failed === 0, outcome: 'Drained', message: 'the queue drained but the operator has not marked the TaskBatch Complete or Failed within 60 s (is the operator running?)', progress: p };
+          return {
+            ok: s.failed === 0,
+            outcome: 'Drained',
+            message: 'the queue drained but the operator has not marked the TaskBatch Complete or Failed within 60 s (is the operator running?)',
+            progress: p,
+          };
         }
       } else if (!this.ctx.kube && s.complete) {
         return { ok: s.failed === 0, outcome: 'Drained', progress: p };
@@ -296,7 +306,10 @@ export class BatchHandle {
       const tb = await readTaskBatch(this.ctx.kube, this.namespace, this.name);
       if (!canReopen(tb.status)) {
         const failed = findCondition(tb.status, 'Failed');
-        throw new TaskBatchError('Usage', `TaskBatch ${this.namespace}/${this.name} failed (${failed?.reason}: ${failed?.message}); replayed items would never run because it gets no workers again. Fix the cause and create a new TaskBatch for the failed items (taskbatch failures ${this.name} -n ${this.namespace} lists them)`);
+        throw new TaskBatchError(
+          'Usage',
+          `TaskBatch ${this.namespace}/${this.name} failed (${failed?.reason}: ${failed?.message}); replayed items would never run because it gets no workers again. Fix the cause and create a new TaskBatch for the failed items (taskbatch failures ${this.name} -n ${this.namespace} lists them)`,
+        );
       }
     }
     const { queue } = await this.resolveQueue();
@@ -327,7 +340,8 @@ export class BatchHandle {
       if (options.wait) {
         const until = Date.now() + (options.timeoutMs ?? 60_000);
         while ((await this.ctx.kube.kube.find(path)) !== undefined) {
-          if (Date.now() > until) throw new WaitTimeoutError(`TaskBatch ${this.namespace}/${this.name} still exists after ${options.timeoutMs ?? 60_000} ms (its finalizer waits for the operator to delete the Redis keys)`);
+          if (Date.now() > until)
+            throw new WaitTimeoutError(`TaskBatch ${this.namespace}/${this.name} still exists after ${options.timeoutMs ?? 60_000} ms (its finalizer waits for the operator to delete the Redis keys)`);
           await sleep(250);
         }
       }
@@ -363,9 +377,13 @@ export class BatchHandle {
     if (err instanceof BatchStateLostError) {
       if (this.ctx.kube) {
         this.ctx.invalidate();
-        return new BatchNotFoundError(`batch ${id}: its state in Redis is gone or was recreated (${err.message}); the TaskBatch was probably deleted or recreated — check kubectl get taskbatch ${this.name} -n ${this.namespace}`);
+        return new BatchNotFoundError(
+          `batch ${id}: its state in Redis is gone or was recreated (${err.message}); the TaskBatch was probably deleted or recreated — check kubectl get taskbatch ${this.name} -n ${this.namespace}`,
+        );
       }
-      return new BatchNotFoundError(`batch ${id} not found in Redis at ${this.ctx.describeRedis()}; create it (a TaskBatch with spec.open: true, \`taskbatch run\`, or batch.create()), or check --namespace and --redis-url`);
+      return new BatchNotFoundError(
+        `batch ${id} not found in Redis at ${this.ctx.describeRedis()}; create it (a TaskBatch with spec.open: true, \`taskbatch run\`, or batch.create()), or check --namespace and --redis-url`,
+      );
     }
     if (err instanceof BatchClosedError) {
       return new NotOpenError(`batch ${id} is closed and takes no more items${this.ctx.kube ? ' (only TaskBatches with spec.open: true take items, until closed)' : ''}`);

@@ -133,9 +133,7 @@ export class CallDispatcher {
     this.started ??= (async () => {
       const mode = await this.queue.enableReplies();
       // On Redis Cluster, sharded subscriptions need ioredis' per-node subscribers.
-      const sub = (this.redis as { isCluster?: boolean }).isCluster
-        ? (this.redis as Cluster).duplicate(undefined, { shardedSubscribers: true })
-        : this.redis.duplicate();
+      const sub = (this.redis as { isCluster?: boolean }).isCluster ? (this.redis as Cluster).duplicate(undefined, { shardedSubscribers: true }) : this.redis.duplicate();
       sub.on('error', () => undefined);
       this.sub = sub;
       const channel = this.queue.replyChannel(this.clientId);

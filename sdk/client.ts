@@ -164,7 +164,7 @@ export class TaskBatchClient {
     return {
       ref,
       kube: this.kube,
-      describeRedis: () => this.redisOverride?.url ?? '(the TaskBatch\'s Redis)',
+      describeRedis: () => this.redisOverride?.url ?? "(the TaskBatch's Redis)",
       resolve: () => this.resolve(ref),
       invalidate: () => {
         this.resolved.delete(key);
@@ -200,7 +200,9 @@ export class TaskBatchClient {
     const until = Date.now() + (this.options.queueReadyTimeoutMs ?? 30_000);
     while (!tb.status?.queueEpoch) {
       if (Date.now() > until) {
-        throw new BatchNotFoundError(`TaskBatch ${batchId(ref)} has no queue yet (status.queueEpoch is empty after ${this.options.queueReadyTimeoutMs ?? 30_000} ms); is the operator running? (kubectl describe taskbatch ${ref.name} -n ${ref.namespace})`);
+        throw new BatchNotFoundError(
+          `TaskBatch ${batchId(ref)} has no queue yet (status.queueEpoch is empty after ${this.options.queueReadyTimeoutMs ?? 30_000} ms); is the operator running? (kubectl describe taskbatch ${ref.name} -n ${ref.namespace})`,
+        );
       }
       await sleep(500);
       tb = await readTaskBatch(this.kube, ref.namespace, ref.name);

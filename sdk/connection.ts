@@ -71,7 +71,10 @@ export class RedisConnections {
       const problem = this.settings.portForward === 'auto' ? await probeConnect(u.hostname, u.port, 1500) : 'port-forward: always';
       if (problem !== undefined) {
         if (endpoint.cluster) {
-          throw new TaskBatchError('Usage', `Redis Cluster at ${endpoint.url} is not reachable from here, and a Redis Cluster cannot be used through a port-forward (its nodes redirect clients to in-cluster addresses); run the client inside the cluster`);
+          throw new TaskBatchError(
+            'Usage',
+            `Redis Cluster at ${endpoint.url} is not reachable from here, and a Redis Cluster cannot be used through a port-forward (its nodes redirect clients to in-cluster addresses); run the client inside the cluster`,
+          );
         }
         let target;
         try {

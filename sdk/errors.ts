@@ -3,16 +3,7 @@
  * codes to exit codes). Queue errors (InvalidArgument, PayloadTooLarge, BatchClosed,
  * BatchStateLost, ProtocolVersionMismatch) come through unchanged from taskbatch/queue.
  */
-export type SdkErrorCode =
-  | 'BatchNotFound'
-  | 'Connection'
-  | 'Forbidden'
-  | 'PortForward'
-  | 'CallTimeout'
-  | 'ClientClosed'
-  | 'WaitTimeout'
-  | 'NotOpen'
-  | 'Usage';
+export type SdkErrorCode = 'BatchNotFound' | 'Connection' | 'Forbidden' | 'PortForward' | 'CallTimeout' | 'ClientClosed' | 'WaitTimeout' | 'NotOpen' | 'Usage';
 
 export class TaskBatchError extends Error {
   constructor(

@@ -59,7 +59,15 @@ export function loadKubeAccess(o: KubeAccessOptions = {}): KubeAccess {
   }
   if (o.context) {
     if (!kc.getContexts().some((c) => c.name === o.context)) {
-      throw new TaskBatchError('Usage', `context ${JSON.stringify(o.context)} is not in the kubeconfig; its contexts: ${kc.getContexts().map((c) => c.name).join(', ') || '(none)'}`);
+      throw new TaskBatchError(
+        'Usage',
+        `context ${JSON.stringify(o.context)} is not in the kubeconfig; its contexts: ${
+          kc
+            .getContexts()
+            .map((c) => c.name)
+            .join(', ') || '(none)'
+        }`,
+      );
     }
     kc.setCurrentContext(o.context);
   }
@@ -96,7 +104,9 @@ export async function readTaskBatch(access: KubeAccess, namespace: string, name:
   try {
     const tb = await access.kube.find<TaskBatch>(batchPath(namespace, name));
     if (!tb) {
-      throw new BatchNotFoundError(`TaskBatch ${JSON.stringify(name)} not found in namespace ${JSON.stringify(namespace)} (context ${access.context}); list them with: kubectl get taskbatches -n ${namespace}`);
+      throw new BatchNotFoundError(
+        `TaskBatch ${JSON.stringify(name)} not found in namespace ${JSON.stringify(namespace)} (context ${access.context}); list them with: kubectl get taskbatches -n ${namespace}`,
+      );
     }
     return tb;
   } catch (err) {

@@ -89,7 +89,9 @@ async function serviceTarget(access: KubeAccess, svc: Service, port: number): Pr
   const ports = svc.spec?.ports ?? [];
   const sp = ports.find((p) => p.port === port) ?? (ports.length === 1 ? ports[0] : undefined);
   if (!sp) throw new PortForwardError(`Service ${ns}/${svc.metadata.name} has no port ${port}`);
-  const labelSelector = Object.entries(selector).map(([k, v]) => `${k}=${v}`).join(',');
+  const labelSelector = Object.entries(selector)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
   let pods: Pod[];
   try {
     pods = (await access.kube.list<Pod>(`/api/v1/namespaces/${ns}/pods`, { labelSelector })).items;
@@ -97,7 +99,9 @@ async function serviceTarget(access: KubeAccess, svc: Service, port: number): Pr
     throw translateKubeError(err, `listing the pods of Service ${ns}/${svc.metadata.name}`, access.server);
   }
   const ready = (p: Pod): boolean => p.status?.phase === 'Running' && (p.status.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
-  const candidates = pods.filter((p) => !p.metadata.deletionTimestamp && p.status?.phase === 'Running').sort((a, b) => Number(ready(b)) - Number(ready(a)) || a.metadata.name!.localeCompare(b.metadata.name!));
+  const candidates = pods
+    .filter((p) => !p.metadata.deletionTimestamp && p.status?.phase === 'Running')
+    .sort((a, b) => Number(ready(b)) - Number(ready(a)) || a.metadata.name!.localeCompare(b.metadata.name!));
   const pod = candidates[0];
   if (!pod) throw new PortForwardError(`Service ${ns}/${svc.metadata.name} has no running pod (selector ${labelSelector})`);
   let target = sp.targetPort ?? sp.port;
@@ -202,7 +206,11 @@ export class PortForward {
       });
       ws.addEventListener('error', (ev) => {
         clearTimeout(timer);
-        reject(new PortForwardError(`port-forward to ${this.describe()} through ${access.server} failed: ${describeWsError(ev)} (the user needs "create" on pods/portforward, and the node's kubelet must serve port-forwarding)`));
+        reject(
+          new PortForwardError(
+            `port-forward to ${this.describe()} through ${access.server} failed: ${describeWsError(ev)} (the user needs "create" on pods/portforward, and the node's kubelet must serve port-forwarding)`,
+          ),
+        );
       });
     });
   }

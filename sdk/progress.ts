@@ -82,15 +82,7 @@ export function formatProgress(p: Progress, width = 24): string {
   const filled = Math.round(frac * width);
   const bar = `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}]`;
   const pct = `${Math.floor(frac * 100)}%`;
-  const parts = [
-    bar,
-    `${p.done}/${p.total}`,
-    pct,
-    `ok ${p.succeeded}`,
-    `failed ${p.failed}`,
-    `running ${p.running}`,
-    `pending ${p.pending + p.delayed}`,
-  ];
+  const parts = [bar, `${p.done}/${p.total}`, pct, `ok ${p.succeeded}`, `failed ${p.failed}`, `running ${p.running}`, `pending ${p.pending + p.delayed}`];
   if (p.retries > 0) parts.push(`retries ${p.retries}`);
   parts.push(formatRate(p.ratePerSec));
   if (p.complete) parts.push(`done in ${formatDuration(p.elapsedMs / 1000)}`);

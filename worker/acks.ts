@@ -147,15 +147,39 @@ export class AckBatcher {
     const calls: Promise<boolean>[] = [];
     for (let i = 0; i < completes.length; i += CHUNK) {
       const chunk = completes.slice(i, i + CHUNK);
-      calls.push(this.call('complete', chunk, chunk.map((e) => e.claim.token), async () => (await this.queue().complete(chunk)).rejected, () => this.completes.unshift(...chunk)));
+      calls.push(
+        this.call(
+          'complete',
+          chunk,
+          chunk.map((e) => e.claim.token),
+          async () => (await this.queue().complete(chunk)).rejected,
+          () => this.completes.unshift(...chunk),
+        ),
+      );
     }
     for (let i = 0; i < fails.length; i += CHUNK) {
       const chunk = fails.slice(i, i + CHUNK);
-      calls.push(this.call('fail', chunk, chunk.map((e) => e.claim.token), async () => (await this.queue().fail(chunk)).rejected, () => this.fails.unshift(...chunk)));
+      calls.push(
+        this.call(
+          'fail',
+          chunk,
+          chunk.map((e) => e.claim.token),
+          async () => (await this.queue().fail(chunk)).rejected,
+          () => this.fails.unshift(...chunk),
+        ),
+      );
     }
     for (let i = 0; i < releases.length; i += CHUNK) {
       const chunk = releases.slice(i, i + CHUNK);
-      calls.push(this.call('release', chunk, chunk.map((e) => e.token), async () => (await this.queue().release(chunk)).lost, () => this.releases.unshift(...chunk)));
+      calls.push(
+        this.call(
+          'release',
+          chunk,
+          chunk.map((e) => e.token),
+          async () => (await this.queue().release(chunk)).lost,
+          () => this.releases.unshift(...chunk),
+        ),
+      );
     }
     const ok = await Promise.all(calls);
     if (ok.every(Boolean)) {

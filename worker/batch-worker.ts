@@ -120,20 +120,24 @@ export class BatchWorker {
     this.log = options.logger ?? silentLogger;
     this.metrics = options.metrics;
     this.metrics?.poolSize.set(options.executor.size);
-    this.acks = new AckBatcher(() => this.queue, { maxItems: options.ackMaxItems, maxDelayMs: options.ackMaxDelayMs }, {
-      onSettled: (tokens) => {
-        for (const t of tokens) this.held.delete(t);
-        this.afterChange();
+    this.acks = new AckBatcher(
+      () => this.queue,
+      { maxItems: options.ackMaxItems, maxDelayMs: options.ackMaxDelayMs },
+      {
+        onSettled: (tokens) => {
+          for (const t of tokens) this.held.delete(t);
+          this.afterChange();
+        },
+        onRejected: (kind, tokens) => this.onAckRejected(kind, tokens),
+        onError: (kind, err) => this.onRedisError(`ack_${kind}`, err),
+        onFlushed: (kind, n) => {
+          this.metrics?.ackRoundTrips.inc();
+          this.metrics?.acks.inc({ kind }, n);
+          this.redisOk();
+        },
+        onQueueError: (err) => this.onQueueError('ack', err),
       },
-      onRejected: (kind, tokens) => this.onAckRejected(kind, tokens),
-      onError: (kind, err) => this.onRedisError(`ack_${kind}`, err),
-      onFlushed: (kind, n) => {
-        this.metrics?.ackRoundTrips.inc();
-        this.metrics?.acks.inc({ kind }, n);
-        this.redisOk();
-      },
-      onQueueError: (err) => this.onQueueError('ack', err),
-    });
+    );
   }
 
   /** Connected to Redis, batch state present, executors started, not shutting down. */
@@ -203,7 +207,11 @@ export class BatchWorker {
           n++;
         }
       }
-      if (n > 0) this.log.info(reason === 'drain' ? 'Stopped items still running past the item timeout while draining; releasing them' : 'Stopped items still running after the shutdown grace; releasing them', { items: n });
+      if (n > 0)
+        this.log.info(
+          reason === 'drain' ? 'Stopped items still running past the item timeout while draining; releasing them' : 'Stopped items still running after the shutdown grace; releasing them',
+          { items: n },
+        );
     }, budgetMs);
     void this.beat();
     this.checkDrained();
@@ -353,10 +361,13 @@ export class BatchWorker {
 
   private schedulePoll(ms: number): void {
     if (this.pollTimer || this.stopping || this.finishing) return;
-    this.pollTimer = setTimeout(() => {
-      this.pollTimer = undefined;
-      this.pump();
-    }, Math.max(1, ms));
+    this.pollTimer = setTimeout(
+      () => {
+        this.pollTimer = undefined;
+        this.pump();
+      },
+      Math.max(1, ms),
+    );
   }
 
   private dispatch(claim: Claim): void {
@@ -397,7 +408,12 @@ export class BatchWorker {
         const max = this.queue.limits.maxResultBytes;
         if (o.json !== undefined && o.json.length > max / 4 && Buffer.byteLength(o.json) > max) {
           m?.items.failed.inc();
-          this.failItem(h, { name: 'ResultTooLarge', message: `the result is ${Buffer.byteLength(o.json)} bytes of JSON, over the limit of ${max} bytes; store large results elsewhere and return a reference` }, false, 'failed');
+          this.failItem(
+            h,
+            { name: 'ResultTooLarge', message: `the result is ${Buffer.byteLength(o.json)} bytes of JSON, over the limit of ${max} bytes; store large results elsewhere and return a reference` },
+            false,
+            'failed',
+          );
         } else {
           m?.items.succeeded.inc();
           this.acks.complete({ claim: h.claim, result: o.json === undefined ? undefined : (JSON.parse(o.json) as unknown) });
@@ -485,7 +501,13 @@ export class BatchWorker {
     const tokens = [...this.held.keys()];
     try {
       const calls: Promise<{ lost: string[] }>[] = [];
-      for (let i = 0; i < tokens.length; i += RENEW_CHUNK) calls.push(this.queue.renew(tokens.slice(i, i + RENEW_CHUNK).map((token) => ({ token })), this.o.leaseMs));
+      for (let i = 0; i < tokens.length; i += RENEW_CHUNK)
+        calls.push(
+          this.queue.renew(
+            tokens.slice(i, i + RENEW_CHUNK).map((token) => ({ token })),
+            this.o.leaseMs,
+          ),
+        );
       const replies = await Promise.all(calls);
       this.metrics?.leaseRenewals.inc(calls.length);
       this.tick();
@@ -637,7 +659,8 @@ export class BatchWorker {
   // ---- stopping ----
 
   private checkDrained(): void {
-    if (this.stopping && this.started && !this.finishing && this.executing === 0 && !this.claiming) void this.finish(this.stopping, this.stopping === 'drain' ? 'drained on request' : 'graceful shutdown');
+    if (this.stopping && this.started && !this.finishing && this.executing === 0 && !this.claiming)
+      void this.finish(this.stopping, this.stopping === 'drain' ? 'drained on request' : 'graceful shutdown');
   }
 
   private finish(reason: StopReason, message: string): Promise<WorkerResult> {
@@ -664,7 +687,11 @@ export class BatchWorker {
     clearInterval(this.renewTimer);
     clearInterval(this.beatTimer);
     if (reason !== 'protocolMismatch') {
-      await withTimeout(leave(this.queue, this.o.workerId).catch(() => false), 1000, false);
+      await withTimeout(
+        leave(this.queue, this.o.workerId).catch(() => false),
+        1000,
+        false,
+      );
     }
     try {
       await withTimeout(this.o.executor.close(), 5000, undefined);

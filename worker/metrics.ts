@@ -83,7 +83,12 @@ export class WorkerMetrics {
     this.leasesLost = new Counter({ name: 'taskbatch_worker_leases_lost_total', help: 'Items whose lease was found lost (fencing rejected a renewal); they were aborted.', registers: [r] });
     this.acks = new Counter({ name: 'taskbatch_worker_acks_total', help: 'Items acknowledged to Redis, by kind (complete, fail, release).', labelNames: ['kind'], registers: [r] });
     this.ackRoundTrips = new Counter({ name: 'taskbatch_worker_ack_round_trips_total', help: 'Batched acknowledgement calls to Redis.', registers: [r] });
-    this.acksRejected = new Counter({ name: 'taskbatch_worker_acks_rejected_total', help: 'Acknowledgements rejected because the lease was lost (fencing), by kind.', labelNames: ['kind'], registers: [r] });
+    this.acksRejected = new Counter({
+      name: 'taskbatch_worker_acks_rejected_total',
+      help: 'Acknowledgements rejected because the lease was lost (fencing), by kind.',
+      labelNames: ['kind'],
+      registers: [r],
+    });
     this.redisErrors = new Counter({ name: 'taskbatch_worker_redis_errors_total', help: 'Failed Redis operations, by operation.', labelNames: ['op'], registers: [r] });
     this.redisUp = new Gauge({ name: 'taskbatch_worker_redis_up', help: '1 when the Redis connection is ready.', registers: [r] });
     this.ready = new Gauge({ name: 'taskbatch_worker_ready', help: '1 when the worker is ready (connected, batch state present, executors started).', registers: [r] });

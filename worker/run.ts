@@ -193,7 +193,11 @@ export async function runWorker(config: WorkerConfig, options: RunWorkerOptions 
     clearTimeout(forceTimer);
     watchdog?.stop();
     await http?.close();
-    await withTimeout(redis.quit().catch(() => undefined), 1000, undefined);
+    await withTimeout(
+      redis.quit().catch(() => undefined),
+      1000,
+      undefined,
+    );
     redis.disconnect();
   }
   return result;

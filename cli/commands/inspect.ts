@@ -34,7 +34,7 @@ const STATUS_USAGE = 'taskbatch status NAME [-o table|json|yaml]';
 
 export const status: Command = {
   name: 'status',
-  summary: 'Show a batch\'s state and item counts',
+  summary: "Show a batch's state and item counts",
   usage: STATUS_USAGE,
   connection: true,
   flags: { output: { type: 'string', short: 'o' } },
@@ -58,7 +58,9 @@ Examples:
       else if (format === 'yaml') printYaml(io.stdout, s);
       else {
         io.stdout.write(formatTable(['NAME', 'STATUS', 'PROGRESS', 'SUCCEEDED', 'FAILED', 'PENDING', 'DELAYED', 'RUNNING', 'RETRIES', 'WORKERS', 'AGE'], [statusRow(s)]));
-        const bad = (s.taskBatch?.conditions ?? []).filter((c) => (c.type === 'Failed' || c.type === 'Degraded' || c.type === 'RedisUnavailable' || c.type === 'QueueStateLost') && c.status === 'True');
+        const bad = (s.taskBatch?.conditions ?? []).filter(
+          (c) => (c.type === 'Failed' || c.type === 'Degraded' || c.type === 'RedisUnavailable' || c.type === 'QueueStateLost') && c.status === 'True',
+        );
         for (const c of bad) io.stdout.write(`${c.type}: ${c.reason}: ${c.message ?? ''}\n`);
         if (s.countsFrom === 'taskbatch') io.stderr.write(`note: counts are from the TaskBatch's status; Redis was not reachable: ${s.redisError}\n`);
       }
@@ -145,7 +147,9 @@ Examples:
       const c = finalStatus.counts;
       const cond = (finalStatus.taskBatch?.conditions ?? []).find((x) => (x.type === 'Complete' || x.type === 'Failed') && x.status === 'True');
       const verdict = cond ? cond.type : outcome === 'ok' ? 'Drained' : 'Drained with failures';
-      text.write(`Batch ${batch.namespace}/${name} ${verdict}: ${c.succeeded} succeeded, ${c.failed} failed of ${c.total}${cond?.reason ? ` (${cond.reason})` : ''}; watched ${formatDuration(progress.elapsedMs / 1000)}\n`);
+      text.write(
+        `Batch ${batch.namespace}/${name} ${verdict}: ${c.succeeded} succeeded, ${c.failed} failed of ${c.total}${cond?.reason ? ` (${cond.reason})` : ''}; watched ${formatDuration(progress.elapsedMs / 1000)}\n`,
+      );
       if (outcome === 'failed' && c.failed > 0) text.write(`See the failures: taskbatch failures ${name} -n ${batch.namespace}\n`);
       if (format === 'json') printJson(io.stdout, finalStatus);
       return outcome === 'ok' ? EXIT.ok : EXIT.failed;
@@ -159,7 +163,7 @@ const RESULTS_USAGE = 'taskbatch results NAME [-o jsonl|json|yaml|table] [--limi
 
 export const results: Command = {
   name: 'results',
-  summary: 'Print a batch\'s stored results (JSON Lines)',
+  summary: "Print a batch's stored results (JSON Lines)",
   usage: RESULTS_USAGE,
   connection: true,
   flags: { output: { type: 'string', short: 'o' }, limit: { type: 'string' } },
@@ -189,7 +193,13 @@ Examples:
       }
       if (format === 'json') printJson(io.stdout, rows);
       else if (format === 'yaml') printYaml(io.stdout, rows);
-      else if (format === 'table') io.stdout.write(formatTable(['ID', 'COMPLETED', 'RESULT'], rows.map((r) => [r.id, age(r.completedAt), truncate(JSON.stringify(r.result) ?? '', 80)])));
+      else if (format === 'table')
+        io.stdout.write(
+          formatTable(
+            ['ID', 'COMPLETED', 'RESULT'],
+            rows.map((r) => [r.id, age(r.completedAt), truncate(JSON.stringify(r.result) ?? '', 80)]),
+          ),
+        );
       return EXIT.ok;
     } finally {
       await client.close();
@@ -201,7 +211,7 @@ const FAILURES_USAGE = 'taskbatch failures NAME [-o jsonl|json|yaml|table] [--li
 
 export const failures: Command = {
   name: 'failures',
-  summary: 'Print a batch\'s dead-lettered items with their last error',
+  summary: "Print a batch's dead-lettered items with their last error",
   usage: FAILURES_USAGE,
   connection: true,
   flags: { output: { type: 'string', short: 'o' }, limit: { type: 'string' } },
@@ -232,10 +242,15 @@ Example:
       if (format === 'json') printJson(io.stdout, rows);
       else if (format === 'yaml') printYaml(io.stdout, rows);
       else if (format === 'table') {
-        io.stdout.write(formatTable(['ID', 'ATTEMPTS', 'FAILED', 'ERROR'], rows.map((r) => {
-          const e = r.error as { name?: string; message?: string };
-          return [r.id, String(r.attempts), age(r.failedAt), truncate(`${e.name ?? 'Error'}: ${e.message ?? ''}`, 100)];
-        })));
+        io.stdout.write(
+          formatTable(
+            ['ID', 'ATTEMPTS', 'FAILED', 'ERROR'],
+            rows.map((r) => {
+              const e = r.error as { name?: string; message?: string };
+              return [r.id, String(r.attempts), age(r.failedAt), truncate(`${e.name ?? 'Error'}: ${e.message ?? ''}`, 100)];
+            }),
+          ),
+        );
       }
       return EXIT.ok;
     } finally {

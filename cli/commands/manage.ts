@@ -52,7 +52,7 @@ Examples:
     const name = requireName(p, REPLAY_USAGE);
     const format = outputFormat(p, ['text', 'json', 'yaml'] as const);
     const ids = p.positionals.slice(1);
-    if (bool(p, 'all') === (ids.length > 0)) throw new UsageError(`give the ids to replay, or --all (not both)\nusage: ${REPLAY_USAGE}`);
+    if (bool(p, 'all') === ids.length > 0) throw new UsageError(`give the ids to replay, or --all (not both)\nusage: ${REPLAY_USAGE}`);
     const client = await clientFromFlags(p, io.env);
     try {
       const b = client.batch(name);
@@ -94,7 +94,11 @@ Example:
     try {
       const b = client.batch(name);
       const r = await b.cancel({ wait: bool(p, 'wait'), ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
-      io.stdout.write(r.deleted === 'TaskBatch' ? `Deleted TaskBatch ${b.namespace}/${name}${bool(p, 'wait') ? ' (and its Redis keys)' : '; the operator deletes its Redis keys'}\n` : `Deleted the Redis keys of batch ${b.namespace}/${name}\n`);
+      io.stdout.write(
+        r.deleted === 'TaskBatch'
+          ? `Deleted TaskBatch ${b.namespace}/${name}${bool(p, 'wait') ? ' (and its Redis keys)' : '; the operator deletes its Redis keys'}\n`
+          : `Deleted the Redis keys of batch ${b.namespace}/${name}\n`,
+      );
       return EXIT.ok;
     } finally {
       await client.close();

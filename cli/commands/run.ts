@@ -157,12 +157,16 @@ Examples:
           return EXIT.error;
         }
         if (!snapshot?.complete) {
-          io.stderr.write(`Stopped after ${formatDuration((Date.now() - started) / 1000)}${snapshot ? `: ${snapshot.succeeded} succeeded, ${snapshot.failed} failed, ${snapshot.pending + snapshot.delayed + snapshot.running} not run` : ''}\n`);
+          io.stderr.write(
+            `Stopped after ${formatDuration((Date.now() - started) / 1000)}${snapshot ? `: ${snapshot.succeeded} succeeded, ${snapshot.failed} failed, ${snapshot.pending + snapshot.delayed + snapshot.running} not run` : ''}\n`,
+          );
           return result.reason === 'shutdown' ? EXIT.interrupted : EXIT.error;
         }
         const allowed = allowedFailures(spec, snapshot.total);
         const ok = snapshot.failed <= allowed;
-        io.stderr.write(`Batch ${ns}/${name} ${ok ? 'Complete' : 'Failed'}: ${snapshot.succeeded} succeeded, ${snapshot.failed} failed of ${snapshot.total} (${enqueued} enqueued) in ${formatDuration((Date.now() - started) / 1000)}\n`);
+        io.stderr.write(
+          `Batch ${ns}/${name} ${ok ? 'Complete' : 'Failed'}: ${snapshot.succeeded} succeeded, ${snapshot.failed} failed of ${snapshot.total} (${enqueued} enqueued) in ${formatDuration((Date.now() - started) / 1000)}\n`,
+        );
         for (const d of deadLetters) io.stderr.write(`  failed ${d.id} after ${d.attempts} attempt(s): ${d.error.name}: ${d.error.message.split('\n')[0]}\n`);
         if (!ok) io.stderr.write(`${snapshot.failed} items failed permanently (allowed by spec.failurePolicy: ${allowed})\n`);
         if (bool(p, 'results')) {
@@ -214,7 +218,9 @@ function localHandler(spec: TaskBatchSpec, appDir: string, manifestDir: string):
       const candidates = m.startsWith('/app/') ? [join(appDir, m.slice(5)), m] : isAbsolute(m) ? [m] : [resolve(appDir, m), resolve(manifestDir, m)];
       const found = candidates.find((c) => existsSync(c));
       if (!found) {
-        throw new UsageError(`spec.handler.module ${m} not found (looked at ${candidates.join(', ')}); build first (npm run build) or point --app-dir at the directory that stands for the image's /app`);
+        throw new UsageError(
+          `spec.handler.module ${m} not found (looked at ${candidates.join(', ')}); build first (npm run build) or point --app-dir at the directory that stands for the image's /app`,
+        );
       }
       h.module = found;
     }
@@ -248,7 +254,7 @@ const LOCAL_MAX_ITEMS = 10_000_000;
 
 /** Literal env values of the worker container in spec.template (valueFrom needs a cluster). */
 function templateEnv(spec: TaskBatchSpec): Record<string, string> {
-  const containers = ((spec.template?.spec as { containers?: { name?: string; env?: { name: string; value?: string }[] }[] } | undefined)?.containers ?? []);
+  const containers = (spec.template?.spec as { containers?: { name?: string; env?: { name: string; value?: string }[] }[] } | undefined)?.containers ?? [];
   const c = containers.find((x) => x.name === 'worker') ?? containers[0];
   return Object.fromEntries((c?.env ?? []).filter((e) => typeof e.value === 'string').map((e) => [e.name, e.value!]));
 }
@@ -323,6 +329,9 @@ async function startLocalRedis(): Promise<LocalRedis> {
 
 function localRedisError(err: unknown): Error {
   const e = err as NodeJS.ErrnoException;
-  if (e.code === 'ENOENT') return Object.assign(new Error('redis-server is not installed (not on PATH): install Redis (e.g. apt-get install redis-server, brew install redis) or pass --redis-url'), { exitCode: EXIT.unavailable });
+  if (e.code === 'ENOENT')
+    return Object.assign(new Error('redis-server is not installed (not on PATH): install Redis (e.g. apt-get install redis-server, brew install redis) or pass --redis-url'), {
+      exitCode: EXIT.unavailable,
+    });
   return Object.assign(new Error(`could not start redis-server: ${e.message}`), { exitCode: EXIT.unavailable });
 }

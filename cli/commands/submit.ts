@@ -92,7 +92,8 @@ Examples:
         }
         let item: SubmitItem;
         if (envelope) {
-          if (!value || typeof value !== 'object' || !('data' in value)) throw new UsageError(`${where}:${line}: with --envelope each line must be an object {"data": …, "id"?, "delayMs"?, "notBefore"?}`);
+          if (!value || typeof value !== 'object' || !('data' in value))
+            throw new UsageError(`${where}:${line}: with --envelope each line must be an object {"data": …, "id"?, "delayMs"?, "notBefore"?}`);
           const e = value as { data: unknown; id?: unknown; delayMs?: unknown; notBefore?: unknown };
           item = { data: e.data };
           if (e.id !== undefined) item.id = String(e.id);
@@ -103,7 +104,8 @@ Examples:
         }
         if (idField) {
           const id = value && typeof value === 'object' ? (value as Record<string, unknown>)[idField] : undefined;
-          if (id === undefined || id === null || typeof id === 'object') throw new UsageError(`${where}:${line}: --id-field ${idField}: the item has no string or number field ${JSON.stringify(idField)}`);
+          if (id === undefined || id === null || typeof id === 'object')
+            throw new UsageError(`${where}:${line}: --id-field ${idField}: the item has no string or number field ${JSON.stringify(idField)}`);
           item.id = String(id);
         } else if (idPrefix) {
           item.id = `${idPrefix}-${line}`;
@@ -122,7 +124,10 @@ Examples:
       const summary = { batch: `${b.namespace}/${b.name}`, added: r.added, duplicates: r.duplicates, closed: bool(p, 'close') };
       if (format === 'json') printJson(io.stdout, summary);
       else if (format === 'yaml') printYaml(io.stdout, summary);
-      else io.stdout.write(`Submitted ${r.added} item${r.added === 1 ? '' : 's'} to ${summary.batch}${r.duplicates ? ` (${r.duplicates} already there, skipped)` : ''}${summary.closed ? '; closed the batch' : ''}\n`);
+      else
+        io.stdout.write(
+          `Submitted ${r.added} item${r.added === 1 ? '' : 's'} to ${summary.batch}${r.duplicates ? ` (${r.duplicates} already there, skipped)` : ''}${summary.closed ? '; closed the batch' : ''}\n`,
+        );
       return EXIT.ok;
     } finally {
       await client.close();

@@ -89,7 +89,11 @@ async function main() {
           ...(blocked ? { cleanupBlocked: blocked.message } : {}),
         });
       }
-      log('error', `Timed out after ${timeoutMs / 1000}s waiting for TaskBatches to be deleted; is the operator running? Fix it and run helm uninstall again (helm uninstall --no-hooks would leave them stuck on their finalizer)`, { left: left.length });
+      log(
+        'error',
+        `Timed out after ${timeoutMs / 1000}s waiting for TaskBatches to be deleted; is the operator running? Fix it and run helm uninstall again (helm uninstall --no-hooks would leave them stuck on their finalizer)`,
+        { left: left.length },
+      );
       return 1;
     }
     await sleep(1000);

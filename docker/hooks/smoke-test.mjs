@@ -63,7 +63,11 @@ async function main() {
   const failed = isTrue(b, 'Failed');
   const counts = b.status?.items ?? {};
   const ok = !failed && counts.succeeded === items && (counts.failed ?? 0) === 0;
-  log(ok ? 'info' : 'error', ok ? 'TaskBatch completed' : 'TaskBatch did not complete as expected', { taskbatch: `${namespace}/${name}`, items: counts, ...(failed ? { failed: failed.message } : {}) });
+  log(ok ? 'info' : 'error', ok ? 'TaskBatch completed' : 'TaskBatch did not complete as expected', {
+    taskbatch: `${namespace}/${name}`,
+    items: counts,
+    ...(failed ? { failed: failed.message } : {}),
+  });
   if (!(await deleteAndWait())) {
     log('error', 'TaskBatch was not deleted within 60s: the operator did not remove its finalizer (Redis clean-up)', { taskbatch: `${namespace}/${name}` });
     return 1;

@@ -141,7 +141,17 @@ export async function startRealNode(options: RealNodeOptions): Promise<RealNode>
   const keepDir = options.keepDir ?? process.env.TASKBATCH_LOCALCLUSTER_KEEP === '1';
   const logDir = join(dir, 'logs');
   const certDir = join(dir, 'certs');
-  for (const d of [logDir, certDir, join(dir, 'sysctl'), join(dir, 'cni', 'net.d'), join(dir, 'cni', 'ipam'), join(dir, 'kubelet'), join(dir, 'pod-logs'), join(dir, 'manifests'), join(dir, 'volume-plugins')]) {
+  for (const d of [
+    logDir,
+    certDir,
+    join(dir, 'sysctl'),
+    join(dir, 'cni', 'net.d'),
+    join(dir, 'cni', 'ipam'),
+    join(dir, 'kubelet'),
+    join(dir, 'pod-logs'),
+    join(dir, 'manifests'),
+    join(dir, 'volume-plugins'),
+  ]) {
     mkdirSync(d, { recursive: true });
   }
   const hostVeth = `tbh${id}`;
@@ -270,7 +280,13 @@ export async function startRealNode(options: RealNodeOptions): Promise<RealNode>
     //    nodeIP:6443 (the `kubernetes` Service's endpoint for pods), through a Unix socket.
     const relayJs = join(fileURLToPath(new URL('.', import.meta.url)), 'relay.js');
     const apiSock = join(dir, 'api.sock');
-    const relayHost = await spawnManaged({ name: 'api-relay-host', command: process.execPath, args: [relayJs, '--listen', `unix:${apiSock}`, '--to', `tcp:${cp.host}:${cp.port}`], logFile: join(logDir, 'api-relay-host.log'), env: nodeEnv() });
+    const relayHost = await spawnManaged({
+      name: 'api-relay-host',
+      command: process.execPath,
+      args: [relayJs, '--listen', `unix:${apiSock}`, '--to', `tcp:${cp.host}:${cp.port}`],
+      logFile: join(logDir, 'api-relay-host.log'),
+      env: nodeEnv(),
+    });
     processes.push(relayHost);
     const relayNode = await daemon('api-relay-node', [process.execPath, relayJs, '--listen', `tcp:127.0.0.1:${cp.port}`, '--listen', `tcp:${net.nodeIP}:6443`, '--to', `unix:${apiSock}`]);
     await waitFor('the API relay', timeoutMs, relayNode, async () => (existsSync(apiSock) && tailFile(relayNode.logFile, 5).split('Relay listening').length > 2 ? true : undefined));
@@ -282,7 +298,14 @@ export async function startRealNode(options: RealNodeOptions): Promise<RealNode>
     // 5. kubelet.
     const tKubelet = Date.now();
     const kubeletUser = await cp.createUserKubeconfig(`system:node:${nodeName}`, ['system:nodes']);
-    const serving = await cp.issueCertificate(certDir, { name: 'kubelet-serving', commonName: `system:node:${nodeName}`, organizations: ['system:nodes'], usage: 'server', dnsNames: [nodeName], ips: [net.nodeIP] });
+    const serving = await cp.issueCertificate(certDir, {
+      name: 'kubelet-serving',
+      commonName: `system:node:${nodeName}`,
+      organizations: ['system:nodes'],
+      usage: 'server',
+      dnsNames: [nodeName],
+      ips: [net.nodeIP],
+    });
     writeFileSync(join(dir, 'resolv.conf'), '# no upstream: names outside cluster.local do not resolve\n');
     const kubeletYaml = join(dir, 'kubelet.yaml');
     writeFileSync(
@@ -304,8 +327,14 @@ export async function startRealNode(options: RealNodeOptions): Promise<RealNode>
       }),
     );
     const kubelet = await daemon('kubelet', [
-      bins.kubelet, `--config=${kubeletYaml}`, `--kubeconfig=${kubeletUser.path}`, `--root-dir=${join(dir, 'kubelet')}`,
-      `--cert-dir=${certDir}`, `--hostname-override=${nodeName}`, `--node-ip=${net.nodeIP}`, '--v=1',
+      bins.kubelet,
+      `--config=${kubeletYaml}`,
+      `--kubeconfig=${kubeletUser.path}`,
+      `--root-dir=${join(dir, 'kubelet')}`,
+      `--cert-dir=${certDir}`,
+      `--hostname-override=${nodeName}`,
+      `--node-ip=${net.nodeIP}`,
+      '--v=1',
     ]);
     const core = cp.kubeConfig.makeApiClient(CoreV1Api);
     await waitFor(`Node ${nodeName} Ready`, timeoutMs, kubelet, async () => {
@@ -332,8 +361,13 @@ export async function startRealNode(options: RealNodeOptions): Promise<RealNode>
       name: 'kube-scheduler',
       command: bins['kube-scheduler'],
       args: [
-        `--kubeconfig=${cp.kubeconfigPath}`, `--authentication-kubeconfig=${cp.kubeconfigPath}`, `--authorization-kubeconfig=${cp.kubeconfigPath}`,
-        '--bind-address=127.0.0.1', `--secure-port=${schedPort}`, '--leader-elect=false', '--v=1',
+        `--kubeconfig=${cp.kubeconfigPath}`,
+        `--authentication-kubeconfig=${cp.kubeconfigPath}`,
+        `--authorization-kubeconfig=${cp.kubeconfigPath}`,
+        '--bind-address=127.0.0.1',
+        `--secure-port=${schedPort}`,
+        '--leader-elect=false',
+        '--v=1',
       ],
       logFile: join(logDir, 'kube-scheduler.log'),
       env: nodeEnv(),
@@ -579,4 +613,3 @@ async function waitFor<T>(what: string, timeoutMs: number, proc: ManagedProcess,
     await new Promise((r) => setTimeout(r, 200));
   }
 }
-

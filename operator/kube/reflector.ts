@@ -180,10 +180,13 @@ export class Reflector<T extends KubeObject> {
         if (!token || !isGone(err)) throw err;
         expirations++;
         if (expirations > 1) pageSize = 0;
-        this.log.info(expirations > 1 ? 'The list\'s continue token expired again (410 Gone); listing everything in one request' : 'The list\'s continue token expired (410 Gone); listing again from the start', {
-          path: this.options.path,
-          objectsListed: seen.size,
-        });
+        this.log.info(
+          expirations > 1 ? "The list's continue token expired again (410 Gone); listing everything in one request" : "The list's continue token expired (410 Gone); listing again from the start",
+          {
+            path: this.options.path,
+            objectsListed: seen.size,
+          },
+        );
         token = undefined;
         seen = new Set();
         continue;

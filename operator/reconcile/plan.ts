@@ -32,10 +32,7 @@ export type QueueObservation =
   | { kind: 'refused'; reason: string; message: string };
 
 /** The batch's item source (read only while seeding). */
-export type SourceObservation =
-  | { kind: 'none' }
-  | { kind: 'items'; source: ItemSource; field: string }
-  | { kind: 'error'; reason: string; message: string };
+export type SourceObservation = { kind: 'none' } | { kind: 'items'; source: ItemSource; field: string } | { kind: 'error'; reason: string; message: string };
 
 /** What the controller remembers between passes of one batch; all of it may be lost safely. */
 export interface PlanMemory {
@@ -219,7 +216,10 @@ class Planner {
     const src = o.source;
     if (src?.kind === 'error') this.fail(src.reason, src.message);
     if (src?.kind === 'items' && src.source.total > o.config.maxBatchItems) {
-      this.fail('TooManyItems', `${src.field}: ${src.source.total} items exceed this installation's limit of ${o.config.maxBatchItems} items per batch (operator setting TASKBATCH_MAX_BATCH_ITEMS); split the work into several batches or ask the installer to raise the limit`);
+      this.fail(
+        'TooManyItems',
+        `${src.field}: ${src.source.total} items exceed this installation's limit of ${o.config.maxBatchItems} items per batch (operator setting TASKBATCH_MAX_BATCH_ITEMS); split the work into several batches or ask the installer to raise the limit`,
+      );
     }
   }
 
@@ -300,7 +300,11 @@ class Planner {
           this.events.push(
             phase === 'Failed'
               ? { type: 'Warning', reason: 'WorkerFailed', message: `Worker pod ${name} failed (exit code ${podExitCode(pod) ?? 'unknown'})` }
-              : { type: 'Warning', reason: 'WorkerPodStuck', message: `Worker pod ${name} did not start within ${Math.round(o.config.podPendingTimeoutMs / 1000)}s (${pendingReason(pod)}); deleted and counted as a failed worker` },
+              : {
+                  type: 'Warning',
+                  reason: 'WorkerPodStuck',
+                  message: `Worker pod ${name} did not start within ${Math.round(o.config.podPendingTimeoutMs / 1000)}s (${pendingReason(pod)}); deleted and counted as a failed worker`,
+                },
           );
         }
         this.actions.push({ kind: 'deletePod', name, reason: phase === 'Failed' ? 'Failed' : 'PendingTooLong' });
@@ -398,7 +402,10 @@ class Planner {
     if (snapshot.complete && this.status.seeded) {
       const allowed = allowedFailures(o.batch.spec, snapshot.total);
       if (snapshot.failed > allowed) {
-        this.fail('FailurePolicyExceeded', `${snapshot.failed} of ${snapshot.total} items failed permanently (allowed: ${allowed}); list them with: taskbatch failures ${o.batch.metadata.name} -n ${o.batch.metadata.namespace}`);
+        this.fail(
+          'FailurePolicyExceeded',
+          `${snapshot.failed} of ${snapshot.total} items failed permanently (allowed: ${allowed}); list them with: taskbatch failures ${o.batch.metadata.name} -n ${o.batch.metadata.namespace}`,
+        );
       } else {
         this.status.completionTime = iso(o.now);
         this.cond({ type: 'Complete', status: 'True', reason: 'AllItemsProcessed', message: `${snapshot.succeeded} of ${snapshot.total} items succeeded, ${snapshot.failed} failed` });
@@ -432,7 +439,12 @@ class Planner {
       this.cond({ type: 'Progressing', status: 'False', reason: 'Suspended', message: 'The batch is suspended' });
     } else if (snapshot) {
       const seeded = seeding ? `; ${seeding.cursor} of ${seeding.total} items seeded` : '';
-      this.cond({ type: 'Progressing', status: 'True', reason: !this.status.seeded ? 'Seeding' : w.ready > 0 ? 'ItemsRunning' : 'WaitingForWorkers', message: `${this.status.progress ?? '0/0'} items finished; ${w.ready} of ${w.desired} workers ready${seeded}` });
+      this.cond({
+        type: 'Progressing',
+        status: 'True',
+        reason: !this.status.seeded ? 'Seeding' : w.ready > 0 ? 'ItemsRunning' : 'WaitingForWorkers',
+        message: `${this.status.progress ?? '0/0'} items finished; ${w.ready} of ${w.desired} workers ready${seeded}`,
+      });
     }
     this.degraded();
     return this.done({ ...w, desired: shownDesired });
@@ -496,7 +508,14 @@ class Planner {
     }
     this.status.conditions = sortConditions(this.conditions);
     this.status.state = stateWord(this.status, this.spec.suspend === true);
-    return { actions: this.actions, status: this.status, events: this.events, memory: this.memory, workers: { desired: 0, current: o.pods.length, ready: 0, draining: o.pods.length }, ...(this.requeue !== undefined ? { requeueAfterMs: this.requeue } : {}) };
+    return {
+      actions: this.actions,
+      status: this.status,
+      events: this.events,
+      memory: this.memory,
+      workers: { desired: 0, current: o.pods.length, ready: 0, draining: o.pods.length },
+      ...(this.requeue !== undefined ? { requeueAfterMs: this.requeue } : {}),
+    };
   }
 
   /** Items came back after the batch finished (taskbatch replay): it runs again. */

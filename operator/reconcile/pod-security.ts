@@ -90,10 +90,12 @@ function checkCommonContext(level: 'restricted' | 'baseline', ctx: SecurityConte
   const seccomp = ctx.seccompProfile?.type;
   if (seccomp === 'Unconfined') add(`${path}.seccompProfile.type`, 'Unconfined seccomp is not allowed; use RuntimeDefault or Localhost');
   const apparmor = ctx.appArmorProfile?.type;
-  if (apparmor !== undefined && apparmor !== 'RuntimeDefault' && apparmor !== 'Localhost') add(`${path}.appArmorProfile.type`, `${JSON.stringify(apparmor)} is not allowed; use RuntimeDefault or Localhost`);
+  if (apparmor !== undefined && apparmor !== 'RuntimeDefault' && apparmor !== 'Localhost')
+    add(`${path}.appArmorProfile.type`, `${JSON.stringify(apparmor)} is not allowed; use RuntimeDefault or Localhost`);
   const se = ctx.seLinuxOptions;
   if (se) {
-    if (se.type !== undefined && !SELINUX_TYPES.has(String(se.type))) add(`${path}.seLinuxOptions.type`, `${JSON.stringify(se.type)} is not allowed; use container_t, container_init_t, container_kvm_t or container_engine_t`);
+    if (se.type !== undefined && !SELINUX_TYPES.has(String(se.type)))
+      add(`${path}.seLinuxOptions.type`, `${JSON.stringify(se.type)} is not allowed; use container_t, container_init_t, container_kvm_t or container_engine_t`);
     if (se.user !== undefined && se.user !== '') add(`${path}.seLinuxOptions.user`, 'custom SELinux users are not allowed');
     if (se.role !== undefined && se.role !== '') add(`${path}.seLinuxOptions.role`, 'custom SELinux roles are not allowed');
   }
@@ -117,7 +119,7 @@ export function checkPodSecurity(level: PodSecurityLevel, podSpec: Obj, annotati
 
   // Host namespaces.
   for (const field of ['hostNetwork', 'hostPID', 'hostIPC'] as const) {
-    if (podSpec[field] === true) add(`spec.${field}`, 'sharing the host\'s namespaces is not allowed');
+    if (podSpec[field] === true) add(`spec.${field}`, "sharing the host's namespaces is not allowed");
   }
 
   // Pod-level security context.
@@ -134,7 +136,8 @@ export function checkPodSecurity(level: PodSecurityLevel, podSpec: Obj, annotati
     for (const source of Object.keys(v)) {
       if (source === 'name') continue;
       if (source === 'hostPath') add(`spec.volumes[${i}].hostPath`, 'hostPath volumes are not allowed');
-      else if (level === 'restricted' && !RESTRICTED_VOLUME_SOURCES.has(source)) add(`spec.volumes[${i}].${source}`, `${source} volumes are not allowed; use configMap, csi, downwardAPI, emptyDir, ephemeral, persistentVolumeClaim, projected or secret`);
+      else if (level === 'restricted' && !RESTRICTED_VOLUME_SOURCES.has(source))
+        add(`spec.volumes[${i}].${source}`, `${source} volumes are not allowed; use configMap, csi, downwardAPI, emptyDir, ephemeral, persistentVolumeClaim, projected or secret`);
     }
   });
 
@@ -160,7 +163,8 @@ export function checkPodSecurity(level: PodSecurityLevel, podSpec: Obj, annotati
     if (ctx.procMount !== undefined && ctx.procMount !== 'Default') add(`${cpath}.procMount`, `${JSON.stringify(ctx.procMount)} is not allowed; use Default`);
     const allowedCaps = level === 'restricted' ? new Set(['NET_BIND_SERVICE']) : BASELINE_CAPABILITIES;
     list(ctx.capabilities?.add).forEach((cap, j) => {
-      if (typeof cap !== 'string' || !allowedCaps.has(cap)) add(`${cpath}.capabilities.add[${j}]`, `adding ${JSON.stringify(cap)} is not allowed${level === 'restricted' ? '; only NET_BIND_SERVICE may be added' : ''}`);
+      if (typeof cap !== 'string' || !allowedCaps.has(cap))
+        add(`${cpath}.capabilities.add[${j}]`, `adding ${JSON.stringify(cap)} is not allowed${level === 'restricted' ? '; only NET_BIND_SERVICE may be added' : ''}`);
     });
     if (level === 'restricted' && ctx.allowPrivilegeEscalation === true) add(`${cpath}.allowPrivilegeEscalation`, 'privilege escalation is not allowed');
     list(container.ports).forEach((p, j) => {

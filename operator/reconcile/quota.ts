@@ -30,10 +30,16 @@ export type QuotaDecision = { kind: 'fits' } | { kind: 'never'; message: string 
 export function quotaDecision(quota: number, namespace: string, field: string, total: number, need: number, heldByOthers: number): QuotaDecision {
   if (quota <= 0) return { kind: 'fits' };
   if (total > quota) {
-    return { kind: 'never', message: `${field}: ${total} items exceed namespace ${namespace}'s quota of ${quota} items held in Redis (operator setting TASKBATCH_NAMESPACE_ITEM_QUOTA); split the work or ask the installer to raise the quota` };
+    return {
+      kind: 'never',
+      message: `${field}: ${total} items exceed namespace ${namespace}'s quota of ${quota} items held in Redis (operator setting TASKBATCH_NAMESPACE_ITEM_QUOTA); split the work or ask the installer to raise the quota`,
+    };
   }
   if (heldByOthers + need > quota) {
-    return { kind: 'wait', message: `Waiting to seed: namespace ${namespace}'s other batches hold ${heldByOthers} items and this one needs ${need}, over the quota of ${quota} items held in Redis (TASKBATCH_NAMESPACE_ITEM_QUOTA); seeding starts when enough of them finish` };
+    return {
+      kind: 'wait',
+      message: `Waiting to seed: namespace ${namespace}'s other batches hold ${heldByOthers} items and this one needs ${need}, over the quota of ${quota} items held in Redis (TASKBATCH_NAMESPACE_ITEM_QUOTA); seeding starts when enough of them finish`,
+    };
   }
   return { kind: 'fits' };
 }

@@ -40,7 +40,6 @@ export interface ReconcileContext {
   config: ReconcilerConfig;
 }
 
-
 /** Several actions of one pass failed; the first is the message, all are logged. */
 class ApplyError extends Error {
   override name = 'ApplyError';
@@ -286,7 +285,9 @@ export class Reconciler {
       // Batches being deleted do not count: each releases again (idempotently) when it finishes.
       const others = this.ctx.batches.list().filter((b) => b.metadata.namespace === ns && b.metadata.name !== batch.metadata.name && !b.spec.redis && !b.metadata.deletionTimestamp);
       if (others.length === 0) {
-        await this.ctx.redis.releaseNamespace(batch, redis).catch((err: unknown) => this.ctx.log.warn("Failed to release the namespace's Redis user", { namespace: ns, error: (err as Error).message }));
+        await this.ctx.redis
+          .releaseNamespace(batch, redis)
+          .catch((err: unknown) => this.ctx.log.warn("Failed to release the namespace's Redis user", { namespace: ns, error: (err as Error).message }));
       }
       this.ctx.log.info("Removed the batch's Redis keys", { batch: key });
       return;
@@ -303,12 +304,27 @@ export class Reconciler {
     if (mem.cleanupAttempts < this.ctx.config.maxCleanupAttempts) {
       const status = structuredClone(batch.status ?? {});
       status.conditions = sortConditions(
-        setCondition(status.conditions ?? [], { type: 'CleanupBlocked', status: 'True', reason: 'RedisUnavailable', message: `Deleting the batch's Redis keys failed (attempt ${mem.cleanupAttempts} of ${this.ctx.config.maxCleanupAttempts}): ${error}` }, batch.metadata.generation ?? 0, new Date(this.ctx.clock.now())),
+        setCondition(
+          status.conditions ?? [],
+          {
+            type: 'CleanupBlocked',
+            status: 'True',
+            reason: 'RedisUnavailable',
+            message: `Deleting the batch's Redis keys failed (attempt ${mem.cleanupAttempts} of ${this.ctx.config.maxCleanupAttempts}): ${error}`,
+          },
+          batch.metadata.generation ?? 0,
+          new Date(this.ctx.clock.now()),
+        ),
       );
       await this.ctx.kube.patch(`${batchPath(batch.metadata.namespace!, batch.metadata.name)}/status`, { status }).catch(() => undefined);
       throw new Error(`cleanup of ${key} failed: ${error}`);
     }
-    void this.ctx.events.emit(batch, 'Warning', 'CleanupAbandoned', `Gave up deleting the batch's Redis keys after ${mem.cleanupAttempts} attempts (${error}); delete keys matching tb:{${key}}:* yourself`);
+    void this.ctx.events.emit(
+      batch,
+      'Warning',
+      'CleanupAbandoned',
+      `Gave up deleting the batch's Redis keys after ${mem.cleanupAttempts} attempts (${error}); delete keys matching tb:{${key}}:* yourself`,
+    );
   }
 
   /**
@@ -328,7 +344,10 @@ export class Reconciler {
     const since = now - mem.lastStatusWrite;
     if (!structural && since < this.ctx.config.statusIntervalMs) return this.ctx.config.statusIntervalMs - since;
     const based = batch.metadata.resourceVersion ?? '';
-    const written = await this.ctx.kube.patch<TaskBatch>(`${batchPath(batch.metadata.namespace!, batch.metadata.name)}/status`, { metadata: { resourceVersion: based }, status: nullsFor(old, status) });
+    const written = await this.ctx.kube.patch<TaskBatch>(`${batchPath(batch.metadata.namespace!, batch.metadata.name)}/status`, {
+      metadata: { resourceVersion: based },
+      status: nullsFor(old, status),
+    });
     mem.lastStatusWrite = now;
     const wrote = written.metadata.resourceVersion ?? '';
     if (wrote && wrote !== based) mem.writeGate = { based, wrote, at: now };
@@ -357,9 +376,12 @@ export class Reconciler {
   }
 
   private podsOf(batch: TaskBatch): Pod[] {
-    return this.ctx.pods.list().filter(
-      (p) => p.metadata.namespace === batch.metadata.namespace && p.metadata.labels?.[BATCH_LABEL] === batch.metadata.name && (p.metadata.ownerReferences ?? []).some((o) => o.uid === batch.metadata.uid),
-    );
+    return this.ctx.pods
+      .list()
+      .filter(
+        (p) =>
+          p.metadata.namespace === batch.metadata.namespace && p.metadata.labels?.[BATCH_LABEL] === batch.metadata.name && (p.metadata.ownerReferences ?? []).some((o) => o.uid === batch.metadata.uid),
+      );
   }
 
   private memoryFor(key: string): BatchMemory {

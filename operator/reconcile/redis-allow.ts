@@ -20,7 +20,10 @@ export class RedisAllowListError extends Error {
 
 /** Lower case, no trailing dot; `<svc>.<ns>.svc.cluster.local` is the same Service as `<svc>.<ns>.svc`. */
 function normaliseHost(host: string): string {
-  const h = host.toLowerCase().replace(/\.$/, '').replace(/^\[|\]$/g, '');
+  const h = host
+    .toLowerCase()
+    .replace(/\.$/, '')
+    .replace(/^\[|\]$/g, '');
   return h.endsWith('.svc.cluster.local') ? h.slice(0, -'.cluster.local'.length) : h;
 }
 
@@ -45,8 +48,12 @@ function ipBits(ip: string): { family: 4 | 6; bits: bigint } | undefined {
 /** Parses TASKBATCH_ALLOWED_REDIS: comma-separated `*` (any), host, host:port, [IPv6]:port, CIDR, IPv4-CIDR:port, Service name. */
 export function parseAllowedRedis(raw: string, name = 'TASKBATCH_ALLOWED_REDIS'): RedisAddressRule[] {
   const rules: RedisAddressRule[] = [];
-  for (const entry of raw.split(',').map((e) => e.trim()).filter(Boolean)) {
-    const bad = (why: string): RedisAllowListError => new RedisAllowListError(`${name}: entry ${JSON.stringify(entry)} is invalid: ${why}; expected *, a host, host:port, [IPv6]:port, a CIDR such as 10.0.0.0/8, or a Service name <svc>.<ns>.svc`);
+  for (const entry of raw
+    .split(',')
+    .map((e) => e.trim())
+    .filter(Boolean)) {
+    const bad = (why: string): RedisAllowListError =>
+      new RedisAllowListError(`${name}: entry ${JSON.stringify(entry)} is invalid: ${why}; expected *, a host, host:port, [IPv6]:port, a CIDR such as 10.0.0.0/8, or a Service name <svc>.<ns>.svc`);
     if (entry === '*') {
       rules.push({ kind: 'any' });
       continue;
@@ -140,7 +147,9 @@ export class RedisGuard {
     if (r.url) throw new RedisNotAllowedError(`spec.redis.url: host ${JSON.stringify(at.host)} port ${at.port} is not in the installer's allowed Redis addresses (TASKBATCH_ALLOWED_REDIS); ${advice}`);
     // From a Secret: name the Secret and the key, never the value.
     const ref = r.secretRef;
-    throw new RedisNotAllowedError(`spec.redis.secretRef: the URL in key ${ref?.urlKey ?? 'url'} of Secret ${batch.metadata.namespace}/${ref?.name ?? ''} names a Redis address that is not in the installer's allowed Redis addresses (TASKBATCH_ALLOWED_REDIS; the value is not shown); ${advice}`);
+    throw new RedisNotAllowedError(
+      `spec.redis.secretRef: the URL in key ${ref?.urlKey ?? 'url'} of Secret ${batch.metadata.namespace}/${ref?.name ?? ''} names a Redis address that is not in the installer's allowed Redis addresses (TASKBATCH_ALLOWED_REDIS; the value is not shown); ${advice}`,
+    );
   }
 }
 

@@ -92,7 +92,7 @@ export function describeFailure(err: unknown, { connectTimeoutMs, tls }: Attempt
     case 'EHOSTDOWN':
     case 'ENETDOWN':
     case 'EADDRNOTAVAIL':
-      return { kind: 'unreachable', code, text: 'is unreachable from the operator\'s network' };
+      return { kind: 'unreachable', code, text: "is unreachable from the operator's network" };
   }
   if (TLS_TRUST[code]) return { kind: 'tls', code, text: TLS_TRUST[code] };
   if (code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_') || /\bTLS\b|\bSSL\b|certificate/i.test(message)) {
@@ -102,7 +102,7 @@ export function describeFailure(err: unknown, { connectTimeoutMs, tls }: Attempt
   }
   switch (serverCode) {
     case 'WRONGPASS':
-      return { kind: 'auth', code: serverCode, text: 'refused the credentials: check the username and password (spec.redis.username, the Secret\'s password key)' };
+      return { kind: 'auth', code: serverCode, text: "refused the credentials: check the username and password (spec.redis.username, the Secret's password key)" };
     case 'NOAUTH':
       return { kind: 'auth', code: serverCode, text: 'requires a password and none was given: set spec.redis.secretRef with a password key' };
     case 'NOPERM':
@@ -198,7 +198,12 @@ export class EndpointHealth {
     if (!this.last) {
       // The very first attempt is still running: nothing failed yet.
       const retryAt = Math.max(now + 1, attemptEndsAt);
-      return new RedisUnavailableError(address, { kind: 'connecting', code: 'CONNECTING', text: 'has not answered yet' }, retryAt, `Redis at ${address} has not answered yet; the operator keeps connecting in the background (each attempt up to ${seconds(connectTimeoutMs)})`);
+      return new RedisUnavailableError(
+        address,
+        { kind: 'connecting', code: 'CONNECTING', text: 'has not answered yet' },
+        retryAt,
+        `Redis at ${address} has not answered yet; the operator keeps connecting in the background (each attempt up to ${seconds(connectTimeoutMs)})`,
+      );
     }
     const waiting = this.backingOff(now);
     const retryAt = waiting ? this.nextAttemptAt : Math.max(now + 1, attemptEndsAt);

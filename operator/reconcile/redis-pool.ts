@@ -161,7 +161,9 @@ export class RedisPool {
           if (problem) {
             this.sensitive.set(`${ns}/${batch.metadata.name}`, { values, source });
             // The value is a secret: say where it is and what is wrong, never what it is.
-            throw new RedisConfigError(`spec.redis.secretRef: key ${r.secretRef.urlKey} of ${source} is not a Redis URL: it ${problem} (expected redis://host:port or rediss://host:port; its value is not shown)`);
+            throw new RedisConfigError(
+              `spec.redis.secretRef: key ${r.secretRef.urlKey} of ${source} is not a Redis URL: it ${problem} (expected redis://host:port or rediss://host:port; its value is not shown)`,
+            );
           }
           values.push(new URL(fromSecret).hostname.replace(/^\[|\]$/g, ''));
         }
@@ -177,7 +179,8 @@ export class RedisPool {
           const key = r.tls.caSecretRef.key ?? 'ca.crt';
           tls.ca = decode(caSecret, key, 'spec.redis.tls.caSecretRef');
           // A CA that is not one would surface as a TLS failure on every attempt; it is a spec error.
-          if (!isPemCertificates(tls.ca)) throw new RedisConfigError(`spec.redis.tls.caSecretRef: key ${key} of Secret ${ns}/${r.tls.caSecretRef.name} holds no PEM certificate (expected -----BEGIN CERTIFICATE----- blocks)`);
+          if (!isPemCertificates(tls.ca))
+            throw new RedisConfigError(`spec.redis.tls.caSecretRef: key ${key} of Secret ${ns}/${r.tls.caSecretRef.name} holds no PEM certificate (expected -----BEGIN CERTIFICATE----- blocks)`);
         }
       }
       cluster = r.cluster ?? false;
@@ -350,7 +353,7 @@ export function redisUrlProblem(url: string): string | undefined {
   if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') return 'does not start with redis:// or rediss://';
   if (!u.hostname || u.hostname === '[]') return 'names no host';
   if (u.port === '0') return 'names port 0';
-  if (u.password) return 'contains a password (give it in a Secret\'s password key instead)';
+  if (u.password) return "contains a password (give it in a Secret's password key instead)";
   const db = u.pathname && u.pathname !== '/' ? Number(u.pathname.slice(1)) : 0;
   if (!Number.isInteger(db) || db < 0) return 'has a database path that is not a non-negative integer';
   return undefined;

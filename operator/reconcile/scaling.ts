@@ -56,12 +56,7 @@ export function rawDesiredWorkers(spec: WorkersSpec, obs: ScaleObservation): num
  * stabilization window (as the HPA does), so a momentary dip does not drain workers that
  * would be needed again a second later. Suspend, finish and Replicas scaling apply at once.
  */
-export function desiredWorkers(
-  spec: WorkersSpec,
-  obs: ScaleObservation,
-  history: Recommendations,
-  now: number,
-): { desired: number; history: Recommendations } {
+export function desiredWorkers(spec: WorkersSpec, obs: ScaleObservation, history: Recommendations, now: number): { desired: number; history: Recommendations } {
   const raw = rawDesiredWorkers(spec, obs);
   const windowMs = (spec.scaleDownDelaySeconds ?? SPEC_DEFAULTS['workers.scaleDownDelaySeconds']) * 1000;
   const kept = history.filter((r) => now - r.at < windowMs);

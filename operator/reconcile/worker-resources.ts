@@ -24,8 +24,22 @@ export class ResourceSettingsError extends Error {
 }
 
 const SUFFIX: Record<string, number> = {
-  '': 1, n: 1e-9, u: 1e-6, m: 1e-3, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18,
-  Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, Ei: 2 ** 60,
+  '': 1,
+  n: 1e-9,
+  u: 1e-6,
+  m: 1e-3,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  P: 1e15,
+  E: 1e18,
+  Ki: 2 ** 10,
+  Mi: 2 ** 20,
+  Gi: 2 ** 30,
+  Ti: 2 ** 40,
+  Pi: 2 ** 50,
+  Ei: 2 ** 60,
 };
 
 /** A Kubernetes quantity ("500m", "1.5Gi", "1e3", 2) as a number of base units; undefined if malformed. */
@@ -60,7 +74,8 @@ export function parseResourceSettings(defaultsJson: string, maxJson: string): Wo
     }
   };
   const d = json(defaultsJson, 'TASKBATCH_WORKER_RESOURCES') as { requests?: unknown; limits?: unknown } | undefined;
-  if (d !== undefined && (typeof d !== 'object' || d === null || Array.isArray(d))) throw new ResourceSettingsError('TASKBATCH_WORKER_RESOURCES must be an object {"requests": {...}, "limits": {...}}');
+  if (d !== undefined && (typeof d !== 'object' || d === null || Array.isArray(d)))
+    throw new ResourceSettingsError('TASKBATCH_WORKER_RESOURCES must be an object {"requests": {...}, "limits": {...}}');
   const settings: WorkerResourceSettings = {
     defaults: { requests: resourceList(d?.requests, 'TASKBATCH_WORKER_RESOURCES.requests'), limits: resourceList(d?.limits, 'TASKBATCH_WORKER_RESOURCES.limits') },
     max: resourceList(json(maxJson, 'TASKBATCH_WORKER_MAX_RESOURCES'), 'TASKBATCH_WORKER_MAX_RESOURCES'),
@@ -68,7 +83,8 @@ export function parseResourceSettings(defaultsJson: string, maxJson: string): Wo
   for (const kind of ['requests', 'limits'] as const) {
     for (const [r, v] of Object.entries(settings.defaults[kind])) {
       const cap = settings.max[r];
-      if (cap !== undefined && parseQuantity(v)! > parseQuantity(cap)!) throw new ResourceSettingsError(`TASKBATCH_WORKER_RESOURCES.${kind}.${r}=${v} exceeds TASKBATCH_WORKER_MAX_RESOURCES.${r}=${cap}`);
+      if (cap !== undefined && parseQuantity(v)! > parseQuantity(cap)!)
+        throw new ResourceSettingsError(`TASKBATCH_WORKER_RESOURCES.${kind}.${r}=${v} exceeds TASKBATCH_WORKER_MAX_RESOURCES.${r}=${cap}`);
     }
   }
   return settings;
@@ -141,7 +157,10 @@ interface TemplateLike {
 export function workerResourceViolations(batch: BatchLike, settings: WorkerResourceSettings): string[] {
   const template = (batch.spec.template ?? {}) as TemplateLike;
   const containers = template.spec?.containers?.length ? template.spec.containers : [{ name: 'worker' }];
-  const lists: [string, ContainerLike[]][] = [['containers', containers], ['initContainers', template.spec?.initContainers ?? []]];
+  const lists: [string, ContainerLike[]][] = [
+    ['containers', containers],
+    ['initContainers', template.spec?.initContainers ?? []],
+  ];
   const out: string[] = [];
   const sums: Record<string, number> = {};
   const maxOf = (r: string): number | undefined => (settings.max[r] !== undefined ? parseQuantity(settings.max[r]!) : undefined);
@@ -166,7 +185,10 @@ export function workerResourceViolations(batch: BatchLike, settings: WorkerResou
   for (const [r, total] of Object.entries(sums)) {
     const cap = maxOf(r);
     const each = out.some((m) => m.includes(`.resources.limits.${r}:`));
-    if (cap !== undefined && total > cap && !each) out.push(`spec.template.spec: the containers' resources.limits.${r} add up to ${fmt(r, total)}, more than the installer's maximum of ${settings.max[r]} per worker pod (worker.maxResources, TASKBATCH_WORKER_MAX_RESOURCES)`);
+    if (cap !== undefined && total > cap && !each)
+      out.push(
+        `spec.template.spec: the containers' resources.limits.${r} add up to ${fmt(r, total)}, more than the installer's maximum of ${settings.max[r]} per worker pod (worker.maxResources, TASKBATCH_WORKER_MAX_RESOURCES)`,
+      );
   }
   const pool = batch.spec.pool ?? {};
   const mode = pool.mode ?? 'thread';

@@ -143,13 +143,17 @@ export class ScheduleController {
     const mem = this.memory.get(key) ?? { lastScheduled: 0 };
     this.memory.set(key, mem);
     const ns = schedule.metadata.namespace!;
-    const children = this.o.batches
-      .list()
-      .filter((b) => b.metadata.namespace === ns && (b.metadata.ownerReferences ?? []).some((r) => r.uid === schedule.metadata.uid && r.controller));
+    const children = this.o.batches.list().filter((b) => b.metadata.namespace === ns && (b.metadata.ownerReferences ?? []).some((r) => r.uid === schedule.metadata.uid && r.controller));
     const generation = schedule.metadata.generation ?? 0;
     if (mem.validatedGeneration !== generation && mem.templateGeneration !== generation) await this.validateTemplate(schedule, mem);
     const now = this.clock.now();
-    const plan = planSchedule({ schedule, children, now, lastScheduledFloor: mem.lastScheduled, ...(mem.templateGeneration === generation && mem.templateError ? { templateError: mem.templateError } : {}) });
+    const plan = planSchedule({
+      schedule,
+      children,
+      now,
+      lastScheduledFloor: mem.lastScheduled,
+      ...(mem.templateGeneration === generation && mem.templateError ? { templateError: mem.templateError } : {}),
+    });
 
     for (const name of [...plan.deleteActive, ...plan.deleteHistory]) {
       await this.o.kube.delete(batchPath(ns, name), { propagationPolicy: 'Background' });
@@ -181,7 +185,11 @@ export class ScheduleController {
     if (!jsonEqual(old, plan.status)) {
       // A merge patch keeps fields it does not name: clear the ones the plan no longer sets
       // (waitingScheduleTime once the tick started, nextScheduleTime while suspended).
-      const cleared = Object.fromEntries(Object.keys(old).filter((k) => !(k in plan.status)).map((k) => [k, null]));
+      const cleared = Object.fromEntries(
+        Object.keys(old)
+          .filter((k) => !(k in plan.status))
+          .map((k) => [k, null]),
+      );
       try {
         await this.o.kube.patch(`${schedulePath(ns, schedule.metadata.name)}/status`, { status: { ...cleared, ...plan.status } });
       } catch (err) {

@@ -80,7 +80,12 @@ function outcomeOf(tb: TaskBatch): Outcome {
 }
 
 function finishedAt(tb: TaskBatch): number {
-  return parseTime(tb.status?.completionTime) ?? parseTime(findCondition(tb.status, 'Complete')?.lastTransitionTime) ?? parseTime(findCondition(tb.status, 'Failed')?.lastTransitionTime) ?? scheduledTimeOf(tb);
+  return (
+    parseTime(tb.status?.completionTime) ??
+    parseTime(findCondition(tb.status, 'Complete')?.lastTransitionTime) ??
+    parseTime(findCondition(tb.status, 'Failed')?.lastTransitionTime) ??
+    scheduledTimeOf(tb)
+  );
 }
 
 function setCondition(conditions: ScheduleCondition[], c: { type: string; status: 'True' | 'False'; reason: string; message: string }, generation: number, now: number): ScheduleCondition[] {
@@ -206,7 +211,11 @@ export function planSchedule(input: PlanInput): SchedulePlan {
     plan.status.waitingScheduleTime = iso(tick);
     // Once per waiting tick: a pass (of this or any replica) that already recorded it told the user.
     if (old.waitingScheduleTime !== iso(tick)) {
-      events.push({ type: 'Normal', reason: 'RunAlreadyActive', message: `Not starting the run of ${iso(tick)} yet: ${active.map((c) => c.metadata.name).join(', ')} still running and concurrencyPolicy is Forbid; it starts when that finishes${deadline !== undefined ? `, if within startingDeadlineSeconds (${deadline})` : ''}` });
+      events.push({
+        type: 'Normal',
+        reason: 'RunAlreadyActive',
+        message: `Not starting the run of ${iso(tick)} yet: ${active.map((c) => c.metadata.name).join(', ')} still running and concurrencyPolicy is Forbid; it starts when that finishes${deadline !== undefined ? `, if within startingDeadlineSeconds (${deadline})` : ''}`,
+      });
     }
     return finish();
   }

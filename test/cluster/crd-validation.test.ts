@@ -36,20 +36,40 @@ const tb = (spec: Record<string, unknown>): TaskBatch => aTaskBatch(ns, `b${++n}
 
 test('a valid TaskBatch is accepted and defaulted', async () => {
   const created = await kube.create<TaskBatch>(batchPath(ns), tb({ range: { end: 10 } }));
-  expect(created.spec).toMatchObject({ pool: { mode: 'thread', size: 4 }, workers: { scaling: 'Backlog', replicas: 0, min: 0, max: 10, itemsPerWorker: 100 }, retry: { maxAttempts: 3, backoff: { initialMs: 1000, factor: 2, maxMs: 60000, jitter: 0.2 } }, leaseSeconds: 30, itemTimeoutSeconds: 600, suspend: false, range: { start: 0, step: 1, end: 10 } });
+  expect(created.spec).toMatchObject({
+    pool: { mode: 'thread', size: 4 },
+    workers: { scaling: 'Backlog', replicas: 0, min: 0, max: 10, itemsPerWorker: 100 },
+    retry: { maxAttempts: 3, backoff: { initialMs: 1000, factor: 2, maxMs: 60000, jitter: 0.2 } },
+    leaseSeconds: 30,
+    itemTimeoutSeconds: 600,
+    suspend: false,
+    range: { start: 0, step: 1, end: 10 },
+  });
 });
 
 test.each([
   ['two item sources', { range: { end: 5 }, items: [{ a: 1 }] }, /spec: Invalid value: "object": set exactly one item source/],
   ['no item source', {}, /spec: .*set one item source: spec.items \(inline\), spec.range, spec.itemsFrom \(ConfigMap\) or spec.open: true/],
   ['min > max', { range: { end: 5 }, workers: { min: 5, max: 2 } }, /spec.workers: Invalid value: "object": spec.workers.min must be <= spec.workers.max/],
-  ['replicas under Backlog scaling (the default)', { range: { end: 5 }, workers: { replicas: 2 } }, /spec.workers.replicas: Invalid value: "object": spec.workers.replicas must stay 0 while spec.workers.scaling is Backlog \(the default: the operator sizes the pool from the backlog\); to set the worker count yourself, or let kubectl scale, an HPA or KEDA set it through \/scale, set spec.workers.scaling: Replicas together with spec.workers.replicas/],
-  ['replicas > max', { range: { end: 5 }, workers: { scaling: 'Replicas', replicas: 5, max: 4 } }, /spec.workers.replicas: Invalid value: "object": spec.workers.replicas must be <= spec.workers.max, which caps the worker pods however they are scaled; ask for fewer \(kubectl scale --replicas, an HPA's maxReplicas, KEDA's maxReplicaCount\) or raise spec.workers.max/],
+  [
+    'replicas under Backlog scaling (the default)',
+    { range: { end: 5 }, workers: { replicas: 2 } },
+    /spec.workers.replicas: Invalid value: "object": spec.workers.replicas must stay 0 while spec.workers.scaling is Backlog \(the default: the operator sizes the pool from the backlog\); to set the worker count yourself, or let kubectl scale, an HPA or KEDA set it through \/scale, set spec.workers.scaling: Replicas together with spec.workers.replicas/,
+  ],
+  [
+    'replicas > max',
+    { range: { end: 5 }, workers: { scaling: 'Replicas', replicas: 5, max: 4 } },
+    /spec.workers.replicas: Invalid value: "object": spec.workers.replicas must be <= spec.workers.max, which caps the worker pods however they are scaled; ask for fewer \(kubectl scale --replicas, an HPA's maxReplicas, KEDA's maxReplicaCount\) or raise spec.workers.max/,
+  ],
   ['replicas > the default max of 10', { range: { end: 5 }, workers: { scaling: 'Replicas', replicas: 11 } }, /spec.workers.replicas: .*must be <= spec.workers.max/],
   ['an unknown scaling', { range: { end: 5 }, workers: { scaling: 'Auto' } }, /spec.workers.scaling: Unsupported value: "Auto": supported values: "Backlog", "Replicas"/],
   ['module and builtin', { range: { end: 5 }, handler: { module: '/app/h.js', builtin: 'noop' } }, /spec.handler: .*set exactly one of module \(your code\) or builtin/],
   ['shell without command', { range: { end: 5 }, handler: { builtin: 'shell' } }, /spec.handler: .*spec.handler.command is required for the shell builtin/],
-  ['password in the Redis URL', { range: { end: 5 }, redis: { url: 'redis://user:hunter2@redis:6379' } }, /spec.redis.url: .*must not contain a password: put it in a Secret and reference it with spec.redis.secretRef/],
+  [
+    'password in the Redis URL',
+    { range: { end: 5 }, redis: { url: 'redis://user:hunter2@redis:6379' } },
+    /spec.redis.url: .*must not contain a password: put it in a Secret and reference it with spec.redis.secretRef/,
+  ],
   ['a Redis URL of another scheme', { range: { end: 5 }, redis: { url: 'http://redis:6379' } }, /spec.redis.url: .*must start with redis:\/\/ or rediss:\/\//],
   ['redis without url or secret', { range: { end: 5 }, redis: { username: 'u' } }, /spec.redis: .*set url, or secretRef/],
   ['unreachable range end', { range: { start: 10, end: 0 } }, /spec.range: .*end must be reachable from start by step/],
@@ -60,9 +80,17 @@ test.each([
   ['negative max attempts', { range: { end: 5 }, retry: { maxAttempts: -1 } }, /spec.retry.maxAttempts: Invalid value: -1/],
   ['backoff initial > max', { range: { end: 5 }, retry: { backoff: { initialMs: 5000, maxMs: 10 } } }, /spec.retry.backoff: .*initialMs must be <= maxMs/],
   ['failure percent > 100', { range: { end: 5 }, failurePolicy: { maxFailedPercent: 150 } }, /spec.failurePolicy.maxFailedPercent: Invalid value: 150/],
-  ['a thread pool over 256', { range: { end: 5 }, pool: { mode: 'thread', size: 257 } }, /spec.pool.size: Invalid value: "object": spec.pool.size: a thread or process pool holds at most 256 executors per worker pod/],
+  [
+    'a thread pool over 256',
+    { range: { end: 5 }, pool: { mode: 'thread', size: 257 } },
+    /spec.pool.size: Invalid value: "object": spec.pool.size: a thread or process pool holds at most 256 executors per worker pod/,
+  ],
   ['a process pool over 256 (mode defaulted to thread counts too)', { range: { end: 5 }, pool: { size: 300 } }, /spec.pool.size: .*at most 256 executors/],
-  ['a range of more than 1e9 items', { range: { start: 0, end: 1_000_000_001 } }, /spec.range: Invalid value: "object": spec.range: at most 1000000000 items \(\(end - start\) \/ step\) per TaskBatch, the API's hard ceiling \(the installer's limit, operator setting TASKBATCH_MAX_BATCH_ITEMS, is usually lower\)/],
+  [
+    'a range of more than 1e9 items',
+    { range: { start: 0, end: 1_000_000_001 } },
+    /spec.range: Invalid value: "object": spec.range: at most 1000000000 items \(\(end - start\) \/ step\) per TaskBatch, the API's hard ceiling \(the installer's limit, operator setting TASKBATCH_MAX_BATCH_ITEMS, is usually lower\)/,
+  ],
   ['a negative-step range of more than 1e9 items', { range: { start: 0, end: -4_000_000_000, step: -2 } }, /spec.range: .*at most 1000000000 items/],
   ['a range at the edge of int64 (no overflow)', { range: { start: -9_000_000_000_000_000_000, end: 9_000_000_000_000_000_000 } }, /spec.range: .*at most 1000000000 items/],
 ])('rejects %s, naming the field', async (_name, spec, message) => {
@@ -98,7 +126,9 @@ test('item source, handler, retry and redis are immutable', async () => {
 test('printer columns and the /scale subresource', async () => {
   const created = await kube.create<TaskBatch>(batchPath(ns), tb({ range: { end: 10 } }));
   const name = created.metadata.name!;
-  await kube.patch(`${batchPath(ns, name)}/status`, { status: { state: 'Running', progress: '3/10', items: { failed: 1 }, workers: { current: 2, summary: '2/3' }, selector: `taskbatch.dev/batch=${name}` } });
+  await kube.patch(`${batchPath(ns, name)}/status`, {
+    status: { state: 'Running', progress: '3/10', items: { failed: 1 }, workers: { current: 2, summary: '2/3' }, selector: `taskbatch.dev/batch=${name}` },
+  });
   const get = await cp.kubectl(['get', 'tb', name, '-n', ns]);
   expect(get.code).toBe(0);
   expect(get.stdout).toMatch(/NAME\s+STATUS\s+PROGRESS\s+FAILED\s+WORKERS\s+AGE/);
@@ -126,17 +156,29 @@ describe('spec.template: the fields the operator reads or enforces are structura
   const withTemplate = (spec: Record<string, unknown>): TaskBatch => tb({ range: { end: 5 }, template: { spec } });
 
   test.each([
-    ['a string for privileged', { containers: [{ name: 'w', securityContext: { privileged: 'yes' } }] }, /spec.template.spec.containers\[0\].securityContext.privileged: Invalid value: "string": .*must be of type boolean/],
+    [
+      'a string for privileged',
+      { containers: [{ name: 'w', securityContext: { privileged: 'yes' } }] },
+      /spec.template.spec.containers\[0\].securityContext.privileged: Invalid value: "string": .*must be of type boolean/,
+    ],
     ['a string for hostNetwork', { hostNetwork: 'true', containers: [{ name: 'w' }] }, /spec.template.spec.hostNetwork: Invalid value: "string": .*must be of type boolean/],
-    ['an unknown seccomp profile type', { securityContext: { seccompProfile: { type: 'Unconfinde' } }, containers: [{ name: 'w' }] }, /spec.template.spec.securityContext.seccompProfile.type: Unsupported value: "Unconfinde"/],
+    [
+      'an unknown seccomp profile type',
+      { securityContext: { seccompProfile: { type: 'Unconfinde' } }, containers: [{ name: 'w' }] },
+      /spec.template.spec.securityContext.seccompProfile.type: Unsupported value: "Unconfinde"/,
+    ],
     ['a container without a name', { initContainers: [{ image: 'busybox' }], containers: [{ name: 'w' }] }, /spec.template.spec.initContainers\[0\].name: Required value/],
     ['a volume without a name', { containers: [{ name: 'w' }], volumes: [{ emptyDir: {} }] }, /spec.template.spec.volumes\[0\].name: Required value/],
-    ['capabilities as a string', { containers: [{ name: 'w', securityContext: { capabilities: { add: 'SYS_ADMIN' } } }] }, /spec.template.spec.containers\[0\].securityContext.capabilities.add: Invalid value: "string"/],
+    [
+      'capabilities as a string',
+      { containers: [{ name: 'w', securityContext: { capabilities: { add: 'SYS_ADMIN' } } }] },
+      /spec.template.spec.containers\[0\].securityContext.capabilities.add: Invalid value: "string"/,
+    ],
   ])('rejects %s, naming the field', async (_name, spec, message) => {
     expect(await rejection(withTemplate(spec))).toMatch(message);
   });
 
-  test('a misspelt field is refused under strict field validation (kubectl\'s default) and pruned otherwise; the rest of PodSpec is kept', async () => {
+  test("a misspelt field is refused under strict field validation (kubectl's default) and pruned otherwise; the rest of PodSpec is kept", async () => {
     const typo = withTemplate({ containers: [{ name: 'w', securityContext: { privilegd: true } }], volumes: [{ name: 'v', hostpath: { path: '/' } }], tolerations: [{ operator: 'Exists' }] });
     const strict = await kube.create(batchPath(ns), typo, { fieldValidation: 'Strict' }).then(
       () => 'accepted',

@@ -44,11 +44,20 @@ function stages(dockerfile: string): { args: Record<string, string>; stages: Sta
 function contextCopies(stage: Stage): string[] {
   return stage.lines
     .filter((l) => l.startsWith('COPY ') && !l.includes('--from='))
-    .flatMap((l) => l.replace(/^COPY\s+/, '').split(/\s+/).filter((w) => !w.startsWith('--')).slice(0, -1));
+    .flatMap((l) =>
+      l
+        .replace(/^COPY\s+/, '')
+        .split(/\s+/)
+        .filter((w) => !w.startsWith('--'))
+        .slice(0, -1),
+    );
 }
 
 function dockerignore(): string[] {
-  return readFileSync(join(ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  return readFileSync(join(ROOT, '.dockerignore'), 'utf8')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
 }
 
 function ignored(path: string, patterns: string[]): boolean {
@@ -113,7 +122,14 @@ describe.each(Object.keys(IMAGES) as Component[])('the %s image', (component) =>
   test('its build stage compiles with only the directories it copies', async () => {
     const build = join(dir, `build-${component}`);
     mkdirSync(build, { recursive: true });
-    const copies = stages(dockerfile).stages[0]!.lines.filter((l) => l.startsWith('COPY ')).flatMap((l) => l.replace(/^COPY\s+/, '').split(/\s+/).slice(0, -1));
+    const copies = stages(dockerfile)
+      .stages[0]!.lines.filter((l) => l.startsWith('COPY '))
+      .flatMap((l) =>
+        l
+          .replace(/^COPY\s+/, '')
+          .split(/\s+/)
+          .slice(0, -1),
+      );
     for (const src of copies) cpSync(join(ROOT, src), join(build, src), { recursive: true });
     symlinkSync(join(ROOT, 'node_modules'), join(build, 'node_modules'));
     const r = await runCommand(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: build, timeoutMs: 120_000, env: process.env });
@@ -127,7 +143,9 @@ describe.each(Object.keys(IMAGES) as Component[])('the %s image', (component) =>
     const build = join(dir, `build-${component}`);
     mkdirSync(app, { recursive: true });
     symlinkSync(join(ROOT, 'node_modules'), join(app, 'node_modules'));
-    for (const l of stages(dockerfile).stages.at(-1)!.lines.filter((x) => x.startsWith('COPY ') && !x.includes('node_modules'))) {
+    for (const l of stages(dockerfile)
+      .stages.at(-1)!
+      .lines.filter((x) => x.startsWith('COPY ') && !x.includes('node_modules'))) {
       const words = l.replace(/^COPY\s+/, '').split(/\s+/);
       const from = words.find((w) => w.startsWith('--from='));
       const [src, dest] = words.filter((w) => !w.startsWith('--')) as [string, string];
@@ -141,7 +159,27 @@ describe.each(Object.keys(IMAGES) as Component[])('the %s image', (component) =>
       // A real batch through the image's files: process mode (child entry point), Lua scripts.
       const items = join(dir, 'items.jsonl');
       writeFileSync(items, `${Array.from({ length: 50 }, (_, i) => JSON.stringify({ i })).join('\n')}\n`);
-      const r = await runCommand(process.execPath, [join(app, 'dist/worker/main.js'), '--local', '--redis-url', redis.url, '--batch', 'image-check', '--handler', 'noop', '--pool-mode', 'process', '--pool-size', '2', '--items', items, '--no-progress'], { cwd: app, timeoutMs: 60_000, env: { PATH: process.env.PATH ?? '' } });
+      const r = await runCommand(
+        process.execPath,
+        [
+          join(app, 'dist/worker/main.js'),
+          '--local',
+          '--redis-url',
+          redis.url,
+          '--batch',
+          'image-check',
+          '--handler',
+          'noop',
+          '--pool-mode',
+          'process',
+          '--pool-size',
+          '2',
+          '--items',
+          items,
+          '--no-progress',
+        ],
+        { cwd: app, timeoutMs: 60_000, env: { PATH: process.env.PATH ?? '' } },
+      );
       expect({ code: r.code, err: r.stderr.slice(-2000) }).toEqual({ code: 0, err: expect.any(String) });
       const client = new Redis(redis.port, redis.host);
       try {
@@ -154,7 +192,10 @@ describe.each(Object.keys(IMAGES) as Component[])('the %s image', (component) =>
       // as validating their configuration (exit 2 with a message naming the variable).
       const op = await runCommand(process.execPath, [join(app, 'dist/operator/main.js')], { cwd: app, timeoutMs: 30_000, env: { PATH: process.env.PATH ?? '', TASKBATCH_WORKER_COMMAND: 'not json' } });
       expect({ code: op.code, out: op.stdout + op.stderr }).toEqual({ code: 2, out: expect.stringContaining('TASKBATCH_WORKER_COMMAND') });
-      for (const [hook, env] of [['delete-taskbatches.mjs', 'TASKBATCH_HOOK_TIMEOUT_SECONDS'], ['smoke-test.mjs', 'TASKBATCH_TEST_ITEMS']] as const) {
+      for (const [hook, env] of [
+        ['delete-taskbatches.mjs', 'TASKBATCH_HOOK_TIMEOUT_SECONDS'],
+        ['smoke-test.mjs', 'TASKBATCH_TEST_ITEMS'],
+      ] as const) {
         const h = await runCommand(process.execPath, [join(app, 'docker/hooks', hook)], { cwd: app, timeoutMs: 30_000, env: { PATH: process.env.PATH ?? '', [env]: 'many' } });
         expect({ hook, code: h.code, out: h.stdout + h.stderr }).toEqual({ hook, code: 2, out: expect.stringContaining(env) });
       }

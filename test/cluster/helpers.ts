@@ -31,22 +31,30 @@ export async function createNamespace(core: CoreV1Api, prefix: string): Promise<
 }
 
 export async function waitForPhase(core: CoreV1Api, namespace: string, name: string, phases: string[], timeoutMs = 30_000): Promise<V1Pod> {
-  return waitFor(`pod ${namespace}/${name} to reach ${phases.join('|')}`, async () => {
-    const p = await core.readNamespacedPod({ name, namespace });
-    return phases.includes(p.status?.phase ?? '') ? p : undefined;
-  }, timeoutMs);
+  return waitFor(
+    `pod ${namespace}/${name} to reach ${phases.join('|')}`,
+    async () => {
+      const p = await core.readNamespacedPod({ name, namespace });
+      return phases.includes(p.status?.phase ?? '') ? p : undefined;
+    },
+    timeoutMs,
+  );
 }
 
 export async function waitForPodGone(core: CoreV1Api, namespace: string, name: string, timeoutMs = 30_000): Promise<void> {
-  await waitFor(`pod ${namespace}/${name} to disappear`, async () => {
-    try {
-      await core.readNamespacedPod({ name, namespace });
-      return false;
-    } catch (err) {
-      if ((err as { code?: number }).code === 404) return true;
-      throw err;
-    }
-  }, timeoutMs);
+  await waitFor(
+    `pod ${namespace}/${name} to disappear`,
+    async () => {
+      try {
+        await core.readNamespacedPod({ name, namespace });
+        return false;
+      } catch (err) {
+        if ((err as { code?: number }).code === 404) return true;
+        throw err;
+      }
+    },
+    timeoutMs,
+  );
 }
 
 /** A container command running a small Node script with the Node binary the tests (and the node agent) run on. */

@@ -36,7 +36,10 @@ describe('image map', () => {
   test('a custom rule: regexp match, command replacement, image ENV', () => {
     const custom = [{ image: /^docker\.io\/library\/redis:/, entrypoint: ['redis-server'], commands: { 'redis-server': '/bin/true' }, env: { FROM_IMAGE: '1' } }];
     expect(resolveContainerCommand({ image: 'docker.io/library/redis:7', args: ['--port', '1'] }, custom, '')).toMatchObject({
-      ok: true, executable: '/bin/true', args: ['--port', '1'], imageEnv: { FROM_IMAGE: '1' },
+      ok: true,
+      executable: '/bin/true',
+      args: ['--port', '1'],
+      imageEnv: { FROM_IMAGE: '1' },
     });
   });
 });
@@ -58,7 +61,13 @@ describe('$(VAR) expansion (Kubernetes rules)', () => {
 });
 
 test.each([
-  ['500m', 0.5], ['2', 2], ['1Gi', 2 ** 30], ['64Mi', 64 * 2 ** 20], ['1k', 1000], ['1e3', 1000], ['1.5', 1.5],
+  ['500m', 0.5],
+  ['2', 2],
+  ['1Gi', 2 ** 30],
+  ['64Mi', 64 * 2 ** 20],
+  ['1k', 1000],
+  ['1e3', 1000],
+  ['1.5', 1.5],
 ])('parseQuantity(%s) = %d', (q, n) => expect(parseQuantity(q)).toBeCloseTo(n));
 
 describe('container env', () => {
@@ -72,7 +81,10 @@ describe('container env', () => {
   test('envFrom first, env overrides, service variables last', async () => {
     const e = await env({
       envFrom: [{ configMapRef: { name: 'c' } }, { secretRef: { name: 's' }, prefix: 'S_' }],
-      env: [{ name: 'OTHER', value: 'env wins' }, { name: 'REF', value: '$(k)/$(S_k)/$(KUBERNETES_SERVICE_PORT)' }],
+      env: [
+        { name: 'OTHER', value: 'env wins' },
+        { name: 'REF', value: '$(k)/$(S_k)/$(KUBERNETES_SERVICE_PORT)' },
+      ],
     });
     expect(e).toMatchObject({ k: 'cm-v', OTHER: 'env wins', S_k: 'secret-v', REF: 'cm-v/secret-v/6443', KUBERNETES_SERVICE_HOST: '127.0.0.1' });
     expect(e['S_bad key']).toBeUndefined();
@@ -93,7 +105,7 @@ describe('container env', () => {
 
   test('a missing non-optional source is an EnvConfigError naming it', async () => {
     await expect(env({ env: [{ name: 'X', valueFrom: { secretKeyRef: { name: 'nope', key: 'k' } } }] })).rejects.toThrow(new EnvConfigError('secret "nope" not found'));
-    await expect(env({ env: [{ name: 'X', valueFrom: { configMapKeyRef: { name: 'c', key: 'absent' } } }] })).rejects.toThrow('couldn\'t find key absent in ConfigMap ns/c');
+    await expect(env({ env: [{ name: 'X', valueFrom: { configMapKeyRef: { name: 'c', key: 'absent' } } }] })).rejects.toThrow("couldn't find key absent in ConfigMap ns/c");
     await expect(env({ envFrom: [{ secretRef: { name: 'gone', optional: true } }] })).resolves.toBeDefined();
   });
 });

@@ -83,7 +83,12 @@ test('the reflector pages through a large list (25 objects, pages of 10) and hol
       [10, true, 10],
       [10, true, 5],
     ]);
-    expect(r.list().map((o) => o.metadata.name).sort()).toEqual(Array.from({ length: 25 }, (_, i) => `cm-${String(i).padStart(2, '0')}`));
+    expect(
+      r
+        .list()
+        .map((o) => o.metadata.name)
+        .sort(),
+    ).toEqual(Array.from({ length: 25 }, (_, i) => `cm-${String(i).padStart(2, '0')}`));
     // The watch started from the list's resourceVersion delivers what comes after it.
     await kube.create(`/api/v1/namespaces/${ns}/configmaps`, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'later', labels: { 'tb-test': 'paged' } } });
     await eventually(() => r.get(`${ns}/later`), 30_000, 'the object created after the list');
@@ -104,7 +109,11 @@ test('a continue token compacted away mid-list gets a real 410 Gone; the reflect
     await etcd('/v3/kv/compaction', { revision: header.revision, physical: true });
   };
   const logs: string[] = [];
-  const r = new Reflector<KubeObject>(client, { path: `/api/v1/namespaces/${ns}/configmaps`, labelSelector: 'tb-test=expired', pageSize: 10 }, createLogger({}, 'info', (l) => void logs.push(l)));
+  const r = new Reflector<KubeObject>(
+    client,
+    { path: `/api/v1/namespaces/${ns}/configmaps`, labelSelector: 'tb-test=expired', pageSize: 10 },
+    createLogger({}, 'info', (l) => void logs.push(l)),
+  );
   try {
     expect(await r.start()).toBe(true);
     expect(client.lists.map((l) => [Boolean(l.query.continue), l.status ?? l.items])).toEqual([
@@ -154,7 +163,11 @@ test('a restarted controller whose pod list is refused reconciles nothing until 
   });
   const restricted = new KubeClient((await cp.createUserKubeconfig(user)).kubeConfig);
   const logs: string[] = [];
-  const second = new Controller(restricted, config, createLogger({ controller: 'second' }, 'info', (l) => void logs.push(l)));
+  const second = new Controller(
+    restricted,
+    config,
+    createLogger({ controller: 'second' }, 'info', (l) => void logs.push(l)),
+  );
   const refusals = (): number => logs.filter((l) => l.includes('The list failed') && l.includes('"path":"/api/v1/pods"') && l.includes('403')).length;
   let started = false;
   const starting = second.start().then(() => (started = true));

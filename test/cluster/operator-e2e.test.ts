@@ -4,17 +4,7 @@ import { repoRoot } from '../../localcluster/index.js';
 import { batchPath, type TaskBatch } from '../../api/taskbatch.js';
 import { BatchQueue } from '../../queue/index.js';
 import { eventually, sleep } from '../support/batches.js';
-import {
-  aTaskBatch,
-  createNamespace,
-  getBatch,
-  startOperator,
-  startOperatorEnv,
-  waitForCondition,
-  workerPods,
-  type OperatorEnv,
-  type OperatorProcess,
-} from '../support/operator-env.js';
+import { aTaskBatch, createNamespace, getBatch, startOperator, startOperatorEnv, waitForCondition, workerPods, type OperatorEnv, type OperatorProcess } from '../support/operator-env.js';
 
 let env: OperatorEnv;
 let op: OperatorProcess;
@@ -100,17 +90,22 @@ test('failing items end Failed with the right counts, or Complete within the fai
 test('scales up with a backlog and scales in by draining, without interrupting an item', async () => {
   const name = 'elastic';
   const pods = trackPods(name);
-  await apply(aTaskBatch(ns, name, {
-    items: Array.from({ length: 240 }, () => ({ ms: 150 })),
-    handler: { builtin: 'sleep' },
-    pool: { mode: 'async', size: 2 },
-    workers: { max: 4, itemsPerWorker: 20, scaleDownDelaySeconds: 0 },
-  }));
+  await apply(
+    aTaskBatch(ns, name, {
+      items: Array.from({ length: 240 }, () => ({ ms: 150 })),
+      handler: { builtin: 'sleep' },
+      pool: { mode: 'async', size: 2 },
+      workers: { max: 4, itemsPerWorker: 20, scaleDownDelaySeconds: 0 },
+    }),
+  );
   const done = await waitForCondition(env.kube, ns, name, 'Complete', 180_000);
   pods.stop();
   expect(pods.max()).toBe(4);
   // Scale-in happened before the end, by drain requests (not pod deletion)...
-  const drains = op.logs().split('\n').filter((l) => l.includes('"Requested worker drain"') && l.includes(`"batch":"${ns}/${name}"`));
+  const drains = op
+    .logs()
+    .split('\n')
+    .filter((l) => l.includes('"Requested worker drain"') && l.includes(`"batch":"${ns}/${name}"`));
   expect(drains.length).toBeGreaterThan(0);
   // ...and interrupted nothing: every item succeeded on its first attempt.
   expect(done.status?.items).toMatchObject({ total: 240, succeeded: 240, failed: 0, retries: 0 });
@@ -118,17 +113,23 @@ test('scales up with a backlog and scales in by draining, without interrupting a
 
 test('suspend stops the workers without losing items; resume finishes the batch', async () => {
   const name = 'pausable';
-  await apply(aTaskBatch(ns, name, { items: Array.from({ length: 200 }, (_, i) => ({ ms: 50, i })), handler: { builtin: 'sleep' }, pool: { mode: 'async', size: 2 }, workers: { max: 2, itemsPerWorker: 50 } }));
+  await apply(
+    aTaskBatch(ns, name, { items: Array.from({ length: 200 }, (_, i) => ({ ms: 50, i })), handler: { builtin: 'sleep' }, pool: { mode: 'async', size: 2 }, workers: { max: 2, itemsPerWorker: 50 } }),
+  );
   await eventually(async () => ((await getBatch(env.kube, ns, name)).status?.items?.succeeded ?? 0) > 10, 120_000, 'some progress');
   await env.kube.patch(batchPath(ns, name), { spec: { suspend: true } });
   const suspended = await waitForCondition(env.kube, ns, name, 'Suspended', 60_000);
   expect(suspended.status?.state).toBe('Suspended');
   await eventually(async () => (await workerPods(env.kube, ns, name)).length === 0, 60_000, 'workers gone while suspended');
   const q = new BatchQueue(redis, { namespace: ns, name });
-  const paused = await eventually(async () => {
-    const s = await q.snapshot();
-    return s.running === 0 ? s : undefined;
-  }, 30_000, 'no item running while suspended');
+  const paused = await eventually(
+    async () => {
+      const s = await q.snapshot();
+      return s.running === 0 ? s : undefined;
+    },
+    30_000,
+    'no item running while suspended',
+  );
   await sleep(2000);
   expect((await q.snapshot()).succeeded).toBe(paused.succeeded);
   expect(paused.total).toBe(200);
@@ -157,10 +158,14 @@ test('an operator killed mid-seed and mid-batch converges without duplicate item
   const pods = trackPods(name);
   await apply(aTaskBatch(ns, name, { range: { end: total }, handler: { builtin: 'noop' }, pool: { mode: 'async', size: 8 }, workers: { max: 2, itemsPerWorker: 1000 } }));
   // Kill -9 while the seed cursor is part-way.
-  const cursorAt = await eventually(async () => {
-    const c = Number(await redis.hget(`tb:{${ns}/${name}}:meta`, 'seedCursor'));
-    return c > 0 && c < total ? c : undefined;
-  }, 60_000, 'seeding under way');
+  const cursorAt = await eventually(
+    async () => {
+      const c = Number(await redis.hget(`tb:{${ns}/${name}}:meta`, 'seedCursor'));
+      return c > 0 && c < total ? c : undefined;
+    },
+    60_000,
+    'seeding under way',
+  );
   await op.kill('SIGKILL');
   op = await startOperator(env, OPERATOR_ENV);
   const q = new BatchQueue(redis, { namespace: ns, name });
@@ -191,7 +196,9 @@ test('workers that keep crashing fail the batch with WorkersCrashLooping', async
 
 test('activeDeadlineSeconds fails a batch that runs too long and stops its workers', async () => {
   const name = 'deadline';
-  await apply(aTaskBatch(ns, name, { items: Array.from({ length: 50 }, () => ({ ms: 1000 })), handler: { builtin: 'sleep' }, pool: { mode: 'async', size: 1 }, workers: { max: 1 }, activeDeadlineSeconds: 3 }));
+  await apply(
+    aTaskBatch(ns, name, { items: Array.from({ length: 50 }, () => ({ ms: 1000 })), handler: { builtin: 'sleep' }, pool: { mode: 'async', size: 1 }, workers: { max: 1 }, activeDeadlineSeconds: 3 }),
+  );
   const failed = await waitForCondition(env.kube, ns, name, 'Failed', 60_000);
   expect(failed.status?.conditions?.find((c) => c.type === 'Failed')).toMatchObject({ reason: 'DeadlineExceeded' });
   expect(failed.status?.items?.succeeded).toBeLessThan(50);

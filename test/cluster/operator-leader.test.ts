@@ -62,9 +62,13 @@ function auditEvents(): AuditEvent[] {
 
 /** Writes the fence must stop: TaskBatches (and their status) and pods. */
 const isObjectWrite = (e: AuditEvent): boolean => ['taskbatches', 'pods'].includes(e.objectRef?.resource ?? '') && ['create', 'update', 'patch', 'delete', 'deletecollection'].includes(e.verb);
-const isLeaseWrite = (name: string) => (e: AuditEvent): boolean => e.objectRef?.resource === 'leases' && e.objectRef.name === name && e.verb !== 'get';
+const isLeaseWrite =
+  (name: string) =>
+  (e: AuditEvent): boolean =>
+    e.objectRef?.resource === 'leases' && e.objectRef.name === name && e.verb !== 'get';
 
-const show = (e: AuditEvent): string => `${e.verb} ${e.objectRef?.resource}${e.objectRef?.subresource ? `/${e.objectRef.subresource}` : ''} ${e.objectRef?.name ?? ''} by ${e.user.username} received ${e.requestReceivedTimestamp} answered ${e.stageTimestamp} (${e.responseStatus?.code})`;
+const show = (e: AuditEvent): string =>
+  `${e.verb} ${e.objectRef?.resource}${e.objectRef?.subresource ? `/${e.objectRef.subresource}` : ''} ${e.objectRef?.name ?? ''} by ${e.user.username} received ${e.requestReceivedTimestamp} answered ${e.stageTimestamp} (${e.responseStatus?.code})`;
 
 async function leaseHolder(name: string): Promise<string> {
   const lease = await env.kube.find<Lease>(`/apis/coordination.k8s.io/v1/namespaces/default/leases/${name}`);
@@ -80,7 +84,7 @@ async function replica(name: string, extraEnv: Record<string, string>): Promise<
   return { op, user };
 }
 
-test('a rolling restart while a 2,000,000-item batch seeds: no write of the old leader after the new leader\'s first (audit log)', async () => {
+test("a rolling restart while a 2,000,000-item batch seeds: no write of the old leader after the new leader's first (audit log)", async () => {
   const ns = await createNamespace(env.kube, 'leader-roll');
   const settings = { TASKBATCH_LEASE_NAME: 'roll', TASKBATCH_SEED_SLICE_ITEMS: '100000', TASKBATCH_MAX_BATCH_ITEMS: '2000000' };
   const a = await replica('a', settings);
@@ -94,10 +98,14 @@ test('a rolling restart while a 2,000,000-item batch seeds: no write of the old 
     return m ? Number(m[1]) : 0;
   };
   // Mid-seed, with a slice in flight most of the time: roll the leader.
-  const before = await eventually(async () => {
-    const n = await seededBy();
-    return n > 0 && n <= total / 2 ? n : undefined;
-  }, 120_000, 'seeding part-way');
+  const before = await eventually(
+    async () => {
+      const n = await seededBy();
+      return n > 0 && n <= total / 2 ? n : undefined;
+    },
+    120_000,
+    'seeding part-way',
+  );
   // New small batches keep arriving meanwhile, so the new leader has writes to make at once
   // (finalizer, pods), while the old one is still inside a slice of the big batch.
   let creating = true;
@@ -133,7 +141,11 @@ test('a rolling restart while a 2,000,000-item batch seeds: no write of the old 
   // object write, b's first Lease write (taking it) after that, b's first object write last.
   const aLeaseLast = events.filter((e) => e.user.username === a.user && isLeaseWrite('roll')(e)).at(-1)!;
   const bLeaseFirst = events.find((e) => e.user.username === b.user && isLeaseWrite('roll')(e))!;
-  expect([aLast.stageTimestamp < aLeaseLast.requestReceivedTimestamp, aLeaseLast.stageTimestamp < bLeaseFirst.requestReceivedTimestamp, bLeaseFirst.stageTimestamp < bFirst.requestReceivedTimestamp]).toEqual([true, true, true]);
+  expect([
+    aLast.stageTimestamp < aLeaseLast.requestReceivedTimestamp,
+    aLeaseLast.stageTimestamp < bLeaseFirst.requestReceivedTimestamp,
+    bLeaseFirst.stageTimestamp < bFirst.requestReceivedTimestamp,
+  ]).toEqual([true, true, true]);
   // a shut down in that order: reconciles drained, then the Lease released.
   const log = a.op.logs();
   expect(log.indexOf('"msg":"Shutting down"')).toBeGreaterThan(-1);
@@ -168,12 +180,17 @@ test('a follower whose clock is 60 s ahead never takes a lease that is renewed, 
   const holders = new Set<string>();
   let renewals = 0;
   let staleRenewTime = false;
-  const stopWatch = await env.kube.watch<Lease>('/apis/coordination.k8s.io/v1/namespaces/default/leases', { fieldSelector: `metadata.name=${name}` }, (e) => {
-    holders.add(e.object.spec.holderIdentity ?? '');
-    if (e.type === 'MODIFIED') renewals++;
-    // What the old rule (renewTime + leaseDuration < now, by the follower's clock) would have called expired.
-    if (Date.parse(e.object.spec.renewTime ?? '') + LEASE_DURATION_MS < ahead.now()) staleRenewTime = true;
-  }, () => undefined);
+  const stopWatch = await env.kube.watch<Lease>(
+    '/apis/coordination.k8s.io/v1/namespaces/default/leases',
+    { fieldSelector: `metadata.name=${name}` },
+    (e) => {
+      holders.add(e.object.spec.holderIdentity ?? '');
+      if (e.type === 'MODIFIED') renewals++;
+      // What the old rule (renewTime + leaseDuration < now, by the follower's clock) would have called expired.
+      if (Date.parse(e.object.spec.renewTime ?? '') + LEASE_DURATION_MS < ahead.now()) staleRenewTime = true;
+    },
+    () => undefined,
+  );
   try {
     steady.start();
     await eventually(() => steady.isLeader, 30_000, 'steady to lead');
@@ -211,9 +228,7 @@ test('the write fence: with the guard closed, create/patch/delete fail with NotL
   await kube.create(path, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'kept', namespace: ns }, data: { v: '1' } });
 
   leading = false;
-  await expect(kube.create(path, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'refused', namespace: ns } })).rejects.toThrow(
-    new NotLeaderError('POST', path),
-  );
+  await expect(kube.create(path, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'refused', namespace: ns } })).rejects.toThrow(new NotLeaderError('POST', path));
   await expect(kube.patch(`${path}/kept`, { data: { v: '2' } })).rejects.toBeInstanceOf(NotLeaderError);
   await expect(kube.replace(`${path}/kept`, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'kept', namespace: ns }, data: { v: '3' } })).rejects.toBeInstanceOf(NotLeaderError);
   await expect(kube.delete(`${path}/kept`)).rejects.toThrow(/DELETE .*\/configmaps\/kept not sent: this operator replica no longer holds the leader Lease/);

@@ -64,11 +64,15 @@ describe('workerPodSecurity=restricted (the default)', () => {
     expect(cond).toMatchObject({ status: 'True', reason: 'PodTemplateRejected' });
     expect(cond?.message).toContain(`${FIELD}: forbidden by workerPodSecurity=restricted`);
     expect(failed.status?.state).toBe('Failed');
-    const events = await eventually(async () => {
-      const list = await env.kube.list<{ reason?: string; message?: string; type?: string }>(`/api/v1/namespaces/${ns}/events`, { fieldSelector: 'involvedObject.name=privileged' });
-      const found = list.items.filter((e) => e.reason === 'PodTemplateRejected');
-      return found.length > 0 ? found : undefined;
-    }, 30_000, 'a PodTemplateRejected event');
+    const events = await eventually(
+      async () => {
+        const list = await env.kube.list<{ reason?: string; message?: string; type?: string }>(`/api/v1/namespaces/${ns}/events`, { fieldSelector: 'involvedObject.name=privileged' });
+        const found = list.items.filter((e) => e.reason === 'PodTemplateRejected');
+        return found.length > 0 ? found : undefined;
+      },
+      30_000,
+      'a PodTemplateRejected event',
+    );
     expect(events[0]).toMatchObject({ type: 'Warning' });
     expect(events[0]!.message).toContain(FIELD);
     // Let a few more reconcile passes go by: still no pod, ever.

@@ -36,7 +36,10 @@ const seedCursor = async (n: string, name: string): Promise<number> => Number((a
 
 test('a batch over the namespace quota waits unseeded until the others finish; one larger than the quota fails', async () => {
   // 800 items of 20 ms on one worker with 4 slots: held for a few seconds.
-  await env.kube.create(batchPath(ns), aTaskBatch(ns, 'first', { items: Array.from({ length: 800 }, () => ({ ms: 20 })), handler: { builtin: 'sleep' }, pool: { mode: 'async', size: 4 }, workers: { max: 1 } }));
+  await env.kube.create(
+    batchPath(ns),
+    aTaskBatch(ns, 'first', { items: Array.from({ length: 800 }, () => ({ ms: 20 })), handler: { builtin: 'sleep' }, pool: { mode: 'async', size: 4 }, workers: { max: 1 } }),
+  );
   await eventually(async () => (await seedCursor(ns, 'first')) === 800, 60_000, 'first seeded');
   await env.kube.create(batchPath(ns), aTaskBatch(ns, 'second', { range: { start: 0, end: 300 }, handler: { builtin: 'noop' } }));
   const waiting = await waitForCondition(env.kube, ns, 'second', 'QuotaExceeded', 60_000);

@@ -62,10 +62,14 @@ async function failed(name: string): Promise<{ reason: string; message: string }
 describe('Redis addresses', () => {
   test('an allowed address (a real redis-server): the batch is seeded there', async () => {
     await env.kube.create(batchPath(ns), aTaskBatch(ns, 'allowed', { range: { end: 10 }, redis: { url: allowed.url } }));
-    const b = await eventually(async () => {
-      const got = await getBatch(env.kube, ns, 'allowed');
-      return got.status?.items?.total === 10 ? got : undefined;
-    }, 60_000, 'seeded in the allowed Redis');
+    const b = await eventually(
+      async () => {
+        const got = await getBatch(env.kube, ns, 'allowed');
+        return got.status?.items?.total === 10 ? got : undefined;
+      },
+      60_000,
+      'seeded in the allowed Redis',
+    );
     expect(b.status?.conditions?.find((c) => c.type === 'RedisUnavailable')).toMatchObject({ status: 'False', reason: 'Connected' });
     const redis = connectRedis({ url: allowed.url });
     try {
@@ -98,7 +102,9 @@ describe('Redis addresses', () => {
     await env.kube.create(batchPath(ns), aTaskBatch(ns, 'from-secret', { range: { end: 10 }, redis: { secretRef: { name: 'elsewhere', urlKey: 'url' } } }));
     const f = await failed('from-secret');
     expect(f.reason).toBe('RedisAddressNotAllowed');
-    expect(f.message).toBe(`spec.redis.secretRef: the URL in key url of Secret ${ns}/elsewhere names a Redis address that is not in the installer's allowed Redis addresses (TASKBATCH_ALLOWED_REDIS; the value is not shown); the operator did not connect to it. Leave spec.redis unset to use the default Redis, or ask the installer to add the address (Helm value redis.allowedAddresses)`);
+    expect(f.message).toBe(
+      `spec.redis.secretRef: the URL in key url of Secret ${ns}/elsewhere names a Redis address that is not in the installer's allowed Redis addresses (TASKBATCH_ALLOWED_REDIS; the value is not shown); the operator did not connect to it. Leave spec.redis unset to use the default Redis, or ask the installer to add the address (Helm value redis.allowedAddresses)`,
+    );
     const seen = [JSON.stringify((await getBatch(env.kube, ns, 'from-secret')).status), op.logs()].join('\n');
     expect(seen).not.toContain(REFUSED_HOST);
     expect(seen).not.toContain('PASSWORD-SECRET-1');
@@ -109,12 +115,19 @@ describe('Redis addresses', () => {
 });
 
 describe('worker resources', () => {
-  test('a batch within the maximum: its worker pod gets the installer\'s defaults where the template sets none', async () => {
-    await env.kube.create(batchPath(ns), aTaskBatch(ns, 'sized', { range: { end: 100 }, workers: { scaling: 'Replicas', replicas: 1 }, template: { spec: { containers: [{ name: 'worker', resources: { requests: { cpu: '2' } } }] } } }));
-    const [pod] = await eventually(async () => {
-      const pods = await workerPods(env.kube, ns, 'sized');
-      return pods.length > 0 ? pods : undefined;
-    }, 60_000, 'a worker pod');
+  test("a batch within the maximum: its worker pod gets the installer's defaults where the template sets none", async () => {
+    await env.kube.create(
+      batchPath(ns),
+      aTaskBatch(ns, 'sized', { range: { end: 100 }, workers: { scaling: 'Replicas', replicas: 1 }, template: { spec: { containers: [{ name: 'worker', resources: { requests: { cpu: '2' } } }] } } }),
+    );
+    const [pod] = await eventually(
+      async () => {
+        const pods = await workerPods(env.kube, ns, 'sized');
+        return pods.length > 0 ? pods : undefined;
+      },
+      60_000,
+      'a worker pod',
+    );
     expect(pod!.spec.containers[0]!.resources).toEqual({ requests: { cpu: '2', memory: '256Mi' }, limits: { memory: '1Gi' } });
   }, 90_000);
 
@@ -122,7 +135,8 @@ describe('worker resources', () => {
     await env.kube.create(batchPath(ns), aTaskBatch(ns, 'big-pool', { range: { end: 10 }, pool: { mode: 'thread', size: 64 } }));
     expect(await failed('big-pool')).toEqual({
       reason: 'ResourcesRejected',
-      message: 'spec.pool.size: 64 thread executors need about 1632Mi (96Mi + 24Mi each), more than the worker container\'s memory limit of 1Gi holds (at most 38); lower spec.pool.size, or raise the worker container\'s resources.limits.memory in spec.template (up to the installer\'s maximum of 8Gi)',
+      message:
+        "spec.pool.size: 64 thread executors need about 1632Mi (96Mi + 24Mi each), more than the worker container's memory limit of 1Gi holds (at most 38); lower spec.pool.size, or raise the worker container's resources.limits.memory in spec.template (up to the installer's maximum of 8Gi)",
     });
     const b = await getBatch(env.kube, ns, 'big-pool');
     expect(b.status?.queueEpoch).toBeUndefined();
@@ -133,7 +147,7 @@ describe('worker resources', () => {
     await env.kube.create(batchPath(ns), aTaskBatch(ns, 'greedy', { range: { end: 10 }, template: { spec: { containers: [{ name: 'worker', resources: { limits: { memory: '64Gi' } } }] } } }));
     expect(await failed('greedy')).toEqual({
       reason: 'ResourcesRejected',
-      message: 'spec.template.spec.containers[0].resources.limits.memory: 64Gi exceeds the installer\'s maximum of 8Gi (worker.maxResources, TASKBATCH_WORKER_MAX_RESOURCES)',
+      message: "spec.template.spec.containers[0].resources.limits.memory: 64Gi exceeds the installer's maximum of 8Gi (worker.maxResources, TASKBATCH_WORKER_MAX_RESOURCES)",
     });
     expect(await workerPods(env.kube, ns, 'greedy')).toEqual([]);
   }, 90_000);

@@ -55,13 +55,18 @@ test('status writes stay bounded on a fast 10,000-item batch', async () => {
   let modified = 0;
   let first = 0;
   let last = 0;
-  const stop = await env.kube.watch<TaskBatch>(batchPath(ns), { fieldSelector: `metadata.name=${name}` }, (e) => {
-    if (e.type === 'MODIFIED') {
-      modified++;
-      last = Date.now();
-      first ||= last;
-    }
-  }, () => undefined);
+  const stop = await env.kube.watch<TaskBatch>(
+    batchPath(ns),
+    { fieldSelector: `metadata.name=${name}` },
+    (e) => {
+      if (e.type === 'MODIFIED') {
+        modified++;
+        last = Date.now();
+        first ||= last;
+      }
+    },
+    () => undefined,
+  );
   try {
     // 10,000 items of 5 ms on 2 workers x 4 slots: several seconds of steady progress.
     const handler = { module: join(repoRoot(), 'test/fixtures/operator/pause.mjs') };
@@ -82,7 +87,10 @@ test('status writes stay bounded on a fast 10,000-item batch', async () => {
 
 test('Redis down shows RedisUnavailable; Redis back empty is detected and the batch is re-seeded, never completed early', async () => {
   const name = 'lossy';
-  await env.kube.create(batchPath(ns), aTaskBatch(ns, name, { items: Array.from({ length: 60 }, () => ({ ms: 100 })), handler: { builtin: 'sleep' }, pool: { mode: 'async', size: 2 }, workers: { max: 1 } }));
+  await env.kube.create(
+    batchPath(ns),
+    aTaskBatch(ns, name, { items: Array.from({ length: 60 }, () => ({ ms: 100 })), handler: { builtin: 'sleep' }, pool: { mode: 'async', size: 2 }, workers: { max: 1 } }),
+  );
   await eventually(async () => ((await getBatch(env.kube, ns, name)).status?.items?.succeeded ?? 0) >= 5, 120_000, 'some progress');
   const epochBefore = (await getBatch(env.kube, ns, name)).status?.queueEpoch;
 
@@ -92,11 +100,15 @@ test('Redis down shows RedisUnavailable; Redis back empty is detected and the ba
   expect(down.status?.conditions?.find((c) => c.type === 'Complete')).toBeUndefined();
 
   await env.redis.start(); // empty: the batch's state is gone
-  const reseeded = await eventually(async () => {
-    const tb = await getBatch(env.kube, ns, name);
-    const c = tb.status?.conditions?.find((x) => x.type === 'QueueStateLost');
-    return c?.reason === 'Reseeded' ? tb : undefined;
-  }, 60_000, 'QueueStateLost Reseeded');
+  const reseeded = await eventually(
+    async () => {
+      const tb = await getBatch(env.kube, ns, name);
+      const c = tb.status?.conditions?.find((x) => x.type === 'QueueStateLost');
+      return c?.reason === 'Reseeded' ? tb : undefined;
+    },
+    60_000,
+    'QueueStateLost Reseeded',
+  );
   expect(reseeded.status?.queueEpoch).not.toBe(epochBefore);
   expect(reseeded.status?.conditions?.find((c) => c.type === 'Complete')).toBeUndefined();
   const done = await waitForCondition(env.kube, ns, name, 'Complete', 180_000);

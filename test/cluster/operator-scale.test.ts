@@ -63,14 +63,22 @@ const running = (p: Pod): boolean => !p.metadata.deletionTimestamp && p.status?.
 
 /** Waits until the batch runs exactly `n` worker pods (Running and not on their way out) and /scale reports them. */
 async function followsTo(name: string, n: number): Promise<Scale> {
-  await eventually(async () => {
-    const pods = (await workerPods(env.kube, ns, name)).filter(running);
-    return pods.length === n && pods.every((p) => p.status?.phase === 'Running');
-  }, 120_000, `${n} running worker pods of ${name}`);
-  return eventually(async () => {
-    const s = await getScale(name);
-    return s.status.replicas === n ? s : undefined;
-  }, 60_000, `/scale of ${name} to report status.replicas ${n}`);
+  await eventually(
+    async () => {
+      const pods = (await workerPods(env.kube, ns, name)).filter(running);
+      return pods.length === n && pods.every((p) => p.status?.phase === 'Running');
+    },
+    120_000,
+    `${n} running worker pods of ${name}`,
+  );
+  return eventually(
+    async () => {
+      const s = await getScale(name);
+      return s.status.replicas === n ? s : undefined;
+    },
+    60_000,
+    `/scale of ${name} to report status.replicas ${n}`,
+  );
 }
 
 test('Backlog scaling (the default): GET /scale answers with the running count; writes are refused, saying how to hand the count over', async () => {
@@ -81,7 +89,8 @@ test('Backlog scaling (the default): GET /scale answers with the running count; 
   expect(scale.spec.replicas ?? 0).toBe(0);
   expect(scale.status).toEqual({ replicas: 1, selector: `taskbatch.dev/batch=${name}` });
 
-  const handOver = /spec.workers.replicas: Invalid value: "object": spec.workers.replicas must stay 0 while spec.workers.scaling is Backlog .*set spec.workers.scaling: Replicas together with spec.workers.replicas/;
+  const handOver =
+    /spec.workers.replicas: Invalid value: "object": spec.workers.replicas must stay 0 while spec.workers.scaling is Backlog .*set spec.workers.scaling: Replicas together with spec.workers.replicas/;
   expect(await refusal(patchScale(name, 2))).toMatch(handOver);
   expect(await refusal(putScale(name, 2))).toMatch(handOver);
   const tb = await getBatch(env.kube, ns, name);
@@ -100,7 +109,9 @@ test('Replicas scaling: PUT and PATCH of /scale set the worker count, pods follo
 
   expect((await putScale(name, 3)).spec.replicas).toBe(3);
   await followsTo(name, 3);
-  expect(await refusal(patchScale(name, 4))).toMatch(/spec.workers.replicas: Invalid value: "object": spec.workers.replicas must be <= spec.workers.max, which caps the worker pods however they are scaled/);
+  expect(await refusal(patchScale(name, 4))).toMatch(
+    /spec.workers.replicas: Invalid value: "object": spec.workers.replicas must be <= spec.workers.max, which caps the worker pods however they are scaled/,
+  );
   expect((await getScale(name)).spec.replicas).toBe(3);
 
   expect((await patchScale(name, 1)).spec.replicas).toBe(1);

@@ -51,7 +51,11 @@ test('a host taken from a Secret does not appear in connection errors', async ()
   // A loopback address nothing listens on: the connection is refused at once.
   await secretWith('creds-host', { url: 'redis://127.0.0.77:1', password: 'PASSWORD-SECRET-789' });
   await env.kube.create(batchPath(ns), aTaskBatch(ns, 'secret-host', { range: { end: 10 }, handler: { builtin: 'noop' }, redis: { secretRef: { name: 'creds-host', urlKey: 'url' } } }));
-  const cond = await eventually(async () => (await getBatch(env.kube, ns, 'secret-host')).status?.conditions?.find((c) => c.type === 'RedisUnavailable' && c.status === 'True'), 60_000, 'RedisUnavailable');
+  const cond = await eventually(
+    async () => (await getBatch(env.kube, ns, 'secret-host')).status?.conditions?.find((c) => c.type === 'RedisUnavailable' && c.status === 'True'),
+    60_000,
+    'RedisUnavailable',
+  );
   expect(cond.reason).toBe('ConnectionFailed');
   const seen = await everythingVisible('secret-host');
   expect(seen).not.toContain('127.0.0.77');

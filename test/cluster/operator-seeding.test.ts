@@ -35,9 +35,11 @@ afterEach(() => {
 const seedCursor = async (name: string): Promise<number> => Number((await redis.hget(`tb:{${ns}/${name}}:meta`, 'seedCursor')) ?? 0);
 const pendingCount = async (name: string): Promise<number> => redis.llen(`tb:{${ns}/${name}}:pending`).catch(() => 0);
 
-test('a range over the installer\'s limit is refused with a condition naming the field; nothing is enqueued', async () => {
+test("a range over the installer's limit is refused with a condition naming the field; nothing is enqueued", async () => {
   // Above the API's hard ceiling (1e9 items) the request itself is refused.
-  await expect(env.kube.create(batchPath(ns), aTaskBatch(ns, 'way-too-big', { range: { start: 0, end: 1_000_000_000_000 }, handler: { builtin: 'noop' } }))).rejects.toThrow(/spec\.range: at most 1000000000 items/);
+  await expect(env.kube.create(batchPath(ns), aTaskBatch(ns, 'way-too-big', { range: { start: 0, end: 1_000_000_000_000 }, handler: { builtin: 'noop' } }))).rejects.toThrow(
+    /spec\.range: at most 1000000000 items/,
+  );
   // Below it, the installer's limit (3M here) is the operator's to enforce, before anything reaches Redis.
   const name = 'too-big';
   await env.kube.create(batchPath(ns), aTaskBatch(ns, name, { range: { start: 0, end: 5_000_000 }, handler: { builtin: 'noop' } }));
@@ -59,11 +61,15 @@ test('nothing is seeded while suspended; resumed, seeding goes in slices with st
 
   await env.kube.patch(batchPath(ns, name), { spec: { suspend: false } });
   // Status shows seeding progress part-way (written between slices), in whole slices.
-  const partway = await eventually(async () => {
-    const b = await getBatch(env.kube, ns, name);
-    const m = /(\d+) of (\d+) items seeded/.exec(b.status?.conditions?.find((c) => c.type === 'Progressing')?.message ?? '');
-    return m && Number(m[1]) > 0 && Number(m[1]) < total ? Number(m[1]) : undefined;
-  }, 60_000, 'a status written mid-seed');
+  const partway = await eventually(
+    async () => {
+      const b = await getBatch(env.kube, ns, name);
+      const m = /(\d+) of (\d+) items seeded/.exec(b.status?.conditions?.find((c) => c.type === 'Progressing')?.message ?? '');
+      return m && Number(m[1]) > 0 && Number(m[1]) < total ? Number(m[1]) : undefined;
+    },
+    60_000,
+    'a status written mid-seed',
+  );
   expect(partway % SLICE).toBe(0);
 
   // A small batch is not held up by the big one's seeding.

@@ -69,7 +69,15 @@ test('a pod the API refuses (a ResourceQuota) shows Degraded/PodCreateFailed and
   // status as it would, then wait until the API server's quota admission refuses a pod.
   await env.kube.patch(`${quotaPath}/no-pods/status`, { status: { hard: { pods: '0' }, used: { pods: '0' } } });
   const probe = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'probe' }, spec: { containers: [{ name: 'c', image: 'x' }] } };
-  await eventually(async () => env.kube.create(`/api/v1/namespaces/${ns}/pods`, probe, { dryRun: 'All' }).then(() => false, (err: Error) => /quota/i.test(err.message)), 30_000, 'the quota to refuse pods');
+  await eventually(
+    async () =>
+      env.kube.create(`/api/v1/namespaces/${ns}/pods`, probe, { dryRun: 'All' }).then(
+        () => false,
+        (err: Error) => /quota/i.test(err.message),
+      ),
+    30_000,
+    'the quota to refuse pods',
+  );
   await apply(aTaskBatch(ns, 'quota', { range: { end: 50 }, workers: { max: 1 } }));
   const degraded = await waitForCondition(env.kube, ns, 'quota', 'Degraded', 60_000);
   const cond = degraded.status?.conditions?.find((c) => c.type === 'Degraded');
@@ -88,17 +96,21 @@ test('a pod the API refuses (a ResourceQuota) shows Degraded/PodCreateFailed and
 test('a pod that cannot start (a missing Secret) shows Degraded/WorkerPodsPending with the kubelet reason, then counts as a failed worker; creating the Secret lets the batch finish', async () => {
   const template = { spec: { containers: [{ name: 'worker', env: [{ name: 'API_TOKEN', valueFrom: { secretKeyRef: { name: 'api-token', key: 'token' } } }] }] } };
   await apply(aTaskBatch(ns, 'nosecret', { range: { end: 20 }, workers: { max: 1 }, template }));
-  const pending = await eventually(async () => {
-    const b = await getBatch(env.kube, ns, 'nosecret');
-    const c = b.status?.conditions?.find((x) => x.type === 'Degraded' && x.status === 'True');
-    return c ? { b, c } : undefined;
-  }, 60_000, 'Degraded=True');
+  const pending = await eventually(
+    async () => {
+      const b = await getBatch(env.kube, ns, 'nosecret');
+      const c = b.status?.conditions?.find((x) => x.type === 'Degraded' && x.status === 'True');
+      return c ? { b, c } : undefined;
+    },
+    60_000,
+    'Degraded=True',
+  );
   expect(pending.c.reason).toBe('WorkerPodsPending');
   expect(pending.c.message).toMatch(/CreateContainerConfigError/);
   const stuck = await eventually(async () => (await events('nosecret')).find((e) => e.reason === 'WorkerPodStuck'), 90_000, 'a WorkerPodStuck event');
   expect(stuck.message).toMatch(/did not start within 20s \(CreateContainerConfigError/);
   const failing = await waitForCondition(env.kube, ns, 'nosecret', 'Degraded', 30_000);
-  expect((failing.status?.workers?.failures ?? 0)).toBeGreaterThanOrEqual(1);
+  expect(failing.status?.workers?.failures ?? 0).toBeGreaterThanOrEqual(1);
   await env.kube.create(`/api/v1/namespaces/${ns}/secrets`, { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'api-token' }, stringData: { token: 't' } });
   const done = await waitForCondition(env.kube, ns, 'nosecret', 'Complete', 120_000);
   expect(done.status?.items).toMatchObject({ total: 20, succeeded: 20 });
@@ -128,10 +140,14 @@ test('Redis flushed mid-batch: the queue is re-seeded once (one new epoch), and 
   const name = 'flushed';
   const handler = { module: join(repoRoot(), 'test/fixtures/operator/pause.mjs') }; // 5 ms per item
   await apply(aTaskBatch(ns, name, { range: { end: 6000 }, handler, pool: { mode: 'async', size: 4 }, workers: { max: 2, itemsPerWorker: 1000 } }));
-  const first = await eventually(async () => {
-    const b = await getBatch(env.kube, ns, name);
-    return (b.status?.items?.succeeded ?? 0) > 500 ? b : undefined;
-  }, 120_000, 'some progress');
+  const first = await eventually(
+    async () => {
+      const b = await getBatch(env.kube, ns, name);
+      return (b.status?.items?.succeeded ?? 0) > 500 ? b : undefined;
+    },
+    120_000,
+    'some progress',
+  );
   const epochs = new Set<string>([first.status!.queueEpoch!]);
   let watching = true;
   const watcher = (async () => {
@@ -174,10 +190,14 @@ test.each([
   await apply(aTaskBatch(ns, name, { open: true, pool: { mode: 'async', size: 2 }, workers: { scaling: 'Replicas', replicas: from, max: 10 } }));
   for (let round = 0; round < 5; round++) {
     await env.kube.patch(batchPath(ns, name), { spec: { workers: { replicas: from } } });
-    const ready = await eventually(async () => {
-      const pods = (await workerPods(env.kube, ns, name)).filter((p) => !p.metadata.deletionTimestamp && p.status?.phase === 'Running');
-      return pods.length === from ? pods : undefined;
-    }, 120_000, `${from} running workers`);
+    const ready = await eventually(
+      async () => {
+        const pods = (await workerPods(env.kube, ns, name)).filter((p) => !p.metadata.deletionTimestamp && p.status?.phase === 'Running');
+        return pods.length === from ? pods : undefined;
+      },
+      120_000,
+      `${from} running workers`,
+    );
     // Every worker registered with Redis before scaling in (as in a batch that has been running).
     const q = new BatchQueue(redis, { namespace: ns, name });
     await eventually(async () => (await import('../../queue/presence.js')).listWorkers(q).then((w) => w.length === from), 60_000, 'workers registered');

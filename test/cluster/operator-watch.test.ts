@@ -22,7 +22,11 @@ beforeAll(async () => {
   await installCrd(kube);
   redis = await startRedisServer();
   const config = loadConfig({ TASKBATCH_DEFAULT_REDIS_URL: redis.url, TASKBATCH_LEADER_ELECTION: 'false', TASKBATCH_METRICS_PORT: '0' });
-  controller = new Controller(kube, config, createLogger({}, 'info', (l) => void logs.push(l)));
+  controller = new Controller(
+    kube,
+    config,
+    createLogger({}, 'info', (l) => void logs.push(l)),
+  );
   await controller.start();
 });
 afterAll(async () => {
@@ -51,15 +55,23 @@ test('a broken watch and a real 410 Gone: the operator relists and reconciles ed
   const { header } = await etcd('/v3/kv/range', { key: Buffer.from('/').toString('base64') });
   await etcd('/v3/kv/compaction', { revision: header.revision, physical: true });
 
-  const resumed = await eventually(async () => {
-    const tb = await getBatch(kube, ns, 'x');
-    return tb.status?.conditions?.find((c) => c.type === 'Suspended' && c.status === 'False') ? tb : undefined;
-  }, 60_000, 'the edit made during the outage to be reconciled');
+  const resumed = await eventually(
+    async () => {
+      const tb = await getBatch(kube, ns, 'x');
+      return tb.status?.conditions?.find((c) => c.type === 'Suspended' && c.status === 'False') ? tb : undefined;
+    },
+    60_000,
+    'the edit made during the outage to be reconciled',
+  );
   expect(resumed.status?.conditions?.find((c) => c.type === 'Suspended')).toMatchObject({ reason: 'Resumed' });
-  const y = await eventually(async () => {
-    const tb = await kube.get<TaskBatch>(batchPath(ns, 'y'));
-    return tb.metadata.finalizers?.includes(FINALIZER) && tb.status?.conditions?.length ? tb : undefined;
-  }, 60_000, 'the batch created during the outage to be reconciled');
+  const y = await eventually(
+    async () => {
+      const tb = await kube.get<TaskBatch>(batchPath(ns, 'y'));
+      return tb.metadata.finalizers?.includes(FINALIZER) && tb.status?.conditions?.length ? tb : undefined;
+    },
+    60_000,
+    'the batch created during the outage to be reconciled',
+  );
   expect(y.status?.state).toBe('Suspended');
   expect(controller.batches.lists).toBeGreaterThan(listsBefore);
   expect(logs.join('')).toMatch(/Watch expired \(410 Gone\); relisting/);

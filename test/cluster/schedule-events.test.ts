@@ -23,10 +23,14 @@ beforeAll(async () => {
   const crd = parse(readFileSync(join(repoRoot(), 'crds/taskbatch.dev_taskschedules.yaml'), 'utf8')) as { metadata: { name: string } };
   const path = '/apis/apiextensions.k8s.io/v1/customresourcedefinitions';
   await env.kube.patch(`${path}/${crd.metadata.name}`, crd, 'apply', { fieldManager: 'taskbatch-tests', force: true });
-  await eventually(async () => {
-    const got = await env.kube.get<{ status?: { conditions?: { type: string; status: string }[] } }>(`${path}/${crd.metadata.name}`);
-    return got.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True');
-  }, 30_000, 'TaskSchedule CRD Established');
+  await eventually(
+    async () => {
+      const got = await env.kube.get<{ status?: { conditions?: { type: string; status: string }[] } }>(`${path}/${crd.metadata.name}`);
+      return got.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True');
+    },
+    30_000,
+    'TaskSchedule CRD Established',
+  );
   await createNamespace(env.kube, NS);
   op = await startOperator(env);
 });
@@ -49,7 +53,11 @@ async function runAlreadyActive(name: string): Promise<number> {
 /** Changes the schedule's spec and waits until the leading operator wrote status for that generation: one pass done. */
 async function nudge(name: string, limit: number): Promise<void> {
   const s = await env.kube.patch<TaskSchedule>(schedulePath(NS, name), { spec: { successfulRunsHistoryLimit: limit } });
-  await eventually(async () => (await env.kube.get<TaskSchedule>(schedulePath(NS, name))).status?.observedGeneration === s.metadata.generation, 60_000, `a pass over generation ${s.metadata.generation}`);
+  await eventually(
+    async () => (await env.kube.get<TaskSchedule>(schedulePath(NS, name))).status?.observedGeneration === s.metadata.generation,
+    60_000,
+    `a pass over generation ${s.metadata.generation}`,
+  );
 }
 
 test('Forbid: RunAlreadyActive once for a waiting tick, also after the leader changes', async () => {

@@ -27,10 +27,14 @@ async function installScheduleCrd(): Promise<void> {
   const crd = parse(readFileSync(join(repoRoot(), 'crds/taskbatch.dev_taskschedules.yaml'), 'utf8')) as { metadata: { name: string } };
   const path = '/apis/apiextensions.k8s.io/v1/customresourcedefinitions';
   await env.kube.patch(`${path}/${crd.metadata.name}`, crd, 'apply', { fieldManager: 'taskbatch-tests', force: true });
-  await eventually(async () => {
-    const got = await env.kube.get<{ status?: { conditions?: { type: string; status: string }[] } }>(`${path}/${crd.metadata.name}`);
-    return got.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True');
-  }, 30_000, 'TaskSchedule CRD Established');
+  await eventually(
+    async () => {
+      const got = await env.kube.get<{ status?: { conditions?: { type: string; status: string }[] } }>(`${path}/${crd.metadata.name}`);
+      return got.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True');
+    },
+    30_000,
+    'TaskSchedule CRD Established',
+  );
 }
 
 beforeAll(async () => {
@@ -47,7 +51,15 @@ afterAll(async () => {
 
 afterEach(() => {
   const state = expect.getState();
-  if (op && state.assertionCalls !== state.numPassingAsserts) console.log(`operator log tail:\n${op.logs().split('\n').filter((l) => l.includes('taskschedules') || l.includes('"warn"') || l.includes('"error"')).slice(-30).join('\n')}`);
+  if (op && state.assertionCalls !== state.numPassingAsserts)
+    console.log(
+      `operator log tail:\n${op
+        .logs()
+        .split('\n')
+        .filter((l) => l.includes('taskschedules') || l.includes('"warn"') || l.includes('"error"'))
+        .slice(-30)
+        .join('\n')}`,
+    );
 });
 
 /** A schedule every `everySeconds` seconds whose runs stay active (suspended) unless `runs` says otherwise. */
@@ -83,7 +95,9 @@ async function getSchedule(name: string): Promise<TaskSchedule> {
 }
 
 async function events(name: string): Promise<{ reason: string; message: string }[]> {
-  return (await env.kube.list<{ reason: string; message: string; involvedObject: { name: string; kind: string } }>(`/api/v1/namespaces/${NS}/events`)).items.filter((e) => e.involvedObject.name === name && e.involvedObject.kind === 'TaskSchedule');
+  return (await env.kube.list<{ reason: string; message: string; involvedObject: { name: string; kind: string } }>(`/api/v1/namespaces/${NS}/events`)).items.filter(
+    (e) => e.involvedObject.name === name && e.involvedObject.kind === 'TaskSchedule',
+  );
 }
 
 async function suspendSchedule(name: string): Promise<void> {
@@ -108,7 +122,10 @@ test('Allow: a run per tick, named for the tick, runs overlap; status and printe
   // Consecutive ticks, none skipped.
   for (let i = 1; i < ticks.length; i++) expect(ticks[i]! - ticks[i - 1]!).toBe(2000);
   const s = await getSchedule(name);
-  expect(s.status).toMatchObject({ lastScheduleTime: new Date(Math.max(...ticks)).toISOString().replace('.000Z', 'Z'), conditions: [expect.objectContaining({ type: 'Ready', status: 'True', reason: 'Suspended' })] });
+  expect(s.status).toMatchObject({
+    lastScheduleTime: new Date(Math.max(...ticks)).toISOString().replace('.000Z', 'Z'),
+    conditions: [expect.objectContaining({ type: 'Ready', status: 'True', reason: 'Suspended' })],
+  });
   await eventually(async () => (await getSchedule(name)).status?.activeCount === runs.length, 10_000, 'activeCount');
   const get = await env.cp.kubectl(['get', 'taskschedules', name, '-n', NS]);
   expect(get.stdout).toMatch(/^NAME\s+SCHEDULE\s+TIMEZONE\s+SUSPEND\s+ACTIVE\s+LAST SCHEDULE\s+AGE\n/);
@@ -132,10 +149,14 @@ test('Forbid: one run at a time; the waiting tick starts when it finishes; finis
   // history limit (0), and the tick that waited starts at once.
   await env.kube.patch(batchPath(NS, first.metadata.name!), { spec: { suspend: false } });
   await eventually(async () => (await getSchedule(name)).status?.lastSuccessfulTime !== undefined, 90_000, 'lastSuccessfulTime');
-  await eventually(async () => {
-    runs = await runsOf(name);
-    return live(runs).length === 1 && live(runs)[0]!.metadata.name !== first.metadata.name;
-  }, 30_000, 'the next run, alone');
+  await eventually(
+    async () => {
+      runs = await runsOf(name);
+      return live(runs).length === 1 && live(runs)[0]!.metadata.name !== first.metadata.name;
+    },
+    30_000,
+    'the next run, alone',
+  );
   await suspendSchedule(name);
   await eventually(async () => (await env.kube.find(batchPath(NS, first.metadata.name!))) === undefined, 60_000, 'the finished run deleted (history limit 0)');
   const second = live(runs)[0]!;
@@ -209,11 +230,15 @@ test('an invalid schedule, time zone or template is reported on the Ready condit
   await env.kube.create(schedulePath(NS), { ...aSchedule('bad-tz'), spec: { ...aSchedule('bad-tz').spec, timeZone: 'Atlantis/Capital' } });
   await env.kube.create(schedulePath(NS), { ...aSchedule('bad-template'), spec: { ...aSchedule('bad-template').spec, batchTemplate: { spec: { range: { end: 1 } } } } });
   await eventually(async () => (await getSchedule('bad-tz')).status?.conditions?.find((c) => c.type === 'Ready')?.reason === 'InvalidTimeZone', 30_000, 'InvalidTimeZone');
-  const bad = await eventually(async () => {
-    const s = await getSchedule('bad-template');
-    const c = s.status?.conditions?.find((x) => x.type === 'Ready');
-    return c?.reason === 'InvalidTemplate' ? c : undefined;
-  }, 30_000, 'InvalidTemplate');
+  const bad = await eventually(
+    async () => {
+      const s = await getSchedule('bad-template');
+      const c = s.status?.conditions?.find((x) => x.type === 'Ready');
+      return c?.reason === 'InvalidTemplate' ? c : undefined;
+    },
+    30_000,
+    'InvalidTemplate',
+  );
   expect(bad).toMatchObject({ status: 'False', message: expect.stringMatching(/spec\.batchTemplate is not a valid TaskBatch: .*handler/) });
   expect(await runsOf('bad-template')).toEqual([]);
   // The API server itself refuses a schedule without the right number of fields (CEL).

@@ -43,17 +43,20 @@ afterEach(() => {
   if (state.assertionCalls !== state.numPassingAsserts) console.log(`operator log tail:\n${op.logs().split('\n').slice(-30).join('\n')}`);
 });
 
-test('feed an open TaskBatch, wait for the operator\'s verdict, read results and failures, cancel', async () => {
+test("feed an open TaskBatch, wait for the operator's verdict, read results and failures, cancel", async () => {
   const name = 'feed-me';
-  await env.kube.create(batchPath(NS), aTaskBatch(NS, name, {
-    open: true,
-    redis: { url: env.redis.url },
-    handler: { module: MATH, dispatch: 'fn' },
-    pool: { mode: 'async', size: 8 },
-    workers: { max: 1, itemsPerWorker: 1000 },
-    retry: { maxAttempts: 1 },
-    failurePolicy: { maxFailedItems: 1 },
-  }));
+  await env.kube.create(
+    batchPath(NS),
+    aTaskBatch(NS, name, {
+      open: true,
+      redis: { url: env.redis.url },
+      handler: { module: MATH, dispatch: 'fn' },
+      pool: { mode: 'async', size: 8 },
+      workers: { max: 1, itemsPerWorker: 1000 },
+      retry: { maxAttempts: 1 },
+      failurePolicy: { maxFailedItems: 1 },
+    }),
+  );
   const b = client.batch(name);
   const items = Array.from({ length: 100 }, (_, i) => ({ id: `n${i}`, data: { fn: 'square', args: [i] } }));
   // The SDK waits for the operator to create the queue (status.queueEpoch).
@@ -75,7 +78,12 @@ test('feed an open TaskBatch, wait for the operator\'s verdict, read results and
   // The CLI sees the same, by name, through the kubeconfig.
   let c = await taskbatch(['status', name, '-n', NS], { env: KUBE });
   expect(c.code).toBe(0);
-  expect(c.stdout.split('\n')[1]!.split(/\s{3,}/).slice(0, 5)).toEqual([name, 'Complete', '101/101', '100', '1']);
+  expect(
+    c.stdout
+      .split('\n')[1]!
+      .split(/\s{3,}/)
+      .slice(0, 5),
+  ).toEqual([name, 'Complete', '101/101', '100', '1']);
   c = await taskbatch(['watch', name, '-n', NS], { env: KUBE });
   expect(c).toMatchObject({ code: 0, stdout: expect.stringMatching(new RegExp(`Batch ${NS}/${name} Complete: 100 succeeded, 1 failed of 101 \\(AllItemsProcessed\\)`)) });
   c = await taskbatch(['failures', name, '-n', NS, '-o', 'table'], { env: KUBE });
@@ -89,16 +97,19 @@ test('feed an open TaskBatch, wait for the operator\'s verdict, read results and
 
 test('a typed proxy over a service TaskBatch whose functions run on worker pods', async () => {
   const name = 'math-service';
-  await env.kube.create(batchPath(NS), aTaskBatch(NS, name, {
-    open: true,
-    redis: { url: env.redis.url },
-    handler: { module: MATH, dispatch: 'fn' },
-    pool: { mode: 'async', size: 32 },
-    workers: { min: 1, max: 1 },
-    retry: { maxAttempts: 1 },
-    failurePolicy: { maxFailedPercent: 100 },
-    template: { spec: { containers: [{ name: 'worker', env: [{ name: 'TASKBATCH_IDLE_POLL_MS', value: '20' }] }] } },
-  }));
+  await env.kube.create(
+    batchPath(NS),
+    aTaskBatch(NS, name, {
+      open: true,
+      redis: { url: env.redis.url },
+      handler: { module: MATH, dispatch: 'fn' },
+      pool: { mode: 'async', size: 32 },
+      workers: { min: 1, max: 1 },
+      retry: { maxAttempts: 1 },
+      failurePolicy: { maxFailedPercent: 100 },
+      template: { spec: { containers: [{ name: 'worker', env: [{ name: 'TASKBATCH_IDLE_POLL_MS', value: '20' }] }] } },
+    }),
+  );
   const math: Remote<typeof MathModule> = client.proxy<typeof MathModule>(name, { timeoutMs: 90_000 });
   // The first call waits for the operator to start a worker pod.
   await expect(math.square(7)).resolves.toBe(49);
@@ -116,7 +127,7 @@ test('a typed proxy over a service TaskBatch whose functions run on worker pods'
   expect(env.agent!.podLog(NS, pods[0]!.metadata.name)).toMatch(/"msg":"Started worker"/);
 });
 
-test('batches on the operator\'s default Redis are found through status.redis; unknown batches are BatchNotFound (CLI: 3)', async () => {
+test("batches on the operator's default Redis are found through status.redis; unknown batches are BatchNotFound (CLI: 3)", async () => {
   const name = 'on-default';
   await env.kube.create(batchPath(NS), aTaskBatch(NS, name, { open: true, handler: { builtin: 'noop' }, workers: { max: 1 } }));
   await waitForCondition(env.kube, NS, name, 'Progressing', 60_000);
@@ -147,7 +158,10 @@ test('batches on the operator\'s default Redis are found through status.redis; u
 
 test('replay refuses a batch that failed for a reason replayed items cannot outlive (here its deadline), naming the reason', async () => {
   const name = 'too-late';
-  await env.kube.create(batchPath(NS, undefined), aTaskBatch(NS, name, { items: Array.from({ length: 50 }, () => ({ ms: 2000 })), handler: { builtin: 'sleep' }, pool: { mode: 'async', size: 1 }, workers: { max: 1 }, activeDeadlineSeconds: 2 }));
+  await env.kube.create(
+    batchPath(NS, undefined),
+    aTaskBatch(NS, name, { items: Array.from({ length: 50 }, () => ({ ms: 2000 })), handler: { builtin: 'sleep' }, pool: { mode: 'async', size: 1 }, workers: { max: 1 }, activeDeadlineSeconds: 2 }),
+  );
   await waitForCondition(env.kube, NS, name, 'Failed', 120_000);
   await expect(client.batch(name).replay()).rejects.toThrow(/failed \(DeadlineExceeded: .*\); replayed items would never run .* create a new TaskBatch/);
   const c = await taskbatch(['replay', name, '--all', '-n', NS], { env: KUBE });

@@ -130,7 +130,10 @@ test('a user without pods/portforward is told what is missing', async () => {
   });
   const client = await connect({ kube: { kubeconfig: user.path }, namespace: NS });
   try {
-    const err = await client.batch(NAME).submit({ x: 1 }).catch((e: unknown) => e);
+    const err = await client
+      .batch(NAME)
+      .submit({ x: 1 })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PortForwardError);
     expect((err as Error).message).toMatch(/port-forward to pf\/redis-1:6379 \(service redis → pod redis-1\) through https:\/\/127\.0\.0\.1:\d+ failed: .*needs "create" on pods\/portforward/);
   } finally {

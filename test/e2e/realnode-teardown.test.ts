@@ -104,10 +104,14 @@ d('the real node leaves the host as it found it', () => {
 
     owner.kill();
     await owner.exited;
-    const after = await eventually(async () => {
-      const s = await hostState(nodeDir);
-      return s.veths.length + s.chains.length + s.cgroups.length + s.nodeProcesses.length === 0 && !s.lock && !existsSync(nodeDir) ? s : undefined;
-    }, 30_000, 'the host cleaned up after the SIGKILLed owner').catch(async () => hostState(nodeDir));
+    const after = await eventually(
+      async () => {
+        const s = await hostState(nodeDir);
+        return s.veths.length + s.chains.length + s.cgroups.length + s.nodeProcesses.length === 0 && !s.lock && !existsSync(nodeDir) ? s : undefined;
+      },
+      30_000,
+      'the host cleaned up after the SIGKILLed owner',
+    ).catch(async () => hostState(nodeDir));
     expect(after).toEqual({ ...before, nodeProcesses: [] });
     expect(existsSync(nodeDir)).toBe(false);
   }, 240_000);

@@ -61,8 +61,10 @@ async function startTarget(): Promise<Target> {
   if (externalKubeconfig) {
     const kc = new KubeConfig();
     kc.loadFromFile(externalKubeconfig);
-    const tool = (bin: string) => (args: string[], o: ToolOptions = {}): Promise<ToolResult> =>
-      runCommand(bin, args, { ...o, env: { ...process.env, KUBECONFIG: o.kubeconfigPath ?? externalKubeconfig } });
+    const tool =
+      (bin: string) =>
+      (args: string[], o: ToolOptions = {}): Promise<ToolResult> =>
+        runCommand(bin, args, { ...o, env: { ...process.env, KUBECONFIG: o.kubeconfigPath ?? externalKubeconfig } });
     return { kubeConfig: kc, kubectl: tool('kubectl'), helm: tool('helm'), stop: async () => undefined };
   }
   const c = await startRealCluster({ node: { images: imageArchives(imagesDir!) } });
@@ -101,10 +103,14 @@ async function pods(ns: string, selector: string): Promise<Pod[]> {
 }
 
 async function runningOperator(): Promise<Pod> {
-  return eventually(async () => {
-    const ps = (await pods(SYSTEM_NS, 'app.kubernetes.io/component=operator')).filter((p) => !p.metadata.deletionTimestamp && p.status?.phase === 'Running');
-    return ps.length === 1 ? ps[0] : undefined;
-  }, 120_000, 'one running operator pod');
+  return eventually(
+    async () => {
+      const ps = (await pods(SYSTEM_NS, 'app.kubernetes.io/component=operator')).filter((p) => !p.metadata.deletionTimestamp && p.status?.phase === 'Running');
+      return ps.length === 1 ? ps[0] : undefined;
+    },
+    120_000,
+    'one running operator pod',
+  );
 }
 
 d('on a real node (kubelet + containerd + runc)', () => {
@@ -118,169 +124,249 @@ d('on a real node (kubelet + containerd + runc)', () => {
     await target?.stop();
   }, 120_000);
 
-  test('the node is a real kubelet on containerd, Ready, with the images loaded', async () => {
-    const nodes = JSON.parse(await kubectl(['get', 'nodes', '-o', 'json'])) as {
-      items: { metadata: { name: string }; status: { nodeInfo: { kubeletVersion: string; containerRuntimeVersion: string }; addresses: { type: string; address: string }[]; conditions: { type: string; status: string }[] } }[];
-    };
-    expect(nodes.items.length).toBeGreaterThan(0);
-    for (const node of nodes.items) {
-      expect(node.status.nodeInfo.containerRuntimeVersion).toMatch(/^containerd:\/\//);
-      expect(node.status.conditions).toContainEqual(expect.objectContaining({ type: 'Ready', status: 'True' }));
-    }
-    const own = target.node;
-    if (!own) return console.warn('[e2e] existing cluster: node version, address and image checks left out');
-    const node = nodes.items.find((n) => n.metadata.name === own.nodeName)!;
-    expect(node.status.nodeInfo.kubeletVersion).toBe('v1.34.4');
-    expect(node.status.addresses).toContainEqual({ type: 'InternalIP', address: own.net.nodeIP });
-    const images = (await own.ctr(['images', 'ls', '-q'])).stdout;
-    for (const img of [`ghcr.io/taskbatch/operator:${APP_VERSION}`, `ghcr.io/taskbatch/worker:${APP_VERSION}`, 'docker.io/library/redis:7', 'localhost/pause:1']) expect(images).toContain(img);
-  }, T);
+  test(
+    'the node is a real kubelet on containerd, Ready, with the images loaded',
+    async () => {
+      const nodes = JSON.parse(await kubectl(['get', 'nodes', '-o', 'json'])) as {
+        items: {
+          metadata: { name: string };
+          status: { nodeInfo: { kubeletVersion: string; containerRuntimeVersion: string }; addresses: { type: string; address: string }[]; conditions: { type: string; status: string }[] };
+        }[];
+      };
+      expect(nodes.items.length).toBeGreaterThan(0);
+      for (const node of nodes.items) {
+        expect(node.status.nodeInfo.containerRuntimeVersion).toMatch(/^containerd:\/\//);
+        expect(node.status.conditions).toContainEqual(expect.objectContaining({ type: 'Ready', status: 'True' }));
+      }
+      const own = target.node;
+      if (!own) return console.warn('[e2e] existing cluster: node version, address and image checks left out');
+      const node = nodes.items.find((n) => n.metadata.name === own.nodeName)!;
+      expect(node.status.nodeInfo.kubeletVersion).toBe('v1.34.4');
+      expect(node.status.addresses).toContainEqual({ type: 'InternalIP', address: own.net.nodeIP });
+      const images = (await own.ctr(['images', 'ls', '-q'])).stdout;
+      for (const img of [`ghcr.io/taskbatch/operator:${APP_VERSION}`, `ghcr.io/taskbatch/worker:${APP_VERSION}`, 'docker.io/library/redis:7', 'localhost/pause:1']) expect(images).toContain(img);
+    },
+    T,
+  );
 
-  test('pods start (create -> Running, measured and printed; not a timed assertion)', async () => {
-    const PODS = 20;
-    await kubectl(['create', 'namespace', 'podstart']);
-    const latencies: number[] = [];
-    for (let i = 0; i < PODS; i++) {
-      const name = `p${i}`;
-      const t0 = Date.now();
-      await kubectl(['apply', '-f', '-'], JSON.stringify({
-        apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'podstart' },
-        spec: { containers: [{ name: 'c', image: `ghcr.io/taskbatch/worker:${APP_VERSION}`, imagePullPolicy: 'IfNotPresent', command: ['node', '-e', 'setInterval(() => {}, 1000)'] }], terminationGracePeriodSeconds: 0 },
-      }));
-      await eventually(async () => (await kube.get<Pod>(`/api/v1/namespaces/podstart/pods/${name}`)).status?.phase === 'Running', 60_000, `pod ${name} Running`);
-      latencies.push(Date.now() - t0);
-    }
-    latencies.sort((a, b) => a - b);
-    timings['pod start p50'] = latencies[Math.floor(latencies.length / 2)]!;
-    timings['pod start p95'] = latencies[Math.ceil(latencies.length * 0.95) - 1]!;
-    timings['pod start max'] = latencies[latencies.length - 1]!;
-    console.log(`[e2e] pod create -> Running (ms, sorted): ${latencies.join(', ')}`);
-    await kubectl(['delete', 'namespace', 'podstart', '--wait=false']);
-    expect(latencies).toHaveLength(PODS);
-  }, T);
+  test(
+    'pods start (create -> Running, measured and printed; not a timed assertion)',
+    async () => {
+      const PODS = 20;
+      await kubectl(['create', 'namespace', 'podstart']);
+      const latencies: number[] = [];
+      for (let i = 0; i < PODS; i++) {
+        const name = `p${i}`;
+        const t0 = Date.now();
+        await kubectl(
+          ['apply', '-f', '-'],
+          JSON.stringify({
+            apiVersion: 'v1',
+            kind: 'Pod',
+            metadata: { name, namespace: 'podstart' },
+            spec: {
+              containers: [{ name: 'c', image: `ghcr.io/taskbatch/worker:${APP_VERSION}`, imagePullPolicy: 'IfNotPresent', command: ['node', '-e', 'setInterval(() => {}, 1000)'] }],
+              terminationGracePeriodSeconds: 0,
+            },
+          }),
+        );
+        await eventually(async () => (await kube.get<Pod>(`/api/v1/namespaces/podstart/pods/${name}`)).status?.phase === 'Running', 60_000, `pod ${name} Running`);
+        latencies.push(Date.now() - t0);
+      }
+      latencies.sort((a, b) => a - b);
+      timings['pod start p50'] = latencies[Math.floor(latencies.length / 2)]!;
+      timings['pod start p95'] = latencies[Math.ceil(latencies.length * 0.95) - 1]!;
+      timings['pod start max'] = latencies[latencies.length - 1]!;
+      console.log(`[e2e] pod create -> Running (ms, sorted): ${latencies.join(', ')}`);
+      await kubectl(['delete', 'namespace', 'podstart', '--wait=false']);
+      expect(latencies).toHaveLength(PODS);
+    },
+    T,
+  );
 
-  test('helm install with default values (bundled Redis) into a restricted namespace, as docs/helm.md says', async () => {
-    await restrictedNamespace(SYSTEM_NS);
-    // docs/helm.md: helm install taskbatch charts/taskbatch --namespace taskbatch-system --create-namespace
-    const out = await timed('helm install', () => helm(['install', RELEASE, 'charts/taskbatch', '--namespace', SYSTEM_NS, '--create-namespace', '--wait', '--timeout', '5m']));
-    expect(out).toMatch(/STATUS: deployed/);
-    const op = await runningOperator();
-    expect(op.spec.containers[0]!.image).toBe(`ghcr.io/taskbatch/operator:${APP_VERSION}`);
-    // In-cluster configuration: no kubeconfig is given; the ServiceAccount token and the
-    // `kubernetes` Service (through kube-proxy) are all the operator has, and it leads.
-    expect((op.spec.containers[0]!.env ?? []).map((e) => e.name)).not.toContain('KUBECONFIG');
-    const lease = await eventually(async () => {
-      const l = await kube.find<{ spec: { holderIdentity?: string } }>(`/apis/coordination.k8s.io/v1/namespaces/${SYSTEM_NS}/leases/${RELEASE}`);
-      return l?.spec.holderIdentity === op.metadata.name ? l : undefined;
-    }, 90_000, 'the operator pod to hold the leader Lease');
-    expect(lease.spec.holderIdentity).toBe(op.metadata.name);
-    const redisPods = await pods(SYSTEM_NS, 'app.kubernetes.io/component=redis');
-    expect(redisPods.filter((p) => p.status?.phase === 'Running')).toHaveLength(1);
-  }, T);
+  test(
+    'helm install with default values (bundled Redis) into a restricted namespace, as docs/helm.md says',
+    async () => {
+      await restrictedNamespace(SYSTEM_NS);
+      // docs/helm.md: helm install taskbatch charts/taskbatch --namespace taskbatch-system --create-namespace
+      const out = await timed('helm install', () => helm(['install', RELEASE, 'charts/taskbatch', '--namespace', SYSTEM_NS, '--create-namespace', '--wait', '--timeout', '5m']));
+      expect(out).toMatch(/STATUS: deployed/);
+      const op = await runningOperator();
+      expect(op.spec.containers[0]!.image).toBe(`ghcr.io/taskbatch/operator:${APP_VERSION}`);
+      // In-cluster configuration: no kubeconfig is given; the ServiceAccount token and the
+      // `kubernetes` Service (through kube-proxy) are all the operator has, and it leads.
+      expect((op.spec.containers[0]!.env ?? []).map((e) => e.name)).not.toContain('KUBECONFIG');
+      const lease = await eventually(
+        async () => {
+          const l = await kube.find<{ spec: { holderIdentity?: string } }>(`/apis/coordination.k8s.io/v1/namespaces/${SYSTEM_NS}/leases/${RELEASE}`);
+          return l?.spec.holderIdentity === op.metadata.name ? l : undefined;
+        },
+        90_000,
+        'the operator pod to hold the leader Lease',
+      );
+      expect(lease.spec.holderIdentity).toBe(op.metadata.name);
+      const redisPods = await pods(SYSTEM_NS, 'app.kubernetes.io/component=redis');
+      expect(redisPods.filter((p) => p.status?.phase === 'Running')).toHaveLength(1);
+    },
+    T,
+  );
 
-  test('every manifest in examples/ reaches its documented end state', async () => {
-    await restrictedNamespace(EXAMPLES_NS);
-    const files = readdirSync(join(ROOT, 'examples')).filter((f) => f.endsWith('.yaml')).sort();
-    expect(files).toEqual(['collatz.yaml', 'math-batch.yaml', 'math-service.yaml', 'nightly-schedule.yaml']);
-    for (const f of files) await kubectl(['apply', '-n', EXAMPLES_NS, '-f', join(ROOT, 'examples', f)]);
-    const collatz = await timed('collatz', () => waitForCondition(kube, EXAMPLES_NS, 'collatz', 'Complete', 400_000));
-    expect(collatz.status?.items).toMatchObject({ total: 20000, succeeded: 20000, failed: 0 });
-    // math-batch: the division by zero fails once, the failure policy allows it, so it completes.
-    const math = await waitForCondition(kube, EXAMPLES_NS, 'math-batch', 'Complete', 200_000);
-    expect(math.status?.items).toMatchObject({ total: 6, succeeded: 5, failed: 1 });
-    // math-service: open, serving, with its one minimum worker ready.
-    await eventually(async () => {
-      const b = await getBatch(kube, EXAMPLES_NS, 'math-service');
-      const ready = (await workerPods(kube, EXAMPLES_NS, 'math-service')).filter((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
-      return b.status?.state === 'Running' && ready.length >= 1;
-    }, 120_000, 'math-service running with a ready worker');
-    // nightly-schedule: accepted and scheduled, no run before 02:30 Berlin time.
-    const sched = JSON.parse(await kubectl(['get', 'taskschedules', 'nightly-squares', '-n', EXAMPLES_NS, '-o', 'json'])) as { spec: { schedule: string } };
-    expect(sched.spec.schedule).toBe('30 2 * * *');
-  }, T);
+  test(
+    'every manifest in examples/ reaches its documented end state',
+    async () => {
+      await restrictedNamespace(EXAMPLES_NS);
+      const files = readdirSync(join(ROOT, 'examples'))
+        .filter((f) => f.endsWith('.yaml'))
+        .sort();
+      expect(files).toEqual(['collatz.yaml', 'math-batch.yaml', 'math-service.yaml', 'nightly-schedule.yaml']);
+      for (const f of files) await kubectl(['apply', '-n', EXAMPLES_NS, '-f', join(ROOT, 'examples', f)]);
+      const collatz = await timed('collatz', () => waitForCondition(kube, EXAMPLES_NS, 'collatz', 'Complete', 400_000));
+      expect(collatz.status?.items).toMatchObject({ total: 20000, succeeded: 20000, failed: 0 });
+      // math-batch: the division by zero fails once, the failure policy allows it, so it completes.
+      const math = await waitForCondition(kube, EXAMPLES_NS, 'math-batch', 'Complete', 200_000);
+      expect(math.status?.items).toMatchObject({ total: 6, succeeded: 5, failed: 1 });
+      // math-service: open, serving, with its one minimum worker ready.
+      await eventually(
+        async () => {
+          const b = await getBatch(kube, EXAMPLES_NS, 'math-service');
+          const ready = (await workerPods(kube, EXAMPLES_NS, 'math-service')).filter((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
+          return b.status?.state === 'Running' && ready.length >= 1;
+        },
+        120_000,
+        'math-service running with a ready worker',
+      );
+      // nightly-schedule: accepted and scheduled, no run before 02:30 Berlin time.
+      const sched = JSON.parse(await kubectl(['get', 'taskschedules', 'nightly-squares', '-n', EXAMPLES_NS, '-o', 'json'])) as { spec: { schedule: string } };
+      expect(sched.spec.schedule).toBe('30 2 * * *');
+    },
+    T,
+  );
 
-  test('a worker pod: JSON logs through kubectl logs, Redis by Service DNS, the restricted context enforced by runc', async () => {
-    const worker = (await workerPods(kube, EXAMPLES_NS, 'math-service')).find((p) => p.status?.phase === 'Running')!;
-    expect(worker).toBeDefined();
-    const url = (worker.spec.containers[0]!.env ?? []).find((e) => e.name === 'TASKBATCH_REDIS_URL')?.value ?? '';
-    const host = new URL(url).hostname;
-    expect(host).toMatch(/\.svc(\.cluster\.local)?$/);
-    const logs = (await kubectl(['logs', '-n', EXAMPLES_NS, worker.metadata.name!])).trim().split('\n');
-    expect(logs.length).toBeGreaterThan(0);
-    for (const line of logs) expect(() => JSON.parse(line) as unknown).not.toThrow();
-    // Inside the container: resolve the Service name with cluster DNS, and the runtime's limits hold.
-    const probe = `const dns=require('node:dns');const fs=require('node:fs');dns.lookup(${JSON.stringify(host)},(e,a)=>{let ro='writable';try{fs.writeFileSync('/x','y')}catch(err){ro=err.code}console.log(JSON.stringify({addr:a,err:e&&e.code,uid:process.getuid(),ro}))})`;
-    const out = JSON.parse(await kubectl(['exec', '-n', EXAMPLES_NS, worker.metadata.name!, '--', 'node', '-e', probe])) as { addr?: string; err?: string; uid: number; ro: string };
-    expect(out.err).toBeFalsy();
-    expect(out.addr).toMatch(/^10\.0\.0\.\d+$/);
-    expect(out.uid).toBe(1000);
-    expect(out.ro).toBe('EROFS');
-  }, T);
+  test(
+    'a worker pod: JSON logs through kubectl logs, Redis by Service DNS, the restricted context enforced by runc',
+    async () => {
+      const worker = (await workerPods(kube, EXAMPLES_NS, 'math-service')).find((p) => p.status?.phase === 'Running')!;
+      expect(worker).toBeDefined();
+      const url = (worker.spec.containers[0]!.env ?? []).find((e) => e.name === 'TASKBATCH_REDIS_URL')?.value ?? '';
+      const host = new URL(url).hostname;
+      expect(host).toMatch(/\.svc(\.cluster\.local)?$/);
+      const logs = (await kubectl(['logs', '-n', EXAMPLES_NS, worker.metadata.name!])).trim().split('\n');
+      expect(logs.length).toBeGreaterThan(0);
+      for (const line of logs) expect(() => JSON.parse(line) as unknown).not.toThrow();
+      // Inside the container: resolve the Service name with cluster DNS, and the runtime's limits hold.
+      const probe = `const dns=require('node:dns');const fs=require('node:fs');dns.lookup(${JSON.stringify(host)},(e,a)=>{let ro='writable';try{fs.writeFileSync('/x','y')}catch(err){ro=err.code}console.log(JSON.stringify({addr:a,err:e&&e.code,uid:process.getuid(),ro}))})`;
+      const out = JSON.parse(await kubectl(['exec', '-n', EXAMPLES_NS, worker.metadata.name!, '--', 'node', '-e', probe])) as { addr?: string; err?: string; uid: number; ro: string };
+      expect(out.err).toBeFalsy();
+      expect(out.addr).toMatch(/^10\.0\.0\.\d+$/);
+      expect(out.uid).toBe(1000);
+      expect(out.ro).toBe('EROFS');
+    },
+    T,
+  );
 
-  test('a SIGTERMed worker drains; scale-in drains; no item is retried', async () => {
-    await restrictedNamespace(WORK_NS);
-    const name = 'drain';
-    await kube.create(batchPath(WORK_NS), aTaskBatch(WORK_NS, name, {
-      items: Array.from({ length: 300 }, () => ({ ms: 100 })),
-      handler: { builtin: 'sleep' },
-      pool: { mode: 'async', size: 2 },
-      workers: { max: 3, itemsPerWorker: 50, scaleDownDelaySeconds: 0 },
-    }));
-    const victim = await eventually(async () => {
-      const running = (await workerPods(kube, WORK_NS, name)).filter((p) => p.status?.phase === 'Running' && !p.metadata.deletionTimestamp);
-      return running.length >= 2 ? running[0] : undefined;
-    }, 120_000, 'two running workers');
-    // The kubelet sends SIGTERM to the container's PID 1 (node): it must finish its items and exit 0.
-    await kubectl(['delete', 'pod', '-n', WORK_NS, victim.metadata.name!, '--wait=false']);
-    const done = await waitForCondition(kube, WORK_NS, name, 'Complete', 300_000);
-    expect(done.status?.items).toMatchObject({ total: 300, succeeded: 300, failed: 0, retries: 0 });
-    const opLog = await kubectl(['logs', '-n', SYSTEM_NS, `deployment/${RELEASE}`, '--tail=-1']);
-    expect(opLog.split('\n').some((l) => l.includes('"Requested worker drain"') && l.includes(`"batch":"${WORK_NS}/${name}"`))).toBe(true);
-  }, T);
+  test(
+    'a SIGTERMed worker drains; scale-in drains; no item is retried',
+    async () => {
+      await restrictedNamespace(WORK_NS);
+      const name = 'drain';
+      await kube.create(
+        batchPath(WORK_NS),
+        aTaskBatch(WORK_NS, name, {
+          items: Array.from({ length: 300 }, () => ({ ms: 100 })),
+          handler: { builtin: 'sleep' },
+          pool: { mode: 'async', size: 2 },
+          workers: { max: 3, itemsPerWorker: 50, scaleDownDelaySeconds: 0 },
+        }),
+      );
+      const victim = await eventually(
+        async () => {
+          const running = (await workerPods(kube, WORK_NS, name)).filter((p) => p.status?.phase === 'Running' && !p.metadata.deletionTimestamp);
+          return running.length >= 2 ? running[0] : undefined;
+        },
+        120_000,
+        'two running workers',
+      );
+      // The kubelet sends SIGTERM to the container's PID 1 (node): it must finish its items and exit 0.
+      await kubectl(['delete', 'pod', '-n', WORK_NS, victim.metadata.name!, '--wait=false']);
+      const done = await waitForCondition(kube, WORK_NS, name, 'Complete', 300_000);
+      expect(done.status?.items).toMatchObject({ total: 300, succeeded: 300, failed: 0, retries: 0 });
+      const opLog = await kubectl(['logs', '-n', SYSTEM_NS, `deployment/${RELEASE}`, '--tail=-1']);
+      expect(opLog.split('\n').some((l) => l.includes('"Requested worker drain"') && l.includes(`"batch":"${WORK_NS}/${name}"`))).toBe(true);
+    },
+    T,
+  );
 
-  test('Prometheus /metrics answers through the metrics Service', async () => {
-    const text = await kubectl(['get', '--raw', `/api/v1/namespaces/${SYSTEM_NS}/services/http:${RELEASE}-metrics:metrics/proxy/metrics`]);
-    expect(text).toMatch(/^# HELP taskbatch_/m);
-    expect(text).toMatch(/^taskbatch_batch_items\{[^}]*namespace="examples"[^}]*\} \d+/m);
-  }, T);
+  test(
+    'Prometheus /metrics answers through the metrics Service',
+    async () => {
+      const text = await kubectl(['get', '--raw', `/api/v1/namespaces/${SYSTEM_NS}/services/http:${RELEASE}-metrics:metrics/proxy/metrics`]);
+      expect(text).toMatch(/^# HELP taskbatch_/m);
+      expect(text).toMatch(/^taskbatch_batch_items\{[^}]*namespace="examples"[^}]*\} \d+/m);
+    },
+    T,
+  );
 
-  test('helm test passes', async () => {
-    const out = await timed('helm test', () => helm(['test', RELEASE, '--namespace', SYSTEM_NS, '--timeout', '5m']));
-    expect(out).toMatch(/Phase:\s+Succeeded/);
-  }, T);
+  test(
+    'helm test passes',
+    async () => {
+      const out = await timed('helm test', () => helm(['test', RELEASE, '--namespace', SYSTEM_NS, '--timeout', '5m']));
+      expect(out).toMatch(/Phase:\s+Succeeded/);
+    },
+    T,
+  );
 
-  test('helm upgrade with changed values rolls the operator', async () => {
-    const before = await runningOperator();
-    await timed('helm upgrade', () => helm(['upgrade', RELEASE, 'charts/taskbatch', '--namespace', SYSTEM_NS, '--set', 'operator.logLevel=debug', '--wait', '--timeout', '5m']));
-    const after = await eventually(async () => {
-      const p = await runningOperator();
-      return p.metadata.name !== before.metadata.name ? p : undefined;
-    }, 180_000, 'a new operator pod');
-    expect((after.spec.containers[0]!.env ?? []).find((e) => e.name === 'TASKBATCH_LOG_LEVEL')?.value).toBe('debug');
-    // The upgraded operator still serves: a small batch completes.
-    await kube.create(batchPath(WORK_NS), aTaskBatch(WORK_NS, 'after-upgrade', { range: { start: 0, end: 100 }, handler: { builtin: 'noop' } }));
-    await waitForCondition(kube, WORK_NS, 'after-upgrade', 'Complete', 200_000);
-  }, T);
+  test(
+    'helm upgrade with changed values rolls the operator',
+    async () => {
+      const before = await runningOperator();
+      await timed('helm upgrade', () => helm(['upgrade', RELEASE, 'charts/taskbatch', '--namespace', SYSTEM_NS, '--set', 'operator.logLevel=debug', '--wait', '--timeout', '5m']));
+      const after = await eventually(
+        async () => {
+          const p = await runningOperator();
+          return p.metadata.name !== before.metadata.name ? p : undefined;
+        },
+        180_000,
+        'a new operator pod',
+      );
+      expect((after.spec.containers[0]!.env ?? []).find((e) => e.name === 'TASKBATCH_LOG_LEVEL')?.value).toBe('debug');
+      // The upgraded operator still serves: a small batch completes.
+      await kube.create(batchPath(WORK_NS), aTaskBatch(WORK_NS, 'after-upgrade', { range: { start: 0, end: 100 }, handler: { builtin: 'noop' } }));
+      await waitForCondition(kube, WORK_NS, 'after-upgrade', 'Complete', 200_000);
+    },
+    T,
+  );
 
-  test('helm uninstall leaves nothing behind but the CRDs', async () => {
-    await timed('helm uninstall', () => helm(['uninstall', RELEASE, '--namespace', SYSTEM_NS, '--wait', '--timeout', '5m']));
-    const ordinary = (o: { kind: string; name: string }): boolean => !(o.kind === 'ServiceAccount' && o.name === 'default') && !(o.kind === 'ConfigMap' && o.name === 'kube-root-ca.crt');
-    for (const ns of [SYSTEM_NS, EXAMPLES_NS, WORK_NS]) {
-      const left = await eventually(async () => {
-        const objs = (await namespacedObjects(target, ns)).filter(ordinary);
-        return objs.length === 0 ? objs : undefined;
-      }, 180_000, `nothing left in ${ns}`).catch(async () => (await namespacedObjects(target, ns)).filter(ordinary));
-      expect(left).toEqual([]);
-    }
-    expect(await clusterObjectsOf(target, RELEASE)).toEqual([]);
-    for (const crd of ['taskbatches.taskbatch.dev', 'taskschedules.taskbatch.dev']) await kubectl(['get', 'crd', crd]);
-  }, T);
+  test(
+    'helm uninstall leaves nothing behind but the CRDs',
+    async () => {
+      await timed('helm uninstall', () => helm(['uninstall', RELEASE, '--namespace', SYSTEM_NS, '--wait', '--timeout', '5m']));
+      const ordinary = (o: { kind: string; name: string }): boolean => !(o.kind === 'ServiceAccount' && o.name === 'default') && !(o.kind === 'ConfigMap' && o.name === 'kube-root-ca.crt');
+      for (const ns of [SYSTEM_NS, EXAMPLES_NS, WORK_NS]) {
+        const left = await eventually(
+          async () => {
+            const objs = (await namespacedObjects(target, ns)).filter(ordinary);
+            return objs.length === 0 ? objs : undefined;
+          },
+          180_000,
+          `nothing left in ${ns}`,
+        ).catch(async () => (await namespacedObjects(target, ns)).filter(ordinary));
+        expect(left).toEqual([]);
+      }
+      expect(await clusterObjectsOf(target, RELEASE)).toEqual([]);
+      for (const crd of ['taskbatches.taskbatch.dev', 'taskschedules.taskbatch.dev']) await kubectl(['get', 'crd', crd]);
+    },
+    T,
+  );
 
-  test('no packet of the node left the machine (uplink counter)', async () => {
-    if (!target.node) return console.warn('[e2e] existing cluster: the uplink counter exists only on a harness-owned node');
-    expect(await target.node.uplinkPackets()).toBe(0);
-    // The counter is installed and hooked where it must be.
-    const r = await runCommand('iptables', ['-w', '-S', 'OUTPUT'], { env: process.env });
-    expect(r.stdout).toMatch(/-A OUTPUT -j TB-UPLINK-/);
-  }, T);
+  test(
+    'no packet of the node left the machine (uplink counter)',
+    async () => {
+      if (!target.node) return console.warn('[e2e] existing cluster: the uplink counter exists only on a harness-owned node');
+      expect(await target.node.uplinkPackets()).toBe(0);
+      // The counter is installed and hooked where it must be.
+      const r = await runCommand('iptables', ['-w', '-S', 'OUTPUT'], { env: process.env });
+      expect(r.stdout).toMatch(/-A OUTPUT -j TB-UPLINK-/);
+    },
+    T,
+  );
 });

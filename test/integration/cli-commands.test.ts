@@ -68,7 +68,15 @@ describe('help and bad arguments (exit code 2)', () => {
 
 describe('unknown batches and unreachable Redis', () => {
   test('an unknown batch exits 3 and says how to create one', async () => {
-    for (const cmd of [['status', 'nope'], ['results', 'nope'], ['failures', 'nope'], ['submit', 'nope', '--data', '1'], ['cancel', 'nope'], ['replay', 'nope', '--all'], ['watch', 'nope']]) {
+    for (const cmd of [
+      ['status', 'nope'],
+      ['results', 'nope'],
+      ['failures', 'nope'],
+      ['submit', 'nope', '--data', '1'],
+      ['cancel', 'nope'],
+      ['replay', 'nope', '--all'],
+      ['watch', 'nope'],
+    ]) {
       const r = await taskbatch([...cmd, ...R]);
       expect({ cmd, code: r.code }).toEqual({ cmd, code: 3 });
       expect(r.stderr).toMatch(/batch cli\/nope not found in Redis at redis:\/\/127\.0\.0\.1:\d+; create it/);
@@ -97,7 +105,10 @@ describe('submit, status, watch, results, failures, replay, cancel', () => {
     const name = sdkBatchName('rt');
     await client.batch(name).create({ maxAttempts: 1 });
     const file = join(dir, 'items.jsonl');
-    writeFileSync(file, [...Array.from({ length: 30 }, (_, i) => JSON.stringify({ fn: 'square', args: [i], key: `k${i}` })), '', JSON.stringify({ fn: 'fail', args: ['boom'], key: 'bad' })].join('\n'));
+    writeFileSync(
+      file,
+      [...Array.from({ length: 30 }, (_, i) => JSON.stringify({ fn: 'square', args: [i], key: `k${i}` })), '', JSON.stringify({ fn: 'fail', args: ['boom'], key: 'bad' })].join('\n'),
+    );
 
     let r = await taskbatch(['submit', name, '-f', file, '--id-field', 'key', ...R]);
     expect(r).toMatchObject({ code: 0, stdout: `Submitted 31 items to cli/${name}\n` });
@@ -141,7 +152,10 @@ describe('submit, status, watch, results, failures, replay, cancel', () => {
 
     r = await taskbatch(['results', name, ...R]);
     expect(r.code).toBe(0);
-    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { id: string; result: unknown; completedAt: string });
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { id: string; result: unknown; completedAt: string });
     expect(lines).toHaveLength(31);
     expect(lines.find((l) => l.id === 'k7')).toMatchObject({ result: 49, completedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
     expect(lines.find((l) => l.id === 'late-1')?.result).toBe(3);
@@ -206,7 +220,13 @@ describe('taskbatch run (a manifest, locally, without Kubernetes)', () => {
     expect(r.stderr).toMatch(/Batch default\/math-batch Complete: 5 succeeded, 1 failed of 6 \(6 enqueued\)/);
     expect(r.stderr).toMatch(/failed item-4 after 2 attempt\(s\): RangeError: division by zero/);
     expect(r.code).toBe(0);
-    const results = new Map(r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { id: string; result: unknown }).map((x) => [x.id, x.result]));
+    const results = new Map(
+      r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { id: string; result: unknown })
+        .map((x) => [x.id, x.result]),
+    );
     expect(results.get('item-1')).toBe(144);
     expect(results.get('item-2')).toBe(42);
     expect(results.get('item-5')).toEqual({ count: 8, mean: 3.875, min: 1, max: 9 });

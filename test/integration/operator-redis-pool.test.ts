@@ -141,10 +141,14 @@ test('a port that accepts and never answers: the first call waits only for the f
   // Later calls do not wait for the attempt in flight.
   expect((await unavailable(pool.forBatch(batch))).cause.code).toBe('CONNECTING');
   clock.advance(1000);
-  const timedOut = await eventually(async () => {
-    const e = await unavailable(pool.forBatch(batch));
-    return e.cause.code === 'ETIMEDOUT' ? e : undefined;
-  }, 10_000, 'the attempt given up');
+  const timedOut = await eventually(
+    async () => {
+      const e = await unavailable(pool.forBatch(batch));
+      return e.cause.code === 'ETIMEDOUT' ? e : undefined;
+    },
+    10_000,
+    'the attempt given up',
+  );
   expect(timedOut.message).toBe(`Redis at 127.0.0.1:${l.port} accepted the connection but did not answer as Redis within 2s: is this the Redis port? (ETIMEDOUT); next attempt within 60s`);
   expect(l.connections()).toBe(1);
 });
@@ -157,10 +161,17 @@ test('Redis down, then back: calls fail with the cause while it is down and succ
     const batch = aBatch({ url: own.url });
     const client = await pool.forBatch(batch);
     await own.kill();
-    const down = await eventually(async () => {
-      const e = await pool.forBatch(batch).then(() => undefined, (err: unknown) => err);
-      return e instanceof RedisUnavailableError && e.cause.code === 'ECONNREFUSED' ? e : undefined;
-    }, 30_000, 'ECONNREFUSED while down');
+    const down = await eventually(
+      async () => {
+        const e = await pool.forBatch(batch).then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+        return e instanceof RedisUnavailableError && e.cause.code === 'ECONNREFUSED' ? e : undefined;
+      },
+      30_000,
+      'ECONNREFUSED while down',
+    );
     expect(down.message).toMatch(new RegExp(`^Redis at 127\\.0\\.0\\.1:${own.port} refused the connection \\(ECONNREFUSED\\); next attempt within`));
     await own.start();
     const back = await eventually(async () => pool.forBatch(batch).catch(() => undefined), 30_000, 'reconnected');
@@ -171,7 +182,7 @@ test('Redis down, then back: calls fail with the cause while it is down and succ
   }
 });
 
-test('wrong credentials: an auth cause; an address from a Secret is replaced by the Secret\'s name in the error', async () => {
+test("wrong credentials: an auth cause; an address from a Secret is replaced by the Secret's name in the error", async () => {
   const locked = await startRedisServer({ args: ['--requirepass', 'right-password'] });
   try {
     const { pool } = aPool();
@@ -179,7 +190,9 @@ test('wrong credentials: an auth cause; an address from a Secret is replaced by 
     const err = await unavailable(pool.forBatch(aBatch({ secretRef: { name: 'creds', urlKey: 'url' } })));
     expect(err.cause).toMatchObject({ kind: 'auth', code: 'WRONGPASS' });
     expect(err.address).toBe(`<value from Secret ns/creds>:${locked.port}`);
-    expect(err.message).toBe(`Redis at <value from Secret ns/creds>:${locked.port} refused the credentials: check the username and password (spec.redis.username, the Secret's password key) (WRONGPASS); next attempt within 60s`);
+    expect(err.message).toBe(
+      `Redis at <value from Secret ns/creds>:${locked.port} refused the credentials: check the username and password (spec.redis.username, the Secret's password key) (WRONGPASS); next attempt within 60s`,
+    );
     const literal = await unavailable(pool.forBatch(aBatch({ url: locked.url })));
     expect(literal.cause).toMatchObject({ kind: 'auth', code: 'NOAUTH' });
   } finally {

@@ -83,7 +83,10 @@ test('a claimer that dies loses its items to another claimer, and its late compl
     if (taken.length < 20) await sleep(50);
   }
   expect(taken.map((c) => c.id).sort()).toEqual(Array.from({ length: 20 }, (_, i) => `d${i}`).sort());
-  const retried = taken.filter((c) => c.attempt === 2).map((c) => c.id).sort();
+  const retried = taken
+    .filter((c) => c.attempt === 2)
+    .map((c) => c.id)
+    .sort();
   expect(retried).toEqual(lost.map((c) => c.id).sort());
   // The "dead" claimer wakes up and tries to complete: rejected, nothing recorded.
   const late = await dying.complete(lost.map((claim) => ({ claim, result: 'stale' })));

@@ -60,7 +60,13 @@ test('the protocol runs on a 3-primary Redis Cluster with no CROSSSLOT errors', 
     expect(stats.join('\n')).not.toMatch(/CROSSSLOT/);
     // Every key of a batch hashes to one slot (its hash tag), whatever node owns it.
     const keys = Object.values(batchKeys({ namespace: 'test', name: 'slot-check' }));
-    const slots = new Set(keys.map((k) => execFileSync('redis-cli', ['-p', String(cluster.nodes[0]!.port), 'CLUSTER', 'KEYSLOT', k]).toString().trim()));
+    const slots = new Set(
+      keys.map((k) =>
+        execFileSync('redis-cli', ['-p', String(cluster.nodes[0]!.port), 'CLUSTER', 'KEYSLOT', k])
+          .toString()
+          .trim(),
+      ),
+    );
     expect(slots.size).toBe(1);
   } finally {
     client.disconnect();

@@ -56,7 +56,11 @@ afterEach(async () => {
 
 function client(url: string, maxReplyBytes?: number): { redis: RedisClient; errors: Error[] } {
   const errors: Error[] = [];
-  const redis = connectRedis({ url, ...(maxReplyBytes !== undefined ? { maxReplyBytes } : {}), redisOptions: { enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null, disconnectTimeout: 10 } });
+  const redis = connectRedis({
+    url,
+    ...(maxReplyBytes !== undefined ? { maxReplyBytes } : {}),
+    redisOptions: { enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null, disconnectTimeout: 10 },
+  });
   redis.on('error', (e: Error) => errors.push(e));
   clients.push(redis);
   return { redis, errors };

@@ -1,11 +1,5 @@
 import { Redis } from 'ioredis';
-import {
-  BatchClosedError,
-  BatchQueue,
-  InvalidArgumentError,
-  PayloadTooLargeError,
-  type BatchSnapshot,
-} from '../../queue/index.js';
+import { BatchClosedError, BatchQueue, InvalidArgumentError, PayloadTooLargeError, type BatchSnapshot } from '../../queue/index.js';
 import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { sleep, uniqueBatch } from '../support/batches.js';
 
@@ -30,12 +24,7 @@ async function newQueue(options: Parameters<BatchQueue['create']>[0] = {}, limit
 /** The counters must equal what the data structures actually hold. */
 async function expectCountersMatchState(q: BatchQueue): Promise<BatchSnapshot> {
   const s = await q.snapshot();
-  const [pending, delayed, running, dead] = await Promise.all([
-    redis.llen(q.keys.pending),
-    redis.zcard(q.keys.delayed),
-    redis.zcard(q.keys.running),
-    redis.hlen(q.keys.dead),
-  ]);
+  const [pending, delayed, running, dead] = await Promise.all([redis.llen(q.keys.pending), redis.zcard(q.keys.delayed), redis.zcard(q.keys.running), redis.hlen(q.keys.dead)]);
   expect({ pending: s.pending, delayed: s.delayed, running: s.running, failed: s.failed }).toEqual({ pending, delayed, running, failed: dead });
   expect(s.total).toBe(s.pending + s.delayed + s.running + s.succeeded + s.failed);
   return s;
@@ -64,10 +53,19 @@ describe('enqueue', () => {
     const q = await newQueue();
     const first = await q.enqueueMany([{ data: 'a' }, { id: 'x', data: 'b' }, { data: 'c' }]);
     expect(first).toEqual({ added: 3, duplicates: 0, generatedIds: ['#1', '#2'] });
-    const second = await q.enqueueMany([{ id: 'x', data: 'changed' }, { id: 'y', data: 'd' }, { id: 'y', data: 'dup in same call' }]);
+    const second = await q.enqueueMany([
+      { id: 'x', data: 'changed' },
+      { id: 'y', data: 'd' },
+      { id: 'y', data: 'dup in same call' },
+    ]);
     expect(second).toMatchObject({ added: 1, duplicates: 2 });
     const claimed = await q.claim(10, 10_000);
-    expect(claimed.items.map((c) => [c.id, JSON.parse(c.payload)])).toEqual([['#1', 'a'], ['x', 'b'], ['#2', 'c'], ['y', 'd']]);
+    expect(claimed.items.map((c) => [c.id, JSON.parse(c.payload)])).toEqual([
+      ['#1', 'a'],
+      ['x', 'b'],
+      ['#2', 'c'],
+      ['y', 'd'],
+    ]);
     // Still a duplicate after the item completed.
     await q.complete(claimed.items.map((claim) => ({ claim })));
     expect((await q.enqueue({ id: 'x', data: 'again' })).duplicates).toBe(1);
@@ -105,7 +103,12 @@ describe('enqueue', () => {
     await q.enqueue({ id: 'one', data: 1 });
     await q.close();
     await expect(q.enqueue({ data: 2 })).rejects.toThrow(BatchClosedError);
-    await expect(q.enqueueMany([{ id: 'one', data: 1 }, { id: 'new', data: 2 }])).rejects.toThrow(/batch is closed/);
+    await expect(
+      q.enqueueMany([
+        { id: 'one', data: 1 },
+        { id: 'new', data: 2 },
+      ]),
+    ).rejects.toThrow(/batch is closed/);
     expect(await q.enqueueMany([{ id: 'one', data: 1 }])).toMatchObject({ added: 0, duplicates: 1 });
     expect((await q.snapshot()).complete).toBe(false);
     const { items, closed } = await q.claim(5, 10_000);
@@ -117,7 +120,11 @@ describe('enqueue', () => {
 
   test('delayed items are not claimable before they are due', async () => {
     const q = await newQueue();
-    await q.enqueueMany([{ id: 'later', data: 1, delayMs: 400 }, { id: 'at', data: 2, notBefore: new Date(Date.now() + 400) }, { id: 'now', data: 3 }]);
+    await q.enqueueMany([
+      { id: 'later', data: 1, delayMs: 400 },
+      { id: 'at', data: 2, notBefore: new Date(Date.now() + 400) },
+      { id: 'now', data: 3 },
+    ]);
     let s = await expectCountersMatchState(q);
     expect(s).toMatchObject({ pending: 1, delayed: 2, dueDelayed: 0 });
     const first = await q.claim(10, 10_000);
@@ -141,14 +148,17 @@ describe('claim, renew, release, complete', () => {
     expect(items).toHaveLength(3);
     expect(new Set(items.map((c) => c.token)).size).toBe(3);
     expect(items.every((c) => c.attempt === 1)).toBe(true);
-    expect((await expectCountersMatchState(q))).toMatchObject({ pending: 2, running: 3 });
+    expect(await expectCountersMatchState(q)).toMatchObject({ pending: 2, running: 3 });
   });
 
   test('complete stores results, frees payloads and rejects stale tokens', async () => {
     const q = await newQueue();
-    await q.enqueueMany([{ id: 'a', data: { big: 'x'.repeat(100) } }, { id: 'b', data: 2 }]);
+    await q.enqueueMany([
+      { id: 'a', data: { big: 'x'.repeat(100) } },
+      { id: 'b', data: 2 },
+    ]);
     const { items } = await q.claim(2, 10_000);
-    const [a, b] = items as [typeof items[0], typeof items[0]];
+    const [a, b] = items as [(typeof items)[0], (typeof items)[0]];
     const r = await q.complete([{ claim: a, result: { answer: 42 } }, { claim: b }]);
     expect(r).toEqual({ completed: 2, rejected: [] });
     expect(await redis.hlen(q.keys.items)).toBe(0);
@@ -164,7 +174,12 @@ describe('claim, renew, release, complete', () => {
     const q = await newQueue({}, { maxResultBytes: 100 });
     await q.enqueueMany([{ data: 1 }, { data: 2 }]);
     const { items } = await q.claim(2, 10_000);
-    await expect(q.complete([{ claim: items[0]!, result: 'ok' }, { claim: items[1]!, result: 'y'.repeat(200) }])).rejects.toThrow(/over the limit of 100 bytes/);
+    await expect(
+      q.complete([
+        { claim: items[0]!, result: 'ok' },
+        { claim: items[1]!, result: 'y'.repeat(200) },
+      ]),
+    ).rejects.toThrow(/over the limit of 100 bytes/);
     expect(await expectCountersMatchState(q)).toMatchObject({ running: 2, succeeded: 0 });
   });
 
@@ -172,7 +187,7 @@ describe('claim, renew, release, complete', () => {
     const q = await newQueue();
     await q.enqueueMany([{ data: 1 }, { data: 2 }]);
     const { items } = await q.claim(2, 300);
-    const [a, b] = items as [typeof items[0], typeof items[0]];
+    const [a, b] = items as [(typeof items)[0], (typeof items)[0]];
     expect(await q.renew([a], 5_000)).toEqual({ lost: [] });
     await sleep(400);
     // b's lease lapsed: a claimer reclaims it; a's renewed lease is untouched.
@@ -187,11 +202,19 @@ describe('claim, renew, release, complete', () => {
 
   test('release puts items back at the front without counting an attempt; handedBack counts them, not retries', async () => {
     const q = await newQueue();
-    await q.enqueueMany([{ id: 'a', data: 1 }, { id: 'b', data: 2 }, { id: 'c', data: 3 }]);
+    await q.enqueueMany([
+      { id: 'a', data: 1 },
+      { id: 'b', data: 2 },
+      { id: 'c', data: 3 },
+    ]);
     const { items } = await q.claim(2, 10_000);
     expect(await q.release(items)).toEqual({ released: 2, lost: [] });
     const again = await q.claim(3, 10_000);
-    expect(again.items.map((c) => [c.id, c.attempt])).toEqual([['a', 1], ['b', 1], ['c', 1]]);
+    expect(again.items.map((c) => [c.id, c.attempt])).toEqual([
+      ['a', 1],
+      ['b', 1],
+      ['c', 1],
+    ]);
     expect(await q.release(items)).toEqual({ released: 0, lost: items.map((c) => c.token).reverse() });
     expect(await expectCountersMatchState(q)).toMatchObject({ running: 3, retries: 0, handedBack: 2 });
   });
@@ -240,7 +263,10 @@ describe('failure, retry, dead letters', () => {
 
   test('a non-retryable failure goes straight to the dead-letter set; replay brings it back', async () => {
     const q = await newQueue({ maxAttempts: 5 });
-    await q.enqueueMany([{ id: 'bad', data: { n: 1 } }, { id: 'good', data: 2 }]);
+    await q.enqueueMany([
+      { id: 'bad', data: { n: 1 } },
+      { id: 'good', data: 2 },
+    ]);
     const { items } = await q.claim(2, 10_000);
     const bad = items.find((c) => c.id === 'bad')!;
     await q.fail([{ claim: bad, error: { name: 'ValidationError', message: 'no' }, retryable: false }]);

@@ -48,7 +48,7 @@ describe('typed proxy', () => {
     expect(who.attempt).toBe(1);
   });
 
-  test('rejects with the thrown error\'s name and message', async () => {
+  test("rejects with the thrown error's name and message", async () => {
     const err = await math.fail('out of range: 42').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RemoteCallError);
     expect(err).toMatchObject({ name: 'RangeError', message: 'out of range: 42', fn: 'fail', attempts: 1 });
@@ -74,7 +74,7 @@ describe('typed proxy', () => {
     expect(Date.now() - t0).toBeLessThan(5000);
   });
 
-  test('an aborted call rejects with the signal\'s reason', async () => {
+  test("an aborted call rejects with the signal's reason", async () => {
     const ac = new AbortController();
     const p = client.call(service, 'sleep', [1000], { signal: ac.signal });
     setTimeout(() => ac.abort(new Error('no longer needed')), 50);
@@ -130,13 +130,13 @@ describe('outcomes that are not announced', () => {
       const warm = other.call(name, 'square', [1], { timeoutMs: 20_000 });
       const q = new BatchQueue(redis, { namespace: NS, name });
       // Play the worker by hand, so the reply can be published while nobody listens.
-      let c = await waitFor('first call claimed', async () => ((await q.claim(10, 10_000)).items[0]));
+      let c = await waitFor('first call claimed', async () => (await q.claim(10, 10_000)).items[0]);
       await q.complete([{ claim: c, result: 1 }]);
       await expect(warm).resolves.toBe(1);
       const p = other.call(name, 'square', [7], { timeoutMs: 20_000 });
-      c = await waitFor('second call claimed', async () => ((await q.claim(10, 10_000)).items[0]));
+      c = await waitFor('second call claimed', async () => (await q.claim(10, 10_000)).items[0]);
       // Kill the client's subscriber connection, then complete while it reconnects.
-      const clients = await redis.client('LIST') as string;
+      const clients = (await redis.client('LIST')) as string;
       const subs = clients.split('\n').filter((l) => / flags=P /.test(l));
       expect(subs.length).toBeGreaterThan(0);
       for (const line of subs) {

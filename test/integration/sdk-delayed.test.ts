@@ -69,7 +69,10 @@ test('items delayed 3-5x the lease run exactly once each, never before they are 
     const r = await b.wait({ intervalMs: 100, timeoutMs: 30_000 });
     expect(r.progress).toMatchObject({ total: 70, succeeded: 70, failed: 0, retries: 0 });
 
-    const runs = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; attempt: number; at: number; pid: number });
+    const runs = readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { id: string; attempt: number; at: number; pid: number });
     const perId = new Map<string, number>();
     for (const run of runs) perId.set(run.id, (perId.get(run.id) ?? 0) + 1);
     expect(runs).toHaveLength(70);

@@ -42,7 +42,10 @@ test('without enableReplies, completing and failing call items publishes nothing
   const q = await aQueue();
   await sub.psubscribe('*');
   try {
-    await q.enqueueMany([{ id: 'call:c1:1', data: 1 }, { id: 'call:c1:2', data: 2 }]);
+    await q.enqueueMany([
+      { id: 'call:c1:1', data: 1 },
+      { id: 'call:c1:2', data: 2 },
+    ]);
     const { items } = await q.claim(2, 10_000);
     await q.complete([{ claim: items[0]!, result: 'x' }]);
     await q.fail([{ claim: items[1]!, error: { name: 'E', message: 'm' } }]);
@@ -99,7 +102,10 @@ test('with replies on: only the final failure of a call is announced, with its d
   await q.enableReplies();
   const ch = q.replyChannel('ccc');
   await sub.ssubscribe(ch);
-  await q.enqueueMany([{ id: 'call:ccc:1', data: {} }, { id: 'call:ccc:2', data: {} }]);
+  await q.enqueueMany([
+    { id: 'call:ccc:1', data: {} },
+    { id: 'call:ccc:2', data: {} },
+  ]);
   let { items } = await q.claim(10, 10_000);
   // First attempt of :1 is retried (announces nothing); :2 is not retryable (announced at once).
   await q.fail([
@@ -121,9 +127,12 @@ test('with replies on: only the final failure of a call is announced, with its d
   await sub.sunsubscribe(ch);
 });
 
-test('forgetCalls removes delivered calls\' results and idempotence ids, and leaves the counters alone', async () => {
+test("forgetCalls removes delivered calls' results and idempotence ids, and leaves the counters alone", async () => {
   const q = await aQueue();
-  await q.enqueueMany([{ id: 'call:d:1', data: {} }, { id: 'call:d:2', data: {} }]);
+  await q.enqueueMany([
+    { id: 'call:d:1', data: {} },
+    { id: 'call:d:2', data: {} },
+  ]);
   const { items } = await q.claim(2, 10_000);
   await q.complete(items.map((c) => ({ claim: c, result: 1 })));
   expect(await redis.scard(q.keys.seen)).toBe(2);

@@ -104,7 +104,26 @@ describe("namespace A's user and namespace B", () => {
   });
 
   test('cannot run server-wide commands', async () => {
-    for (const cmd of [['FLUSHALL'], ['FLUSHDB'], ['KEYS', '*'], ['SCAN', '0'], ['CONFIG', 'GET', '*'], ['CONFIG', 'SET', 'maxmemory', '1'], ['ACL', 'LIST'], ['ACL', 'SETUSER', namespaceAclUser(A), '~*'], ['DEBUG', 'SLEEP', '0'], ['SHUTDOWN'], ['MODULE', 'LIST'], ['MONITOR'], ['CLIENT', 'LIST'], ['CLIENT', 'KILL', 'USER', 'default'], ['SCRIPT', 'FLUSH'], ['FUNCTION', 'LIST'], ['SET', `tb:{${A}/x}:free`, 'v'], ['GET', `tb:{${A}/x}:free`]] as const) {
+    for (const cmd of [
+      ['FLUSHALL'],
+      ['FLUSHDB'],
+      ['KEYS', '*'],
+      ['SCAN', '0'],
+      ['CONFIG', 'GET', '*'],
+      ['CONFIG', 'SET', 'maxmemory', '1'],
+      ['ACL', 'LIST'],
+      ['ACL', 'SETUSER', namespaceAclUser(A), '~*'],
+      ['DEBUG', 'SLEEP', '0'],
+      ['SHUTDOWN'],
+      ['MODULE', 'LIST'],
+      ['MONITOR'],
+      ['CLIENT', 'LIST'],
+      ['CLIENT', 'KILL', 'USER', 'default'],
+      ['SCRIPT', 'FLUSH'],
+      ['FUNCTION', 'LIST'],
+      ['SET', `tb:{${A}/x}:free`, 'v'],
+      ['GET', `tb:{${A}/x}:free`],
+    ] as const) {
       await expect(a.call(cmd[0], ...cmd.slice(1))).rejects.toThrow(/^NOPERM this user has no permissions to run the '[a-z|]+' command/);
     }
     expect(await admin.dbsize()).toBeGreaterThan(0);
@@ -124,7 +143,10 @@ describe("namespace A's user and namespace B", () => {
 describe("everything of A works as A's user", () => {
   test('a full batch with the real worker: enqueue, claim, complete, results (password from a file)', async () => {
     const a = asUser(A, 'pw-a');
-    const { queue, name } = await new BatchBuilder(a, uniqueName('a'), A).withItems(Array.from({ length: 40 }, (_, i) => ({ n: i }))).closed().create();
+    const { queue, name } = await new BatchBuilder(a, uniqueName('a'), A)
+      .withItems(Array.from({ length: 40 }, (_, i) => ({ n: i })))
+      .closed()
+      .create();
     const w = spawnWorker(
       workerEnv(server.url, name, fixture('ok'), {
         TASKBATCH_NAMESPACE: A,
@@ -191,7 +213,10 @@ describe('rotation', () => {
 
     // 600 items of 30 ms on 4 slots: several seconds of work, the rotation happens midway.
     const creator = asUser(ns, oldPassword);
-    const { queue, name } = await new BatchBuilder(creator, uniqueName('rot'), ns).withItems(Array.from({ length: 600 }, () => ({ ms: 30 }))).closed().create();
+    const { queue, name } = await new BatchBuilder(creator, uniqueName('rot'), ns)
+      .withItems(Array.from({ length: 600 }, () => ({ ms: 30 })))
+      .closed()
+      .create();
     const file = passwordFile('rot', oldPassword);
     const w = spawnWorker(
       workerEnv(server.url, name, fixture('slow'), {

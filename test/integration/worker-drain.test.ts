@@ -46,14 +46,16 @@ async function drainingWorker(name: string, marker: string, more: number, extra:
   for (let i = 0; i < more; i++) builder.withItem(`short-${i}`, { file: join(dir, 'exists') });
   const { queue } = await builder.closed().create();
   const id = `pod-${name}`;
-  const w = spawnWorker(workerEnv(server.url, name, fixture('untilFile'), {
-    TASKBATCH_POOL_MODE: 'process',
-    TASKBATCH_POOL_SIZE: '1',
-    TASKBATCH_SHUTDOWN_GRACE_SECONDS: GRACE_SECONDS,
-    TASKBATCH_HEARTBEAT_SECONDS: '0.1',
-    TASKBATCH_WORKER_ID: id,
-    ...extra,
-  }));
+  const w = spawnWorker(
+    workerEnv(server.url, name, fixture('untilFile'), {
+      TASKBATCH_POOL_MODE: 'process',
+      TASKBATCH_POOL_SIZE: '1',
+      TASKBATCH_SHUTDOWN_GRACE_SECONDS: GRACE_SECONDS,
+      TASKBATCH_HEARTBEAT_SECONDS: '0.1',
+      TASKBATCH_WORKER_ID: id,
+      ...extra,
+    }),
+  );
   workers.push(w);
   await waitFor('the long item to run', async () => (await listWorkers(queue)).some((x) => x.id === id && x.running === 1));
   return { queue, w, id };

@@ -31,7 +31,10 @@ async function withRedis(args: string[], body: (server: RedisServer, redis: Redi
 
 test('Redis restarted with its data: the worker goes not-ready, keeps retrying, and finishes the batch by itself', async () => {
   await withRedis(['--appendonly', 'yes', '--appendfsync', 'always'], async (server, redis) => {
-    const { queue, name } = await aBatch(redis).withItems(Array.from({ length: 20 }, () => ({ ms: 150 }))).closed().create();
+    const { queue, name } = await aBatch(redis)
+      .withItems(Array.from({ length: 20 }, () => ({ ms: 150 })))
+      .closed()
+      .create();
     const w = spawnWorker(workerEnv(server.url, name, fixture('slow'), { TASKBATCH_POOL_MODE: 'thread', TASKBATCH_POOL_SIZE: '2', TASKBATCH_LEASE_SECONDS: '10' }));
     workers.push(w);
     const url = await w.httpUrl();
@@ -50,7 +53,9 @@ test('Redis restarted with its data: the worker goes not-ready, keeps retrying, 
 
 test('Redis restarted empty: the worker reports the lost state, stays not ready, and exits 4', async () => {
   await withRedis([], async (server, redis) => {
-    const { queue, name } = await aBatch(redis).withItems(Array.from({ length: 10 }, () => ({ ms: 5000 }))).create();
+    const { queue, name } = await aBatch(redis)
+      .withItems(Array.from({ length: 10 }, () => ({ ms: 5000 })))
+      .create();
     const w = spawnWorker(workerEnv(server.url, name, fixture('slow'), { TASKBATCH_POOL_MODE: 'async', TASKBATCH_POOL_SIZE: '2', TASKBATCH_STATE_LOST_EXIT_SECONDS: '1.5' }));
     workers.push(w);
     const url = await w.httpUrl();

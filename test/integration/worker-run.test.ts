@@ -40,7 +40,9 @@ function start(batch: string, handler: string, extra: Record<string, string> = {
 }
 
 test('completes a batch: counts, results, metrics, health, presence; exits 0 when the batch is complete', async () => {
-  const { queue, name } = await aBatch(redis).withItems(Array.from({ length: 50 }, (_, i) => ({ n: i }))).create();
+  const { queue, name } = await aBatch(redis)
+    .withItems(Array.from({ length: 50 }, (_, i) => ({ n: i })))
+    .create();
   const w = start(name, fixture('ok'), { TASKBATCH_POOL_MODE: 'thread', TASKBATCH_POOL_SIZE: '2' });
   const url = await w.httpUrl();
   await waitFor('50 items succeeded', async () => (await queue.snapshot()).succeeded === 50);
@@ -79,7 +81,12 @@ test('retries failures per the batch policy and dead-letters non-retryable ones'
 describe.each(['thread', 'process', 'async'] as const)('%s mode', (mode) => {
   test('an item that exceeds its timeout is failed as timed out and retried; the rest of the batch goes on', async () => {
     const stuck = mode === 'async' ? { fn: 'slowUntilAttempt', args: [{ okOnAttempt: 2, ms: 60_000 }] } : { fn: 'hangsUntilAttempt', args: [{ okOnAttempt: 2 }] };
-    const { queue, name } = await aBatch(redis).withItem('stuck', stuck).withItems([1, 2, 3, 4].map((n) => ({ fn: 'add', args: [n, 1] }))).maxAttempts(2).closed().create();
+    const { queue, name } = await aBatch(redis)
+      .withItem('stuck', stuck)
+      .withItems([1, 2, 3, 4].map((n) => ({ fn: 'add', args: [n, 1] })))
+      .maxAttempts(2)
+      .closed()
+      .create();
     const w = start(name, DISPATCH, { TASKBATCH_POOL_MODE: mode, TASKBATCH_POOL_SIZE: '2', TASKBATCH_ITEM_TIMEOUT_SECONDS: '0.5', TASKBATCH_ABORT_GRACE_SECONDS: '0.2' });
     expect((await w.exited).code).toBe(0);
     expect(await queue.snapshot()).toMatchObject({ total: 5, succeeded: 5, failed: 0, retries: 1 });
@@ -101,7 +108,10 @@ describe.each(['thread', 'process', 'async'] as const)('%s mode', (mode) => {
 });
 
 test('async mode: a handler that blocks the event loop gets the worker killed by its watchdog; another worker finishes the item', async () => {
-  const { queue, name } = await aBatch(redis).withItem('blocker', { fn: 'hangsUntilAttempt', args: [{ okOnAttempt: 2 }] }).closed().create();
+  const { queue, name } = await aBatch(redis)
+    .withItem('blocker', { fn: 'hangsUntilAttempt', args: [{ okOnAttempt: 2 }] })
+    .closed()
+    .create();
   const env = { TASKBATCH_POOL_MODE: 'async', TASKBATCH_ITEM_TIMEOUT_SECONDS: '0.5', TASKBATCH_LEASE_SECONDS: '1' };
   const a = start(name, DISPATCH, env);
   expect(await a.exited).toEqual({ code: null, signal: 'SIGKILL' });
@@ -164,7 +174,10 @@ test('a lease lost while running aborts the item; it is then run again', async (
 });
 
 test('SIGTERM: running items finish within the grace, unstarted ones are released; exit 0', async () => {
-  const { queue, name } = await aBatch(redis).withItems(Array.from({ length: 6 }, () => ({ ms: 700 }))).closed().create();
+  const { queue, name } = await aBatch(redis)
+    .withItems(Array.from({ length: 6 }, () => ({ ms: 700 })))
+    .closed()
+    .create();
   const w = start(name, fixture('slow'), { TASKBATCH_POOL_MODE: 'thread', TASKBATCH_POOL_SIZE: '2', TASKBATCH_SHUTDOWN_GRACE_SECONDS: '5' });
   await waitFor('two items to run', () => w.logs.some((l) => l.msg === 'Started worker') && queue.snapshot().then((s) => s.running >= 2));
   await new Promise((r) => setTimeout(r, 100));
@@ -178,7 +191,10 @@ test('SIGTERM: running items finish within the grace, unstarted ones are release
 });
 
 test('SIGTERM: items still running after the grace are released, not failed; a second signal exits at once', async () => {
-  const { queue, name } = await aBatch(redis).withItems([{ ms: 30_000 }]).closed().create();
+  const { queue, name } = await aBatch(redis)
+    .withItems([{ ms: 30_000 }])
+    .closed()
+    .create();
   const w = start(name, fixture('slow'), { TASKBATCH_POOL_MODE: 'process', TASKBATCH_POOL_SIZE: '1', TASKBATCH_SHUTDOWN_GRACE_SECONDS: '0.3' });
   await waitFor('the item to run', async () => (await queue.snapshot()).running === 1);
   w.kill('SIGTERM');
@@ -197,8 +213,18 @@ test('SIGTERM: items still running after the grace are released, not failed; a s
 
 test('presence: the registry lists live workers; a drain request stops claiming and lets running items finish; stale entries are pruned', async () => {
   const marker = join(mkdtempSync(join(tmpdir(), 'tb-presence-')), 'done');
-  const { queue, name } = await aBatch(redis).withItems(Array.from({ length: 4 }, () => ({ file: marker }))).closed().create();
-  const w = start(name, fixture('untilFile'), { TASKBATCH_POOL_MODE: 'async', TASKBATCH_POOL_SIZE: '2', TASKBATCH_SHUTDOWN_GRACE_SECONDS: '0.2', TASKBATCH_HEARTBEAT_SECONDS: '0.1', TASKBATCH_WORKER_ID: `pod-${name}`, POD_IP: '127.0.0.9' });
+  const { queue, name } = await aBatch(redis)
+    .withItems(Array.from({ length: 4 }, () => ({ file: marker })))
+    .closed()
+    .create();
+  const w = start(name, fixture('untilFile'), {
+    TASKBATCH_POOL_MODE: 'async',
+    TASKBATCH_POOL_SIZE: '2',
+    TASKBATCH_SHUTDOWN_GRACE_SECONDS: '0.2',
+    TASKBATCH_HEARTBEAT_SECONDS: '0.1',
+    TASKBATCH_WORKER_ID: `pod-${name}`,
+    POD_IP: '127.0.0.9',
+  });
   const entry = await waitFor('the worker to report 2 running items', async () => (await listWorkers(queue)).find((x) => x.running === 2));
   expect(entry).toMatchObject({ id: `pod-${name}`, mode: 'async', capacity: 2, podIp: '127.0.0.9', draining: false, drainRequested: false });
   expect(entry.inflight).toBeGreaterThanOrEqual(2);

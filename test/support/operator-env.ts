@@ -46,10 +46,14 @@ export async function installCrd(kube: KubeClient): Promise<void> {
   const crd = parse(readFileSync(CRD_FILE, 'utf8')) as { metadata: { name: string } };
   const path = '/apis/apiextensions.k8s.io/v1/customresourcedefinitions';
   await kube.patch(`${path}/${crd.metadata.name}`, crd, 'apply', { fieldManager: 'taskbatch-tests', force: true });
-  await eventually(async () => {
-    const got = await kube.get<{ status?: { conditions?: { type: string; status: string }[] } }>(`${path}/${crd.metadata.name}`);
-    return got.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True');
-  }, 30_000, 'CRD Established');
+  await eventually(
+    async () => {
+      const got = await kube.get<{ status?: { conditions?: { type: string; status: string }[] } }>(`${path}/${crd.metadata.name}`);
+      return got.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True');
+    },
+    30_000,
+    'CRD Established',
+  );
 }
 
 export async function createNamespace(kube: KubeClient, name: string): Promise<string> {
@@ -107,11 +111,15 @@ export async function startOperator(env: OperatorEnv, extraEnv: Record<string, s
     },
   };
   // Started means serving /healthz; an operator that exits first fails here with its log.
-  await eventually(async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new StartFailed(`operator exited (${proc.exitCode ?? proc.signalCode}):\n${handle.logs()}`);
-    const r = await fetch(`http://127.0.0.1:${metricsPort}/healthz`).catch(() => undefined);
-    return r?.ok;
-  }, 30_000, 'the operator to serve /healthz').catch((err: unknown) => {
+  await eventually(
+    async () => {
+      if (proc.exitCode !== null || proc.signalCode !== null) throw new StartFailed(`operator exited (${proc.exitCode ?? proc.signalCode}):\n${handle.logs()}`);
+      const r = await fetch(`http://127.0.0.1:${metricsPort}/healthz`).catch(() => undefined);
+      return r?.ok;
+    },
+    30_000,
+    'the operator to serve /healthz',
+  ).catch((err: unknown) => {
     throw err instanceof StartFailed ? err : new Error(`${(err as Error).message}; log:\n${handle.logs()}`);
   });
   return handle;
@@ -126,10 +134,14 @@ export async function getBatch(kube: KubeClient, ns: string, name: string): Prom
 export async function waitForCondition(kube: KubeClient, ns: string, name: string, type: string, timeoutMs = 120_000, status = 'True'): Promise<TaskBatch> {
   let last: TaskBatch | undefined;
   try {
-    return await eventually(async () => {
-      last = await getBatch(kube, ns, name);
-      return last.status?.conditions?.some((c) => c.type === type && c.status === status) ? last : undefined;
-    }, timeoutMs, `TaskBatch ${ns}/${name} condition ${type}=${status}`);
+    return await eventually(
+      async () => {
+        last = await getBatch(kube, ns, name);
+        return last.status?.conditions?.some((c) => c.type === type && c.status === status) ? last : undefined;
+      },
+      timeoutMs,
+      `TaskBatch ${ns}/${name} condition ${type}=${status}`,
+    );
   } catch (err) {
     throw new Error(`${(err as Error).message}; last status: ${JSON.stringify(last?.status)}`);
   }

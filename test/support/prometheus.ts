@@ -102,13 +102,7 @@ export async function startPrometheus(o: PrometheusOptions): Promise<Prometheus>
   let out = '';
   const proc: ChildProcess = spawn(
     o.binary ?? prometheusBinary(),
-    [
-      `--config.file=${configFile}`,
-      `--storage.tsdb.path=${join(dir, 'data')}`,
-      `--web.listen-address=127.0.0.1:${port}`,
-      '--storage.tsdb.retention.time=1h',
-      '--log.level=warn',
-    ],
+    [`--config.file=${configFile}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--storage.tsdb.retention.time=1h', '--log.level=warn'],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const collect = (b: Buffer): void => {

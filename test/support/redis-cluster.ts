@@ -16,21 +16,25 @@ export async function startRedisCluster(primaries = 3): Promise<RedisClusterFixt
     nodes.push(await startRedisServer({ args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '5000'] }));
   }
   execFileSync('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `${n.host}:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'], { stdio: 'pipe' });
-  await eventually(async () => {
-    const checks = await Promise.all(
-      nodes.map(async (n) => {
-        const c = new Redis(n.port, n.host, { lazyConnect: true });
-        try {
-          await c.connect();
-          const info = await c.cluster('INFO');
-          return String(info).includes('cluster_state:ok');
-        } finally {
-          c.disconnect();
-        }
-      }),
-    );
-    return checks.every(Boolean);
-  }, 20_000, 'cluster_state:ok on every node');
+  await eventually(
+    async () => {
+      const checks = await Promise.all(
+        nodes.map(async (n) => {
+          const c = new Redis(n.port, n.host, { lazyConnect: true });
+          try {
+            await c.connect();
+            const info = await c.cluster('INFO');
+            return String(info).includes('cluster_state:ok');
+          } finally {
+            c.disconnect();
+          }
+        }),
+      );
+      return checks.every(Boolean);
+    },
+    20_000,
+    'cluster_state:ok on every node',
+  );
   return {
     nodes,
     seedUrl: nodes[0]!.url,

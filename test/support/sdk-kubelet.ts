@@ -59,7 +59,9 @@ export async function startFakeKubelet(kube: KubeClient): Promise<FakeKubelet> {
     requests.push(`${url.pathname}${url.search}`);
     const m = /^\/portForward\/([^/]+)\/([^/]+)$/.exec(url.pathname);
     const key = req.headers['sec-websocket-key'];
-    const protocols = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim());
+    const protocols = String(req.headers['sec-websocket-protocol'] ?? '')
+      .split(',')
+      .map((s) => s.trim());
     const port = Number(url.searchParams.get('port') ?? url.searchParams.get('ports'));
     if (!m || !key || !protocols.includes('v4.channel.k8s.io') || !port) {
       socket.end('HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\n\r\nfake kubelet: expected a v4.channel.k8s.io port-forward upgrade\n');
@@ -112,13 +114,20 @@ export async function startFakeKubelet(kube: KubeClient): Promise<FakeKubelet> {
   const nodeName = `pf-node-${randomBytes(3).toString('hex')}`;
   await kube.create('/api/v1/nodes', { apiVersion: 'v1', kind: 'Node', metadata: { name: nodeName, labels: { 'kubernetes.io/hostname': nodeName } } });
   const now = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
-  await kube.patch(`/api/v1/nodes/${nodeName}/status`, {
-    status: {
-      addresses: [{ type: 'InternalIP', address: '127.0.0.1' }, { type: 'Hostname', address: nodeName }],
-      daemonEndpoints: { kubeletEndpoint: { Port: port } },
-      conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'fake kubelet (port-forward only)', lastHeartbeatTime: now, lastTransitionTime: now }],
+  await kube.patch(
+    `/api/v1/nodes/${nodeName}/status`,
+    {
+      status: {
+        addresses: [
+          { type: 'InternalIP', address: '127.0.0.1' },
+          { type: 'Hostname', address: nodeName },
+        ],
+        daemonEndpoints: { kubeletEndpoint: { Port: port } },
+        conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'fake kubelet (port-forward only)', lastHeartbeatTime: now, lastTransitionTime: now }],
+      },
     },
-  }, 'strategic');
+    'strategic',
+  );
   return {
     nodeName,
     port,
@@ -138,17 +147,24 @@ export async function startFakeKubelet(kube: KubeClient): Promise<FakeKubelet> {
         spec: { nodeName, containers: [{ name: 'main', image: 'redis:7', ports: [{ name: 'redis', containerPort }] }] },
       });
       const t = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
-      await k.patch(`/api/v1/namespaces/${ns}/pods/${name}/status`, {
-        status: {
-          phase: 'Running',
-          podIP,
-          podIPs: [{ ip: podIP }],
-          hostIP: '127.0.0.1',
-          startTime: t,
-          conditions: [{ type: 'Ready', status: 'True', lastTransitionTime: t }, { type: 'ContainersReady', status: 'True', lastTransitionTime: t }],
-          containerStatuses: [{ name: 'main', ready: true, restartCount: 0, image: 'redis:7', imageID: '', started: true, state: { running: { startedAt: t } } }],
+      await k.patch(
+        `/api/v1/namespaces/${ns}/pods/${name}/status`,
+        {
+          status: {
+            phase: 'Running',
+            podIP,
+            podIPs: [{ ip: podIP }],
+            hostIP: '127.0.0.1',
+            startTime: t,
+            conditions: [
+              { type: 'Ready', status: 'True', lastTransitionTime: t },
+              { type: 'ContainersReady', status: 'True', lastTransitionTime: t },
+            ],
+            containerStatuses: [{ name: 'main', ready: true, restartCount: 0, image: 'redis:7', imageID: '', started: true, state: { running: { startedAt: t } } }],
+          },
         },
-      }, 'strategic');
+        'strategic',
+      );
     },
     stop: async (k) => {
       for (const s of open) s.destroy();

@@ -161,13 +161,27 @@ export function spawnWorker(env: Record<string, string>, args: string[] = []): S
       };
       const timer = setTimeout(() => {
         cleanup();
-        reject(new Error(`no matching log line within ${timeoutMs}ms; last lines:\n${logs.slice(-15).map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${err.slice(-2000)}`));
+        reject(
+          new Error(
+            `no matching log line within ${timeoutMs}ms; last lines:\n${logs
+              .slice(-15)
+              .map((l) => JSON.stringify(l))
+              .join('\n')}\nstderr: ${err.slice(-2000)}`,
+          ),
+        );
       }, timeoutMs);
       const onExit = (): void => {
         setTimeout(() => {
           if (!check()) {
             cleanup();
-            reject(new Error(`worker exited before a matching log line; last lines:\n${logs.slice(-15).map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${err.slice(-2000)}`));
+            reject(
+              new Error(
+                `worker exited before a matching log line; last lines:\n${logs
+                  .slice(-15)
+                  .map((l) => JSON.stringify(l))
+                  .join('\n')}\nstderr: ${err.slice(-2000)}`,
+              ),
+            );
           }
         }, 50);
       };

@@ -15,7 +15,15 @@ test('durations', () => {
 });
 
 test('kubectl-style tables and ages', () => {
-  expect(formatTable(['NAME', 'STATUS', 'AGE'], [['a-long-name', 'Running', '5m'], ['b', 'Complete', '2d']])).toBe('NAME          STATUS     AGE\na-long-name   Running    5m\nb             Complete   2d\n');
+  expect(
+    formatTable(
+      ['NAME', 'STATUS', 'AGE'],
+      [
+        ['a-long-name', 'Running', '5m'],
+        ['b', 'Complete', '2d'],
+      ],
+    ),
+  ).toBe('NAME          STATUS     AGE\na-long-name   Running    5m\nb             Complete   2d\n');
   const now = Date.parse('2025-06-01T12:00:00Z');
   expect(age('2025-06-01T11:59:15Z', now)).toBe('45s');
   expect(age('2025-06-01T11:48:00Z', now)).toBe('12m');

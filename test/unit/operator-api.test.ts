@@ -27,26 +27,46 @@ describe('item sources', () => {
   test('range items have deterministic ids and values', () => {
     const s = itemSource({ handler: { builtin: 'noop' }, range: { start: 10, end: 20, step: 3 } })!;
     expect(s.total).toBe(4);
-    expect(s.slice(0, 10)).toEqual([{ id: 'i0', data: { i: 10 } }, { id: 'i1', data: { i: 13 } }, { id: 'i2', data: { i: 16 } }, { id: 'i3', data: { i: 19 } }]);
+    expect(s.slice(0, 10)).toEqual([
+      { id: 'i0', data: { i: 10 } },
+      { id: 'i1', data: { i: 13 } },
+      { id: 'i2', data: { i: 16 } },
+      { id: 'i3', data: { i: 19 } },
+    ]);
     expect(s.slice(3, 10)).toEqual([{ id: 'i3', data: { i: 19 } }]);
     expect(s.slice(4, 10)).toEqual([]);
   });
 
   test('negative steps count down', () => {
-    expect(itemSource({ handler: { builtin: 'noop' }, range: { start: 5, end: 0, step: -2 } })!.slice(0, 9).map((i) => i.data)).toEqual([{ i: 5 }, { i: 3 }, { i: 1 }]);
+    expect(
+      itemSource({ handler: { builtin: 'noop' }, range: { start: 5, end: 0, step: -2 } })!
+        .slice(0, 9)
+        .map((i) => i.data),
+    ).toEqual([{ i: 5 }, { i: 3 }, { i: 1 }]);
   });
 
   test('JSON Lines from a ConfigMap; a bad line names its number', () => {
     const spec = { handler: { builtin: 'noop' as const }, itemsFrom: { configMapKeyRef: { name: 'in', key: 'items.jsonl' } } };
     const s = itemSource(spec, '{"a":1}\n\n"two"\n{bad\n')!;
     expect(s.total).toBe(3);
-    expect(s.slice(0, 2)).toEqual([{ id: 'i0', data: { a: 1 } }, { id: 'i1', data: 'two' }]);
+    expect(s.slice(0, 2)).toEqual([
+      { id: 'i0', data: { a: 1 } },
+      { id: 'i1', data: 'two' },
+    ]);
     expect(() => s.slice(2, 1)).toThrow(/line 3 of ConfigMap in key items.jsonl is not valid JSON/);
   });
 });
 
 describe('worker pods', () => {
-  const cfg: WorkerPodConfig = { image: 'taskbatch/worker:dev', command: ['node', '/app/dist/worker/main.js'], metricsPort: 9090, restrictedSecurityContext: true, podSecurity: 'restricted', terminationGracePeriodSeconds: 60, defaultRedis: { url: 'redis://redis:6379' } };
+  const cfg: WorkerPodConfig = {
+    image: 'taskbatch/worker:dev',
+    command: ['node', '/app/dist/worker/main.js'],
+    metricsPort: 9090,
+    restrictedSecurityContext: true,
+    podSecurity: 'restricted',
+    terminationGracePeriodSeconds: 60,
+    defaultRedis: { url: 'redis://redis:6379' },
+  };
   const batch = (template?: unknown): TaskBatch => ({
     apiVersion: 'taskbatch.dev/v1alpha1',
     kind: 'TaskBatch',
@@ -62,7 +82,15 @@ describe('worker pods', () => {
     const c = pod.spec.containers[0]!;
     expect(c).toMatchObject({ name: 'worker', image: 'taskbatch/worker:dev', command: ['node', '/app/dist/worker/main.js'] });
     const env = Object.fromEntries((c.env ?? []).map((e) => [e.name, e.value ?? e.valueFrom]));
-    expect(env).toMatchObject({ TASKBATCH_BATCH: 'resize', TASKBATCH_NAMESPACE: 'media', TASKBATCH_POOL_MODE: 'process', TASKBATCH_POOL_SIZE: '3', TASKBATCH_QUEUE_EPOCH: 'e1', TASKBATCH_REDIS_URL: 'redis://redis:6379', TASKBATCH_HANDLER: '{"builtin":"sleep"}' });
+    expect(env).toMatchObject({
+      TASKBATCH_BATCH: 'resize',
+      TASKBATCH_NAMESPACE: 'media',
+      TASKBATCH_POOL_MODE: 'process',
+      TASKBATCH_POOL_SIZE: '3',
+      TASKBATCH_QUEUE_EPOCH: 'e1',
+      TASKBATCH_REDIS_URL: 'redis://redis:6379',
+      TASKBATCH_HANDLER: '{"builtin":"sleep"}',
+    });
     expect(c.securityContext).toMatchObject({ runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
     expect(pod.spec.restartPolicy).toBe('Never');
     expect(c.readinessProbe).toMatchObject({ httpGet: { path: '/readyz', port: 9090 } });
@@ -70,7 +98,27 @@ describe('worker pods', () => {
   });
 
   test('the template is kept; the container named worker gets the command and env', () => {
-    const pod = buildWorkerPod(batch({ metadata: { labels: { team: 'a' } }, spec: { containers: [{ name: 'sidecar', image: 'envoy' }, { name: 'worker', image: 'mine:1', env: [{ name: 'MY_VAR', value: '1' }, { name: 'TASKBATCH_BATCH', value: 'spoofed' }], securityContext: { runAsUser: 1000 } }] } }), 'e1', cfg);
+    const pod = buildWorkerPod(
+      batch({
+        metadata: { labels: { team: 'a' } },
+        spec: {
+          containers: [
+            { name: 'sidecar', image: 'envoy' },
+            {
+              name: 'worker',
+              image: 'mine:1',
+              env: [
+                { name: 'MY_VAR', value: '1' },
+                { name: 'TASKBATCH_BATCH', value: 'spoofed' },
+              ],
+              securityContext: { runAsUser: 1000 },
+            },
+          ],
+        },
+      }),
+      'e1',
+      cfg,
+    );
     expect(pod.metadata.labels).toMatchObject({ team: 'a', 'taskbatch.dev/batch': 'resize' });
     // workerPodSecurity=restricted (the default) hardens the sidecar too; it used to pass through bare.
     expect(pod.spec.containers[0]).toEqual({ name: 'sidecar', image: 'envoy', securityContext: { allowPrivilegeEscalation: false, runAsNonRoot: true, capabilities: { drop: ['ALL'] } } });
@@ -81,7 +129,7 @@ describe('worker pods', () => {
     expect(w.securityContext).toMatchObject({ runAsUser: 1000, runAsNonRoot: true });
   });
 
-  test('the termination grace covers the item timeout (+30 s), so a draining worker deleted mid-item is not killed; a template\'s own value wins', () => {
+  test("the termination grace covers the item timeout (+30 s), so a draining worker deleted mid-item is not killed; a template's own value wins", () => {
     expect(buildWorkerPod(batch(), 'e1', cfg).spec.terminationGracePeriodSeconds).toBe(630); // itemTimeoutSeconds defaults to 600
     const withTimeout = (itemTimeoutSeconds: number, template?: unknown): TaskBatch => ({ ...batch(template), spec: { ...batch(template).spec, itemTimeoutSeconds } });
     expect(buildWorkerPod(withTimeout(3600), 'e1', cfg).spec.terminationGracePeriodSeconds).toBe(3630);

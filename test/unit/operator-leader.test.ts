@@ -117,10 +117,15 @@ interface Replica {
 function replica(server: FakeLeaseServer, identity: string, clock: Clock): Replica {
   const api = server.client(identity);
   const counts = { started: 0, stopped: 0 };
-  const elector = new LeaderElector(api, { namespace: 'ops', name: 'op', identity, leaseDurationMs: LEASE_MS, renewDeadlineMs: DEADLINE_MS, retryPeriodMs: RETRY_MS, clock }, createLogger({}, 'error'), {
-    onStartedLeading: () => counts.started++,
-    onStoppedLeading: () => counts.stopped++,
-  });
+  const elector = new LeaderElector(
+    api,
+    { namespace: 'ops', name: 'op', identity, leaseDurationMs: LEASE_MS, renewDeadlineMs: DEADLINE_MS, retryPeriodMs: RETRY_MS, clock },
+    createLogger({}, 'error'),
+    {
+      onStartedLeading: () => counts.started++,
+      onStoppedLeading: () => counts.stopped++,
+    },
+  );
   return {
     elector,
     api,
@@ -162,8 +167,8 @@ function startFollower(identity: string, c: Clock = clock): Replica {
 }
 
 test.each([
-  ['the leader\'s clock is 60 s behind (its renewTime looks stale)', -60_000, 0],
-  ['the follower\'s clock is 60 s ahead', 0, 60_000],
+  ["the leader's clock is 60 s behind (its renewTime looks stale)", -60_000, 0],
+  ["the follower's clock is 60 s ahead", 0, 60_000],
 ])('a healthy lease is never stolen when %s', async (_what, leaderSkew, followerSkew) => {
   const a = await startLeader('a', skewed(clock, leaderSkew));
   const b = startFollower('b', skewed(clock, followerSkew));
@@ -184,7 +189,12 @@ test.each([
 test('a follower takes over a silent lease exactly one lease duration after it last saw the record change, whatever renewTime says', async () => {
   // A Lease left by a crashed leader an hour ago: a replica that just started has seen no
   // change yet, so it waits a full lease duration from its first look.
-  server.lease = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: 'op', namespace: 'ops', resourceVersion: '900' }, spec: { holderIdentity: 'gone', leaseDurationSeconds: 15, renewTime: new Date(clock.now() - 3_600_000).toISOString(), leaseTransitions: 3 } };
+  server.lease = {
+    apiVersion: 'coordination.k8s.io/v1',
+    kind: 'Lease',
+    metadata: { name: 'op', namespace: 'ops', resourceVersion: '900' },
+    spec: { holderIdentity: 'gone', leaseDurationSeconds: 15, renewTime: new Date(clock.now() - 3_600_000).toISOString(), leaseTransitions: 3 },
+  };
   const b = startFollower('b', skewed(clock, 60_000));
   await flush();
   await clock.advance(LEASE_MS - 100);

@@ -31,14 +31,36 @@ function batch(spec: Partial<TaskBatchSpec> = {}, status: TaskBatch['status'] | 
 }
 
 function snap(s: Partial<BatchSnapshot> = {}): BatchSnapshot {
-  return { epoch: EPOCH, closed: true, total: 1000, pending: 0, delayed: 0, running: 0, succeeded: 0, failed: 0, retries: 0, dueDelayed: 0, seedCursor: '1000', complete: false, ...s } as BatchSnapshot;
+  return {
+    epoch: EPOCH,
+    closed: true,
+    total: 1000,
+    pending: 0,
+    delayed: 0,
+    running: 0,
+    succeeded: 0,
+    failed: 0,
+    retries: 0,
+    dueDelayed: 0,
+    seedCursor: '1000',
+    complete: false,
+    ...s,
+  } as BatchSnapshot;
 }
 
 function pod(name: string, o: { phase?: NonNullable<Pod['status']>['phase']; ready?: boolean; ageMs?: number; epoch?: string; waiting?: string; terminating?: boolean } = {}): Pod {
   const created = iso(NOW - (o.ageMs ?? 120_000));
   const phase = o.phase ?? 'Running';
   return {
-    metadata: { name, namespace: 'ns', uid: `uid-${name}`, creationTimestamp: created, labels: { 'taskbatch.dev/batch': 'b' }, annotations: { 'taskbatch.dev/queue-epoch': o.epoch ?? EPOCH }, ...(o.terminating ? { deletionTimestamp: iso(NOW) } : {}) },
+    metadata: {
+      name,
+      namespace: 'ns',
+      uid: `uid-${name}`,
+      creationTimestamp: created,
+      labels: { 'taskbatch.dev/batch': 'b' },
+      annotations: { 'taskbatch.dev/queue-epoch': o.epoch ?? EPOCH },
+      ...(o.terminating ? { deletionTimestamp: iso(NOW) } : {}),
+    },
     spec: { containers: [{ name: 'worker' }], nodeName: 'n1' },
     status: {
       phase,
@@ -71,7 +93,13 @@ describe('planBatch: queue and seeding', () => {
     p = planBatch(observe({ batch: batch({ range: { end: 2500 } }, { queueEpoch: EPOCH }), source, queue: { kind: 'ok', snapshot: snap({ closed: false, total: 0, seedCursor: '' }), workers: [] } }));
     expect(p.actions).toEqual([expect.objectContaining({ kind: 'seed', from: 0, count: 1000, close: false })]);
     expect(cond(p, 'Progressing')?.message).toContain('0 of 2500 items seeded');
-    p = planBatch(observe({ batch: batch({ range: { end: 2500 } }, { queueEpoch: EPOCH }), source, queue: { kind: 'ok', snapshot: snap({ closed: false, total: 2000, pending: 2000, seedCursor: '2000' }), workers: [] } }));
+    p = planBatch(
+      observe({
+        batch: batch({ range: { end: 2500 } }, { queueEpoch: EPOCH }),
+        source,
+        queue: { kind: 'ok', snapshot: snap({ closed: false, total: 2000, pending: 2000, seedCursor: '2000' }), workers: [] },
+      }),
+    );
     expect(p.actions[0]).toEqual(expect.objectContaining({ kind: 'seed', from: 2000, count: 500, close: true }));
     // Workers start as soon as the first slice is in.
     expect(created(p)).toBe(10);
@@ -96,7 +124,9 @@ describe('planBatch: queue and seeding', () => {
     expect(kinds(p)).toEqual([]);
     expect(cond(p, 'Failed')).toEqual(expect.objectContaining({ status: 'True', reason: 'TooManyItems' }));
     expect(cond(p, 'Failed')?.message).toContain('spec.range: 2000000 items');
-    const missing = planBatch(observe({ batch: batch({}, null), queue: { kind: 'absent' }, source: { kind: 'error', reason: 'ItemsSourceNotFound', message: 'spec.itemsFrom: ConfigMap x not found in namespace ns' } }));
+    const missing = planBatch(
+      observe({ batch: batch({}, null), queue: { kind: 'absent' }, source: { kind: 'error', reason: 'ItemsSourceNotFound', message: 'spec.itemsFrom: ConfigMap x not found in namespace ns' } }),
+    );
     expect(cond(missing, 'Failed')?.reason).toBe('ItemsSourceNotFound');
     const refused = planBatch(observe({ queue: { kind: 'refused', reason: 'RedisConfigInvalid', message: 'spec.redis.url: not a redis:// URL' } }));
     expect(cond(refused, 'Failed')?.reason).toBe('RedisConfigInvalid');
@@ -174,14 +204,25 @@ describe('planBatch: worker pods', () => {
   });
 
   test('progress resets the failure count', () => {
-    const p = planBatch(observe({ batch: batch({}, { queueEpoch: EPOCH, seeded: true, workers: { failures: 2 } }), queue: { kind: 'ok', snapshot: snap({ pending: 10, succeeded: 5 }), workers: [] }, memory: { ...emptyMemory(), lastSucceeded: 3 } }));
+    const p = planBatch(
+      observe({
+        batch: batch({}, { queueEpoch: EPOCH, seeded: true, workers: { failures: 2 } }),
+        queue: { kind: 'ok', snapshot: snap({ pending: 10, succeeded: 5 }), workers: [] },
+        memory: { ...emptyMemory(), lastSucceeded: 3 },
+      }),
+    );
     expect(p.status.workers?.failures).toBe(0);
     expect(cond(p, 'Degraded')?.status).toBe('False');
   });
 
   test('pods of an old epoch and finished pods are deleted', () => {
     const p = planBatch(observe({ queue: backlog(0), pods: [pod('old', { epoch: 'e0' }), pod('done', { phase: 'Succeeded' })] }));
-    expect(p.actions).toEqual(expect.arrayContaining([{ kind: 'deletePod', name: 'old', reason: 'StaleEpoch' }, { kind: 'deletePod', name: 'done', reason: 'Succeeded' }]));
+    expect(p.actions).toEqual(
+      expect.arrayContaining([
+        { kind: 'deletePod', name: 'old', reason: 'StaleEpoch' },
+        { kind: 'deletePod', name: 'done', reason: 'Succeeded' },
+      ]),
+    );
   });
 
   test('scale-in drains the idle workers, never deletes one, and a drained worker is not mistaken for a new one', () => {
@@ -228,7 +269,13 @@ describe('planBatch: outcome', () => {
   });
 
   test('a finished batch deletes its pods, keeps its counts true, and is looked at again', () => {
-    const status = { queueEpoch: EPOCH, seeded: true, completionTime: iso(NOW - 1000), items: { running: 3 }, conditions: [{ type: 'Failed', status: 'True' as const, reason: 'DeadlineExceeded', message: 'x', lastTransitionTime: iso(NOW - 1000) }] };
+    const status = {
+      queueEpoch: EPOCH,
+      seeded: true,
+      completionTime: iso(NOW - 1000),
+      items: { running: 3 },
+      conditions: [{ type: 'Failed', status: 'True' as const, reason: 'DeadlineExceeded', message: 'x', lastTransitionTime: iso(NOW - 1000) }],
+    };
     const p = planBatch(observe({ batch: batch({}, status), pods: [pod('w1')], queue: { kind: 'ok', snapshot: snap({ pending: 3 }), workers: [] } }));
     expect(p.actions).toEqual([{ kind: 'deletePod', name: 'w1', reason: 'BatchFinished' }]);
     expect(p.status.items?.running).toBe(0);
@@ -238,7 +285,12 @@ describe('planBatch: outcome', () => {
   });
 
   test('replayed items reopen a finished batch', () => {
-    const status = { queueEpoch: EPOCH, seeded: true, completionTime: iso(NOW - 1000), conditions: [{ type: 'Failed', status: 'True' as const, reason: 'FailurePolicyExceeded', message: 'x', lastTransitionTime: iso(NOW - 1000) }] };
+    const status = {
+      queueEpoch: EPOCH,
+      seeded: true,
+      completionTime: iso(NOW - 1000),
+      conditions: [{ type: 'Failed', status: 'True' as const, reason: 'FailurePolicyExceeded', message: 'x', lastTransitionTime: iso(NOW - 1000) }],
+    };
     const p = planBatch(observe({ batch: batch({}, status), queue: { kind: 'ok', snapshot: snap({ pending: 2, succeeded: 998 }), workers: [] } }));
     expect(cond(p, 'Failed')).toEqual(expect.objectContaining({ status: 'False', reason: 'Reopened' }));
     expect(p.status.completionTime).toBeUndefined();
@@ -249,8 +301,15 @@ describe('planBatch: outcome', () => {
   });
 
   test('ttlSecondsAfterFinished deletes the batch', () => {
-    const status = { queueEpoch: EPOCH, seeded: true, completionTime: iso(NOW - 11_000), conditions: [{ type: 'Complete', status: 'True' as const, reason: 'AllItemsProcessed', message: 'x', lastTransitionTime: iso(NOW - 11_000) }] };
-    expect(kinds(planBatch(observe({ batch: batch({ ttlSecondsAfterFinished: 10 }, status), queue: { kind: 'ok', snapshot: snap({ complete: true, succeeded: 1000 }), workers: [] } })))).toEqual(['deleteBatch']);
+    const status = {
+      queueEpoch: EPOCH,
+      seeded: true,
+      completionTime: iso(NOW - 11_000),
+      conditions: [{ type: 'Complete', status: 'True' as const, reason: 'AllItemsProcessed', message: 'x', lastTransitionTime: iso(NOW - 11_000) }],
+    };
+    expect(kinds(planBatch(observe({ batch: batch({ ttlSecondsAfterFinished: 10 }, status), queue: { kind: 'ok', snapshot: snap({ complete: true, succeeded: 1000 }), workers: [] } })))).toEqual([
+      'deleteBatch',
+    ]);
   });
 });
 
@@ -288,13 +347,25 @@ describe('planBatch properties', () => {
   function randomObserved(r: () => number): ObservedBatch {
     const int = (n: number): number => Math.floor(r() * n);
     const max = 1 + int(8);
-    const spec: Partial<TaskBatchSpec> = { workers: r() < 0.3 ? { scaling: 'Replicas', replicas: int(12), max } : { min: int(max + 1), max, itemsPerWorker: 1 + int(50) }, ...(r() < 0.15 ? { suspend: true } : {}), ...(r() < 0.2 ? { activeDeadlineSeconds: 1 + int(60) } : {}) };
+    const spec: Partial<TaskBatchSpec> = {
+      workers: r() < 0.3 ? { scaling: 'Replicas', replicas: int(12), max } : { min: int(max + 1), max, itemsPerWorker: 1 + int(50) },
+      ...(r() < 0.15 ? { suspend: true } : {}),
+      ...(r() < 0.2 ? { activeDeadlineSeconds: 1 + int(60) } : {}),
+    };
     const nPods = int(max + 4);
     const pods: Pod[] = [];
     const workers: WorkerPresence[] = [];
     for (let i = 0; i < nPods; i++) {
       const name = `w${i}`;
-      pods.push(pod(name, { phase: phases[int(phases.length)], ageMs: int(200_000), ...(r() < 0.1 ? { terminating: true } : {}), ...(r() < 0.1 ? { epoch: 'e0' } : {}), ...(r() < 0.2 ? { waiting: 'ImagePullBackOff' } : {}) }));
+      pods.push(
+        pod(name, {
+          phase: phases[int(phases.length)],
+          ageMs: int(200_000),
+          ...(r() < 0.1 ? { terminating: true } : {}),
+          ...(r() < 0.1 ? { epoch: 'e0' } : {}),
+          ...(r() < 0.2 ? { waiting: 'ImagePullBackOff' } : {}),
+        }),
+      );
       if (r() < 0.7) workers.push(worker(name, { inflight: int(3), draining: r() < 0.2, drainRequested: r() < 0.2 }));
     }
     const total = int(500);
@@ -305,11 +376,24 @@ describe('planBatch properties', () => {
     const pending = rest - running;
     const closed = r() < 0.8;
     const snapshot = snap({ total, succeeded, failed, running, pending, closed, complete: closed && rest === 0 });
-    const kinds: QueueObservation[] = [{ kind: 'ok', snapshot, workers }, { kind: 'ok', snapshot, workers }, { kind: 'ok', snapshot, workers }, { kind: 'lost', message: 'gone' }, { kind: 'unavailable', message: 'down', retryAfterMs: 500 }, { kind: 'absent' }];
+    const kinds: QueueObservation[] = [
+      { kind: 'ok', snapshot, workers },
+      { kind: 'ok', snapshot, workers },
+      { kind: 'ok', snapshot, workers },
+      { kind: 'lost', message: 'gone' },
+      { kind: 'unavailable', message: 'down', retryAfterMs: 500 },
+      { kind: 'absent' },
+    ];
     const queue = kinds[int(kinds.length)]!;
     const seeded = r() < 0.7;
     const memory = { ...emptyMemory(), expectedPods: r() < 0.3 ? { [`x${int(3)}`]: NOW - int(90_000) } : {}, registeredPods: pods.filter(() => r() < 0.3).map((p) => p.metadata.name!) };
-    return observe({ batch: batch(spec, queue.kind === 'absent' ? null : { queueEpoch: EPOCH, seeded, startTime: iso(NOW - int(100_000)), workers: { failures: int(3) } }), pods, queue, memory, ...(seeded ? {} : { source: { kind: 'items', source: itemSource({ range: { end: Math.max(total, 1) } } as TaskBatchSpec)!, field: 'spec.range' } }) });
+    return observe({
+      batch: batch(spec, queue.kind === 'absent' ? null : { queueEpoch: EPOCH, seeded, startTime: iso(NOW - int(100_000)), workers: { failures: int(3) } }),
+      pods,
+      queue,
+      memory,
+      ...(seeded ? {} : { source: { kind: 'items', source: itemSource({ range: { end: Math.max(total, 1) } } as TaskBatchSpec)!, field: 'spec.range' } }),
+    });
   }
 
   test('for random observed states the plan keeps its promises', () => {
@@ -326,7 +410,8 @@ describe('planBatch properties', () => {
       if (created(p) > 0) expect({ ctx, total: live + expected + created(p) <= max }).toEqual({ ctx, total: true });
       // Scale-in never deletes a pod (busy or not) and never starts replacements.
       for (const a of p.actions) {
-        if (a.kind === 'deletePod') expect({ ctx, reason: ['Succeeded', 'Failed', 'StaleEpoch', 'PendingTooLong', 'Suspended', 'BatchFailed', 'BatchFinished'].includes(a.reason) }).toEqual({ ctx, reason: true });
+        if (a.kind === 'deletePod')
+          expect({ ctx, reason: ['Succeeded', 'Failed', 'StaleEpoch', 'PendingTooLong', 'Suspended', 'BatchFailed', 'BatchFinished'].includes(a.reason) }).toEqual({ ctx, reason: true });
       }
       if (p.actions.some((a) => a.kind === 'drainWorker')) expect({ ctx, created: created(p) }).toEqual({ ctx, created: 0 });
       // Never Complete while an item is unfinished or seeding is not done.
@@ -352,7 +437,9 @@ describe('planBatch properties', () => {
       let createdPods = 0;
       for (let step = 0; step < 40; step++) {
         const workers = [...pods.entries()].filter(([, s]) => s.present).map(([id, s]) => worker(id, { drainRequested: s.drain, draining: s.drain, inflight: s.busy }));
-        const p = planBatch(observe({ batch: batch(spec, status), pods: [...pods.values()].map((s) => s.pod), queue: { kind: 'ok', snapshot: snap({ pending: 500 }), workers }, memory, now: NOW + step * 1000 }));
+        const p = planBatch(
+          observe({ batch: batch(spec, status), pods: [...pods.values()].map((s) => s.pod), queue: { kind: 'ok', snapshot: snap({ pending: 500 }), workers }, memory, now: NOW + step * 1000 }),
+        );
         createdPods += created(p);
         for (const a of p.actions) {
           if (a.kind === 'drainWorker') pods.get(a.name)!.drain = true;

@@ -30,7 +30,20 @@ const CASES: [string, Spec, string, boolean][] = [
   ['seccomp Unconfined on a container', sidecar({ seccompProfile: { type: 'Unconfined' } }), 'spec.containers[1].securityContext.seccompProfile.type', true],
   ['seccomp Unconfined on the pod', { containers: [worker()], securityContext: { seccompProfile: { type: 'Unconfined' } } }, 'spec.securityContext.seccompProfile.type', true],
   ['procMount Unmasked', init({ procMount: 'Unmasked' }), 'spec.initContainers[0].securityContext.procMount', true],
-  ['an unsafe sysctl', { containers: [worker()], securityContext: { sysctls: [{ name: 'kernel.shm_rmid_forced', value: '1' }, { name: 'kernel.msgmax', value: '1' }] } }, 'spec.securityContext.sysctls[1].name', true],
+  [
+    'an unsafe sysctl',
+    {
+      containers: [worker()],
+      securityContext: {
+        sysctls: [
+          { name: 'kernel.shm_rmid_forced', value: '1' },
+          { name: 'kernel.msgmax', value: '1' },
+        ],
+      },
+    },
+    'spec.securityContext.sysctls[1].name',
+    true,
+  ],
   ['AppArmor Unconfined on a container', sidecar({ appArmorProfile: { type: 'Unconfined' } }), 'spec.containers[1].securityContext.appArmorProfile.type', true],
   ['AppArmor Unconfined on the pod', { containers: [worker()], securityContext: { appArmorProfile: { type: 'Unconfined' } } }, 'spec.securityContext.appArmorProfile.type', true],
   ['SELinux type spc_t', sidecar({ seLinuxOptions: { type: 'spc_t' } }), 'spec.containers[1].securityContext.seLinuxOptions.type', true],
@@ -75,11 +88,27 @@ describe('checkPodSecurity', () => {
 
   test('what the Standards allow is accepted at both levels', () => {
     const ok: Spec = {
-      securityContext: { runAsNonRoot: true, runAsUser: 1000, seccompProfile: { type: 'Localhost', localhostProfile: 'p.json' }, sysctls: [{ name: 'net.ipv4.ip_local_port_range', value: '1024 65000' }], seLinuxOptions: { type: 'container_t', level: 's0:c1' }, appArmorProfile: { type: 'RuntimeDefault' } },
+      securityContext: {
+        runAsNonRoot: true,
+        runAsUser: 1000,
+        seccompProfile: { type: 'Localhost', localhostProfile: 'p.json' },
+        sysctls: [{ name: 'net.ipv4.ip_local_port_range', value: '1024 65000' }],
+        seLinuxOptions: { type: 'container_t', level: 's0:c1' },
+        appArmorProfile: { type: 'RuntimeDefault' },
+      },
       hostNetwork: false,
       initContainers: [{ name: 'i', securityContext: { privileged: false, allowPrivilegeEscalation: false, procMount: 'Default', capabilities: { drop: ['ALL'], add: ['NET_BIND_SERVICE'] } } }],
       containers: [worker({ runAsUser: 1000, seccompProfile: { type: 'RuntimeDefault' } }, { ports: [{ containerPort: 80, hostPort: 0 }] })],
-      volumes: [{ name: 'a', emptyDir: {} }, { name: 'b', configMap: { name: 'c' } }, { name: 'c', secret: { secretName: 's' } }, { name: 'd', projected: { sources: [] } }, { name: 'e', persistentVolumeClaim: { claimName: 'p' } }, { name: 'f', downwardAPI: { items: [] } }, { name: 'g', csi: { driver: 'd' } }, { name: 'h', ephemeral: { volumeClaimTemplate: {} } }],
+      volumes: [
+        { name: 'a', emptyDir: {} },
+        { name: 'b', configMap: { name: 'c' } },
+        { name: 'c', secret: { secretName: 's' } },
+        { name: 'd', projected: { sources: [] } },
+        { name: 'e', persistentVolumeClaim: { claimName: 'p' } },
+        { name: 'f', downwardAPI: { items: [] } },
+        { name: 'g', csi: { driver: 'd' } },
+        { name: 'h', ephemeral: { volumeClaimTemplate: {} } },
+      ],
     };
     expect(checkPodSecurity('restricted', ok)).toEqual([]);
     expect(checkPodSecurity('baseline', ok)).toEqual([]);
@@ -89,7 +118,9 @@ describe('checkPodSecurity', () => {
     const spec = { hostNetwork: true, initContainers: [{ name: 'i', securityContext: { runAsUser: 0 } }], containers: [worker(), { name: 'side', securityContext: { privileged: true } }] };
     const v = checkPodSecurity('restricted', spec);
     expect(v.map((x) => x.path)).toEqual(['spec.hostNetwork', 'spec.initContainers[0].securityContext.runAsUser', 'spec.containers[1].securityContext.privileged']);
-    expect(describeViolations('restricted', v)).toMatch(/^spec\.template\.spec\.hostNetwork: forbidden by workerPodSecurity=restricted \(.*\); spec\.template\.spec\.initContainers\[0\]\.securityContext\.runAsUser: forbidden by workerPodSecurity=restricted .*; spec\.template\.spec\.containers\[1\]\.securityContext\.privileged: forbidden by workerPodSecurity=restricted \(privileged containers are not allowed\)$/);
+    expect(describeViolations('restricted', v)).toMatch(
+      /^spec\.template\.spec\.hostNetwork: forbidden by workerPodSecurity=restricted \(.*\); spec\.template\.spec\.initContainers\[0\]\.securityContext\.runAsUser: forbidden by workerPodSecurity=restricted .*; spec\.template\.spec\.containers\[1\]\.securityContext\.privileged: forbidden by workerPodSecurity=restricted \(privileged containers are not allowed\)$/,
+    );
   });
 
   test('a template of odd shapes (user input) does not throw', () => {
@@ -112,7 +143,10 @@ describe('hardenPodSpec', () => {
   });
 
   test('restricted keeps compatible values the template set', () => {
-    const out = hardenPodSpec('restricted', { securityContext: { runAsNonRoot: true, runAsUser: 1000, seccompProfile: { type: 'Localhost', localhostProfile: 'p' } }, containers: [worker({ allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } })] });
+    const out = hardenPodSpec('restricted', {
+      securityContext: { runAsNonRoot: true, runAsUser: 1000, seccompProfile: { type: 'Localhost', localhostProfile: 'p' } },
+      containers: [worker({ allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } })],
+    });
     expect(out.securityContext).toEqual({ runAsNonRoot: true, runAsUser: 1000, seccompProfile: { type: 'Localhost', localhostProfile: 'p' } });
     expect((out.containers as Spec[])[0]).toEqual(worker({ allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] }, runAsNonRoot: true }));
   });
@@ -124,7 +158,14 @@ describe('hardenPodSpec', () => {
 });
 
 describe('buildWorkerPod with workerPodSecurity', () => {
-  const cfg = (podSecurity: PodSecurityLevel, restrictedSecurityContext = true): WorkerPodConfig => ({ image: 'taskbatch/worker:dev', command: ['node', '/app/dist/worker/main.js'], metricsPort: 9090, restrictedSecurityContext, podSecurity, terminationGracePeriodSeconds: 60 });
+  const cfg = (podSecurity: PodSecurityLevel, restrictedSecurityContext = true): WorkerPodConfig => ({
+    image: 'taskbatch/worker:dev',
+    command: ['node', '/app/dist/worker/main.js'],
+    metricsPort: 9090,
+    restrictedSecurityContext,
+    podSecurity,
+    terminationGracePeriodSeconds: 60,
+  });
   const batch = (template?: Spec): TaskBatch => ({
     apiVersion: 'taskbatch.dev/v1alpha1',
     kind: 'TaskBatch',
@@ -139,7 +180,7 @@ describe('buildWorkerPod with workerPodSecurity', () => {
     expect(() => buildWorkerPod(batch(privilegedSidecar), 'e', cfg('baseline'))).toThrow(/workerPodSecurity=baseline/);
   });
 
-  test('unrestricted keeps today\'s behaviour: the template passes through', () => {
+  test("unrestricted keeps today's behaviour: the template passes through", () => {
     const pod = buildWorkerPod(batch(privilegedSidecar), 'e', cfg('unrestricted'));
     expect(pod.spec.containers[1]).toEqual({ name: 'side', image: 'x', securityContext: { privileged: true } });
   });
@@ -156,7 +197,7 @@ describe('buildWorkerPod with workerPodSecurity', () => {
     expect(writable.spec.containers[0]!.securityContext).toMatchObject({ readOnlyRootFilesystem: false, allowPrivilegeEscalation: false });
   });
 
-  test('baseline applies only today\'s worker defaults: a sidecar is not hardened', () => {
+  test("baseline applies only today's worker defaults: a sidecar is not hardened", () => {
     const pod = buildWorkerPod(batch({ spec: { containers: [{ name: 'worker' }, { name: 'side', image: 'x' }] } }), 'e', cfg('baseline'));
     expect(pod.spec.containers[1]).toEqual({ name: 'side', image: 'x' });
     expect(pod.spec.containers[0]!.securityContext).toMatchObject({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false });

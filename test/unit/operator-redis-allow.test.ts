@@ -8,8 +8,8 @@ describe('TASKBATCH_ALLOWED_REDIS', () => {
     ['a listed Service, any port', 'redis.team-a.svc', 6390, true],
     ['the same Service by its cluster.local name', 'redis.team-a.svc.cluster.local', 6379, true],
     ['upper case and a trailing dot', 'REDIS.team-a.svc.', 6379, true],
-    ['another namespace\'s Service', 'redis.team-b.svc', 6379, false],
-    ['the short name (resolved in the operator\'s own namespace)', 'redis', 6379, false],
+    ["another namespace's Service", 'redis.team-b.svc', 6379, false],
+    ["the short name (resolved in the operator's own namespace)", 'redis', 6379, false],
     ['host:port on its port', 'cache.example', 7000, true],
     ['host:port on another port', 'cache.example', 6379, false],
     ['inside a CIDR', '10.1.2.3', 6379, true],
@@ -49,9 +49,11 @@ describe('RedisGuard.check: before any connection', () => {
   });
 
   test('a literal URL outside the list names the field, host and port', () => {
-    expect(() => guard.check(batch({ url: 'redis://127.0.0.99:6379' }), 'redis://127.0.0.99:6379')).toThrow(new RedisNotAllowedError(
-      'spec.redis.url: host "127.0.0.99" port 6379 is not in the installer\'s allowed Redis addresses (TASKBATCH_ALLOWED_REDIS); the operator did not connect to it. Leave spec.redis unset to use the default Redis, or ask the installer to add the address (Helm value redis.allowedAddresses)',
-    ));
+    expect(() => guard.check(batch({ url: 'redis://127.0.0.99:6379' }), 'redis://127.0.0.99:6379')).toThrow(
+      new RedisNotAllowedError(
+        'spec.redis.url: host "127.0.0.99" port 6379 is not in the installer\'s allowed Redis addresses (TASKBATCH_ALLOWED_REDIS); the operator did not connect to it. Leave spec.redis unset to use the default Redis, or ask the installer to add the address (Helm value redis.allowedAddresses)',
+      ),
+    );
     expect(() => guard.check(batch({ url: 'redis://default-redis.tb.svc:6380' }), 'redis://default-redis.tb.svc:6380')).toThrow(RedisNotAllowedError);
   });
 
@@ -62,7 +64,7 @@ describe('RedisGuard.check: before any connection', () => {
     } catch (err) {
       message = (err as Error).message;
     }
-    expect(message).toContain('spec.redis.secretRef: the URL in key url of Secret team-a/creds names a Redis address that is not in the installer\'s allowed Redis addresses');
+    expect(message).toContain("spec.redis.secretRef: the URL in key url of Secret team-a/creds names a Redis address that is not in the installer's allowed Redis addresses");
     expect(message).not.toContain('secret-host');
   });
 });

@@ -85,7 +85,7 @@ describe('EndpointHealth', () => {
     expect(err.message).toBe('Redis at r:1 refused the connection (ECONNREFUSED); trying again now (up to 2s)');
   });
 
-  test('before any failure (the first attempt still running): a CONNECTING cause, retry at the attempt\'s end', () => {
+  test("before any failure (the first attempt still running): a CONNECTING cause, retry at the attempt's end", () => {
     const h = health();
     const now = clock.now();
     const err = h.unavailable('r:1', now, now + 2000, 2000);
@@ -123,21 +123,46 @@ describe('describeFailure: the cause in words a user understands', () => {
   test.each<[string, unknown, Partial<RedisFailure>, { tls?: boolean }]>([
     ['refused', sys('ECONNREFUSED'), { kind: 'refused', code: 'ECONNREFUSED', text: 'refused the connection' }, {}],
     ['connect timeout', sys('ETIMEDOUT', 'connect ETIMEDOUT'), { kind: 'timeout', code: 'ETIMEDOUT', text: 'did not accept the connection within 2s' }, {}],
-    ['connect timeout with TLS', sys('ETIMEDOUT', 'connect ETIMEDOUT'), { kind: 'timeout', text: 'did not complete the connection and TLS handshake within 2s: is TLS enabled on that port?' }, { tls: true }],
-    ['silent after connecting', Object.assign(sys('ETIMEDOUT', 'the Redis handshake timed out'), { phase: 'handshake' }), { kind: 'timeout', text: 'accepted the connection but did not answer as Redis within 2s: is this the Redis port?' }, {}],
+    [
+      'connect timeout with TLS',
+      sys('ETIMEDOUT', 'connect ETIMEDOUT'),
+      { kind: 'timeout', text: 'did not complete the connection and TLS handshake within 2s: is TLS enabled on that port?' },
+      { tls: true },
+    ],
+    [
+      'silent after connecting',
+      Object.assign(sys('ETIMEDOUT', 'the Redis handshake timed out'), { phase: 'handshake' }),
+      { kind: 'timeout', text: 'accepted the connection but did not answer as Redis within 2s: is this the Redis port?' },
+      {},
+    ],
     ['unknown host', sys('ENOTFOUND', 'getaddrinfo ENOTFOUND redis.nowhere'), { kind: 'dns', code: 'ENOTFOUND', text: 'could not be found: its host name does not resolve' }, {}],
     ['DNS down', sys('EAI_AGAIN', 'getaddrinfo EAI_AGAIN redis.x'), { kind: 'dns', code: 'EAI_AGAIN' }, {}],
-    ['no route', sys('EHOSTUNREACH'), { kind: 'unreachable', code: 'EHOSTUNREACH', text: 'is unreachable from the operator\'s network' }, {}],
+    ['no route', sys('EHOSTUNREACH'), { kind: 'unreachable', code: 'EHOSTUNREACH', text: "is unreachable from the operator's network" }, {}],
     ['reset', sys('ECONNRESET', 'read ECONNRESET'), { kind: 'closed', code: 'ECONNRESET', text: 'closed the connection' }, {}],
     ['closed without an error', undefined, { kind: 'closed', code: 'CONNECTION_CLOSED' }, {}],
     ['wrong password', reply('WRONGPASS invalid username-password pair or user is disabled.'), { kind: 'auth', code: 'WRONGPASS' }, {}],
     ['no password', reply('NOAUTH Authentication required.'), { kind: 'auth', code: 'NOAUTH', text: 'requires a password and none was given: set spec.redis.secretRef with a password key' }, {}],
-    ['ACL', reply('NOPERM this user has no permissions to run the \'info\' command'), { kind: 'auth', code: 'NOPERM' }, {}],
-    ['self-signed', sys('DEPTH_ZERO_SELF_SIGNED_CERT', 'self-signed certificate'), { kind: 'tls', code: 'DEPTH_ZERO_SELF_SIGNED_CERT', text: 'presented a self-signed certificate the operator does not trust: set spec.redis.tls.caSecretRef to its CA' }, {}],
-    ['wrong host name', sys('ERR_TLS_CERT_ALTNAME_INVALID', 'Hostname/IP does not match certificate\'s altnames'), { kind: 'tls', text: 'presented a TLS certificate for another host name' }, {}],
-    ['TLS to a plain port', sys('ERR_SSL_WRONG_VERSION_NUMBER', 'tls_validate_record_header:wrong version number'), { kind: 'tls', code: 'ERR_SSL_WRONG_VERSION_NUMBER', text: 'failed the TLS handshake: is TLS enabled on that port? (spec.redis.tls, or rediss://)' }, {}],
-    ['a cluster\'s seed refused', Object.assign(new Error('Failed to refresh slots cache.'), { lastNodeError: sys('ECONNREFUSED') }), { kind: 'refused', code: 'ECONNREFUSED' }, {}],
-    ['a cluster\'s "Connection is closed."', Object.assign(new Error('Failed to refresh slots cache.'), { lastNodeError: new Error('Connection is closed.') }), { kind: 'closed', code: 'CONNECTION_CLOSED' }, {}],
+    ['ACL', reply("NOPERM this user has no permissions to run the 'info' command"), { kind: 'auth', code: 'NOPERM' }, {}],
+    [
+      'self-signed',
+      sys('DEPTH_ZERO_SELF_SIGNED_CERT', 'self-signed certificate'),
+      { kind: 'tls', code: 'DEPTH_ZERO_SELF_SIGNED_CERT', text: 'presented a self-signed certificate the operator does not trust: set spec.redis.tls.caSecretRef to its CA' },
+      {},
+    ],
+    ['wrong host name', sys('ERR_TLS_CERT_ALTNAME_INVALID', "Hostname/IP does not match certificate's altnames"), { kind: 'tls', text: 'presented a TLS certificate for another host name' }, {}],
+    [
+      'TLS to a plain port',
+      sys('ERR_SSL_WRONG_VERSION_NUMBER', 'tls_validate_record_header:wrong version number'),
+      { kind: 'tls', code: 'ERR_SSL_WRONG_VERSION_NUMBER', text: 'failed the TLS handshake: is TLS enabled on that port? (spec.redis.tls, or rediss://)' },
+      {},
+    ],
+    ["a cluster's seed refused", Object.assign(new Error('Failed to refresh slots cache.'), { lastNodeError: sys('ECONNREFUSED') }), { kind: 'refused', code: 'ECONNREFUSED' }, {}],
+    [
+      'a cluster\'s "Connection is closed."',
+      Object.assign(new Error('Failed to refresh slots cache.'), { lastNodeError: new Error('Connection is closed.') }),
+      { kind: 'closed', code: 'CONNECTION_CLOSED' },
+      {},
+    ],
     ['a reply over the bound', Object.assign(new Error('a Redis reply exceeded 65536 bytes'), { name: 'ReplyTooLargeError' }), { kind: 'protocol', code: 'REPLY_TOO_LARGE' }, {}],
     ['not Redis', new Error('Protocol error, got "H" as reply type byte'), { kind: 'protocol', code: 'PROTOCOL' }, {}],
     ['anything else', new Error('something odd'), { kind: 'other', code: 'Error', text: 'failed: something odd' }, {}],
@@ -161,7 +186,7 @@ describe('malformed Redis URLs are settings errors, never connection errors', ()
     ['redis:host', 'names no host'],
     ['redis:///0', 'names no host'],
     ['redis://redis:0', 'names port 0'],
-    ['redis://u:hunter2@redis:6379', 'contains a password (give it in a Secret\'s password key instead)'],
+    ['redis://u:hunter2@redis:6379', "contains a password (give it in a Secret's password key instead)"],
     ['redis://redis:6379/x', 'has a database path that is not a non-negative integer'],
   ])('%s', (url, problem) => {
     expect(redisUrlProblem(url)).toBe(problem);
@@ -170,7 +195,8 @@ describe('malformed Redis URLs are settings errors, never connection errors', ()
   const secrets = new Map<string, { data: Record<string, string> }>();
   const kube = { find: async (path: string) => secrets.get(path) } as unknown as KubeClient;
   const b64 = (s: string): string => Buffer.from(s).toString('base64');
-  const batch = (redis: Record<string, unknown>): TaskBatch => ({ apiVersion: 'taskbatch.dev/v1alpha1', kind: 'TaskBatch', metadata: { namespace: 'ns', name: 'b' }, spec: { handler: { builtin: 'noop' }, redis } }) as TaskBatch;
+  const batch = (redis: Record<string, unknown>): TaskBatch =>
+    ({ apiVersion: 'taskbatch.dev/v1alpha1', kind: 'TaskBatch', metadata: { namespace: 'ns', name: 'b' }, spec: { handler: { builtin: 'noop' }, redis } }) as TaskBatch;
   let pool: RedisPool;
   beforeEach(() => {
     pool = new RedisPool(kube, undefined);
@@ -191,7 +217,9 @@ describe('malformed Redis URLs are settings errors, never connection errors', ()
     secrets.set('/api/v1/namespaces/ns/secrets/creds', { data: { url: b64('redis://secret-host-XYZ:0') } });
     const err = await pool.forBatch(batch({ secretRef: { name: 'creds', urlKey: 'url' } })).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RedisConfigError);
-    expect((err as Error).message).toBe('spec.redis.secretRef: key url of Secret ns/creds is not a Redis URL: it names port 0 (expected redis://host:port or rediss://host:port; its value is not shown)');
+    expect((err as Error).message).toBe(
+      'spec.redis.secretRef: key url of Secret ns/creds is not a Redis URL: it names port 0 (expected redis://host:port or rediss://host:port; its value is not shown)',
+    );
   });
 
   test('a CA that holds no certificate: RedisConfigError naming the Secret and key', async () => {

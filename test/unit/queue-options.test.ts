@@ -1,4 +1,15 @@
-import { batchKeys, parseRedisUrl, resolveBatchOptions, resolveLimits, validateBatchRef, InvalidArgumentError, translateScriptError, BatchStateLostError, ProtocolVersionError, BatchClosedError } from '../../queue/index.js';
+import {
+  batchKeys,
+  parseRedisUrl,
+  resolveBatchOptions,
+  resolveLimits,
+  validateBatchRef,
+  InvalidArgumentError,
+  translateScriptError,
+  BatchStateLostError,
+  ProtocolVersionError,
+  BatchClosedError,
+} from '../../queue/index.js';
 
 describe('batch references and keys', () => {
   test('every key of a batch shares one hash tag', () => {

@@ -8,7 +8,9 @@ import { uplinkChainRules, uplinkPacketCount } from '../../localcluster/realnode
 const net = DEFAULT_NODE_NETWORK;
 
 test('pods get routes for the Service range and the node link only: no default route', () => {
-  const conf = JSON.parse(cniConfList(net, '/s/ipam')) as { plugins: { type: string; ipMasq: boolean; isDefaultGateway?: boolean; ipam: { routes: { dst: string }[]; ranges: { subnet: string }[][]; dataDir: string } }[] };
+  const conf = JSON.parse(cniConfList(net, '/s/ipam')) as {
+    plugins: { type: string; ipMasq: boolean; isDefaultGateway?: boolean; ipam: { routes: { dst: string }[]; ranges: { subnet: string }[][]; dataDir: string } }[];
+  };
   const bridge = conf.plugins[0]!;
   expect(bridge.type).toBe('bridge');
   expect(bridge.ipMasq).toBe(false);
@@ -20,7 +22,17 @@ test('pods get routes for the Service range and the node link only: no default r
 });
 
 test('containerd uses its own root, state, socket and runc root; cgroupfs; no oom_score_adj lowering', () => {
-  const toml = containerdConfig({ root: '/s/root', state: '/s/state', socket: '/s/c.sock', runcRoot: '/s/runc', optDir: '/s/opt', cniConfDir: '/s/net.d', cniBinDir: '/usr/lib/cni', runcBinary: '/usr/sbin/runc', sandboxImage: 'localhost/pause:1' });
+  const toml = containerdConfig({
+    root: '/s/root',
+    state: '/s/state',
+    socket: '/s/c.sock',
+    runcRoot: '/s/runc',
+    optDir: '/s/opt',
+    cniConfDir: '/s/net.d',
+    cniBinDir: '/usr/lib/cni',
+    runcBinary: '/usr/sbin/runc',
+    sandboxImage: 'localhost/pause:1',
+  });
   expect(toml).toContain('root = "/s/root"');
   expect(toml).toContain('address = "/s/c.sock"');
   expect(toml).toContain('SystemdCgroup = false');
@@ -29,13 +41,24 @@ test('containerd uses its own root, state, socket and runc root; cgroupfs; no oo
   expect(toml).toContain('Root = "/s/runc"');
 });
 
-test('the kubelet serves on the node address with the cluster CA and talks to the node\'s containerd', () => {
-  const cfg = parse(kubeletConfig({
-    net,
-    cgroupRoot: '/taskbatch-node-x',
-    maxPods: 60,
-    paths: { caFile: '/ca.crt', tlsCertFile: '/k.crt', tlsKeyFile: '/k.key', containerdSocket: '/s/c.sock', resolvConf: '/s/resolv.conf', podLogsDir: '/s/logs', volumePluginDir: '/s/vp', staticPodPath: '/s/m' },
-  })) as Record<string, unknown>;
+test("the kubelet serves on the node address with the cluster CA and talks to the node's containerd", () => {
+  const cfg = parse(
+    kubeletConfig({
+      net,
+      cgroupRoot: '/taskbatch-node-x',
+      maxPods: 60,
+      paths: {
+        caFile: '/ca.crt',
+        tlsCertFile: '/k.crt',
+        tlsKeyFile: '/k.key',
+        containerdSocket: '/s/c.sock',
+        resolvConf: '/s/resolv.conf',
+        podLogsDir: '/s/logs',
+        volumePluginDir: '/s/vp',
+        staticPodPath: '/s/m',
+      },
+    }),
+  ) as Record<string, unknown>;
   expect(cfg).toMatchObject({
     kind: 'KubeletConfiguration',
     address: net.nodeIP,

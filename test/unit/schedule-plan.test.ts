@@ -17,7 +17,15 @@ function aSchedule(spec: Partial<TaskScheduleSpec> = {}, status: TaskSchedule['s
 function aRun(tick: string, outcome: 'active' | 'Complete' | 'Failed' = 'active', finished?: string, extra: Partial<TaskBatch['metadata']> = {}): TaskBatch {
   const t = T(tick);
   return {
-    metadata: { name: runName('nightly', t, false), namespace: 'ns', uid: `uid-${t}`, annotations: { [SCHEDULED_AT_ANNOTATION]: tick }, labels: { [SCHEDULE_LABEL]: 'nightly' }, ownerReferences: [{ apiVersion: 'taskbatch.dev/v1alpha1', kind: 'TaskSchedule', name: 'nightly', uid: 'sched-uid', controller: true }], ...extra },
+    metadata: {
+      name: runName('nightly', t, false),
+      namespace: 'ns',
+      uid: `uid-${t}`,
+      annotations: { [SCHEDULED_AT_ANNOTATION]: tick },
+      labels: { [SCHEDULE_LABEL]: 'nightly' },
+      ownerReferences: [{ apiVersion: 'taskbatch.dev/v1alpha1', kind: 'TaskSchedule', name: 'nightly', uid: 'sched-uid', controller: true }],
+      ...extra,
+    },
     spec: { handler: { builtin: 'noop' } },
     status: outcome === 'active' ? {} : { completionTime: finished ?? tick, conditions: [{ type: outcome, status: 'True', reason: 'X', lastTransitionTime: finished ?? tick }] },
   };
@@ -106,7 +114,11 @@ describe('planSchedule', () => {
     const s = aSchedule({ concurrencyPolicy: 'Forbid' }, { lastScheduleTime: '2025-06-01T09:10:00Z' });
     const p = planSchedule({ schedule: s, children: [aRun('2025-06-01T09:10:00Z', 'Complete', '2025-06-01T09:23:00Z')], now: T('2025-06-01T09:23:00Z') });
     expect(p.create?.scheduledAt).toBe(T('2025-06-01T09:20:00Z'));
-    const late = planSchedule({ schedule: { ...s, spec: { ...s.spec, startingDeadlineSeconds: 120 } }, children: [aRun('2025-06-01T09:10:00Z', 'Complete', '2025-06-01T09:23:00Z')], now: T('2025-06-01T09:23:00Z') });
+    const late = planSchedule({
+      schedule: { ...s, spec: { ...s.spec, startingDeadlineSeconds: 120 } },
+      children: [aRun('2025-06-01T09:10:00Z', 'Complete', '2025-06-01T09:23:00Z')],
+      now: T('2025-06-01T09:23:00Z'),
+    });
     expect(late.create).toBeUndefined();
   });
 
@@ -148,7 +160,11 @@ describe('planSchedule', () => {
       aRun('2025-06-01T09:50:00Z', 'Failed', '2025-06-01T09:51:00Z'),
       aRun('2025-06-01T10:00:00Z', 'active'),
     ];
-    const p = planSchedule({ schedule: aSchedule({ successfulRunsHistoryLimit: 1, failedRunsHistoryLimit: 1 }, { lastScheduleTime: '2025-06-01T10:00:00Z' }), children: runs, now: T('2025-06-01T10:05:00Z') });
+    const p = planSchedule({
+      schedule: aSchedule({ successfulRunsHistoryLimit: 1, failedRunsHistoryLimit: 1 }, { lastScheduleTime: '2025-06-01T10:00:00Z' }),
+      children: runs,
+      now: T('2025-06-01T10:05:00Z'),
+    });
     expect(p.deleteHistory).toEqual([runs[0]!.metadata.name, runs[1]!.metadata.name, runs[3]!.metadata.name]);
     expect(p.status.lastSuccessfulTime).toBe('2025-06-01T09:31:00Z');
     expect(p.status.active).toEqual([{ name: runs[5]!.metadata.name, uid: runs[5]!.metadata.uid, scheduledTime: '2025-06-01T10:00:00Z' }]);
@@ -177,7 +193,7 @@ describe('planSchedule', () => {
     expect(again.status.conditions?.[0]?.lastTransitionTime).toBe(p.status.conditions?.[0]?.lastTransitionTime);
   });
 
-  test('an invalid template (the dry run\'s message) blocks runs', () => {
+  test("an invalid template (the dry run's message) blocks runs", () => {
     const p = planSchedule({ schedule: aSchedule(), children: [], now: T('2025-06-01T11:00:00Z'), templateError: 'spec.handler: Required value' });
     expect(p.create).toBeUndefined();
     expect(p.status.conditions?.[0]).toMatchObject({ status: 'False', reason: 'InvalidTemplate', message: 'spec.batchTemplate is not a valid TaskBatch: spec.handler: Required value' });

@@ -23,10 +23,26 @@ describe('progress', () => {
   });
 
   test('the progress line', () => {
-    const p = { total: 1000, pending: 460, delayed: 4, running: 4, succeeded: 530, failed: 2, retries: 5, done: 532, elapsedMs: 4000, ratePerSec: 812.4, etaSeconds: 35, complete: false, closed: true };
+    const p = {
+      total: 1000,
+      pending: 460,
+      delayed: 4,
+      running: 4,
+      succeeded: 530,
+      failed: 2,
+      retries: 5,
+      done: 532,
+      elapsedMs: 4000,
+      ratePerSec: 812.4,
+      etaSeconds: 35,
+      complete: false,
+      closed: true,
+    };
     expect(formatProgress(p)).toBe('[#############-----------]  532/1000  53%  ok 530  failed 2  running 4  pending 464  retries 5  812/s  ETA 0:35');
     expect(formatProgress({ ...p, ratePerSec: 0.5, etaSeconds: undefined, retries: 0 })).toMatch(/ {2}30\.0\/min {2}ETA \?$/);
-    expect(formatProgress({ ...p, done: 1000, succeeded: 1000, failed: 0, pending: 0, delayed: 0, running: 0, complete: true, elapsedMs: 83_000 })).toMatch(/^\[#{24}\] {2}1000\/1000 {2}100%.* done in 1:23$/);
+    expect(formatProgress({ ...p, done: 1000, succeeded: 1000, failed: 0, pending: 0, delayed: 0, running: 0, complete: true, elapsedMs: 83_000 })).toMatch(
+      /^\[#{24}\] {2}1000\/1000 {2}100%.* done in 1:23$/,
+    );
     expect(formatProgress({ ...p, total: 0, done: 0, complete: false })).toMatch(/^\[-{24}\] {2}0\/1000|^\[-{24}\] {2}0\/0 {2}0%/);
     expect(formatDuration(3725)).toBe('1:02:05');
     expect(formatDuration(-1)).toBe('?');
@@ -76,10 +92,19 @@ describe('typed proxy', () => {
 describe('the Redis a TaskBatch uses', () => {
   // A namespace without the operator's taskbatch-redis Secret (an unmanaged default Redis).
   const access = { kube: { find: async () => undefined }, namespace: 'ns', context: 'c', server: 'https://k' } as unknown as KubeAccess;
-  const tb = (spec: Partial<TaskBatch['spec']>, status?: unknown): TaskBatch => ({ metadata: { name: 'b', namespace: 'ns' }, spec: { handler: { builtin: 'noop' }, ...spec }, ...(status ? { status: status as TaskBatch['status'] } : {}) });
+  const tb = (spec: Partial<TaskBatch['spec']>, status?: unknown): TaskBatch => ({
+    metadata: { name: 'b', namespace: 'ns' },
+    spec: { handler: { builtin: 'noop' }, ...spec },
+    ...(status ? { status: status as TaskBatch['status'] } : {}),
+  });
 
   test('spec.redis, then the recorded status.redis, then an override; never a guess', async () => {
-    expect(await redisEndpointFor(access, tb({ redis: { url: 'redis://r:6379/2', username: 'u', cluster: true, tls: { enabled: true, insecureSkipVerify: true } } }))).toEqual({ url: 'redis://r:6379/2', username: 'u', cluster: true, tls: { insecureSkipVerify: true } });
+    expect(await redisEndpointFor(access, tb({ redis: { url: 'redis://r:6379/2', username: 'u', cluster: true, tls: { enabled: true, insecureSkipVerify: true } } }))).toEqual({
+      url: 'redis://r:6379/2',
+      username: 'u',
+      cluster: true,
+      tls: { insecureSkipVerify: true },
+    });
     expect(await redisEndpointFor(access, tb({}, { redis: { url: 'rediss://default-redis.tb.svc:6379', tls: true } }))).toEqual({ url: 'rediss://default-redis.tb.svc:6379', tls: {} });
     expect(await redisEndpointFor(access, tb({ redis: { url: 'redis://r:6379' } }), { url: 'redis://127.0.0.1:7000', password: 'pw' })).toEqual({ url: 'redis://127.0.0.1:7000', password: 'pw' });
     await expect(redisEndpointFor(access, tb({}))).rejects.toThrow(/uses the operator's default Redis, and its address is not recorded on the resource; pass it with --redis-url/);
@@ -88,17 +113,29 @@ describe('the Redis a TaskBatch uses', () => {
   test("on a managed default Redis: the namespace's user from Secret taskbatch-redis, read with the caller's rights", async () => {
     const read: string[] = [];
     const secret = { data: { username: Buffer.from('tb-ns-ns').toString('base64'), password: Buffer.from('ns-pw').toString('base64') } };
-    const withSecret = { ...access, kube: { find: async (path: string) => {
-      read.push(path);
-      return secret;
-    } } } as unknown as KubeAccess;
+    const withSecret = {
+      ...access,
+      kube: {
+        find: async (path: string) => {
+          read.push(path);
+          return secret;
+        },
+      },
+    } as unknown as KubeAccess;
     expect(await redisEndpointFor(withSecret, tb({}, { redis: { url: 'redis://default:6379', username: 'admin' } }))).toEqual({ url: 'redis://default:6379', username: 'tb-ns-ns', password: 'ns-pw' });
     expect(read).toEqual(['/api/v1/namespaces/ns/secrets/taskbatch-redis']);
     // A batch with its own spec.redis never uses it; a password given by the caller wins.
     expect(await redisEndpointFor(withSecret, tb({ redis: { url: 'redis://mine:6379' } }))).toEqual({ url: 'redis://mine:6379' });
     expect(await redisEndpointFor(withSecret, tb({}, { redis: { url: 'redis://default:6379' } }), { password: 'given' })).toEqual({ url: 'redis://default:6379', password: 'given' });
     // A caller who may not read Secrets connects as before (and a managed Redis answers NOAUTH).
-    const forbidden = { ...access, kube: { find: async () => { throw new KubeApiError(403, 'Forbidden', 'secrets "taskbatch-redis" is forbidden'); } } } as unknown as KubeAccess;
+    const forbidden = {
+      ...access,
+      kube: {
+        find: async () => {
+          throw new KubeApiError(403, 'Forbidden', 'secrets "taskbatch-redis" is forbidden');
+        },
+      },
+    } as unknown as KubeAccess;
     expect(await redisEndpointFor(forbidden, tb({}, { redis: { url: 'redis://default:6379' } }))).toEqual({ url: 'redis://default:6379' });
   });
 });

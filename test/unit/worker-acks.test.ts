@@ -29,13 +29,17 @@ function batcher(q: ReturnType<typeof fakeQueue>, maxItems = 100, maxDelayMs = 5
   const settled: string[] = [];
   const rejected: string[] = [];
   const errors: string[] = [];
-  const acks = new AckBatcher(() => q as unknown as BatchQueue, { maxItems, maxDelayMs }, {
-    onSettled: (t) => settled.push(...t),
-    onRejected: (_k, t) => rejected.push(...t),
-    onError: (_k, e) => errors.push((e as Error).message),
-    onFlushed: () => undefined,
-    onQueueError: () => undefined,
-  });
+  const acks = new AckBatcher(
+    () => q as unknown as BatchQueue,
+    { maxItems, maxDelayMs },
+    {
+      onSettled: (t) => settled.push(...t),
+      onRejected: (_k, t) => rejected.push(...t),
+      onError: (_k, e) => errors.push((e as Error).message),
+      onFlushed: () => undefined,
+      onQueueError: () => undefined,
+    },
+  );
   return { acks, settled, rejected, errors };
 }
 

@@ -73,15 +73,19 @@ describe('worker configuration', () => {
 
   test('host/port form, password file, metrics off', () => {
     const dir = fileURLToPath(new URL('.', import.meta.url));
-    const c = loadConfig({
-      TASKBATCH_REDIS_HOST: '10.0.0.5',
-      TASKBATCH_REDIS_PORT: '6380',
-      TASKBATCH_REDIS_DB: '2',
-      TASKBATCH_REDIS_PASSWORD_FILE: fileURLToPath(import.meta.url),
-      TASKBATCH_BATCH: 'b',
-      TASKBATCH_HANDLER: '{"builtin":"shell","command":["echo","{{item}}"]}',
-      TASKBATCH_METRICS_PORT: 'off',
-    }, {}, dir);
+    const c = loadConfig(
+      {
+        TASKBATCH_REDIS_HOST: '10.0.0.5',
+        TASKBATCH_REDIS_PORT: '6380',
+        TASKBATCH_REDIS_DB: '2',
+        TASKBATCH_REDIS_PASSWORD_FILE: fileURLToPath(import.meta.url),
+        TASKBATCH_BATCH: 'b',
+        TASKBATCH_HANDLER: '{"builtin":"shell","command":["echo","{{item}}"]}',
+        TASKBATCH_METRICS_PORT: 'off',
+      },
+      {},
+      dir,
+    );
     expect(c.redis.url).toBe('redis://10.0.0.5:6380/2');
     expect(c.redis.password?.length).toBeGreaterThan(10);
     expect(c.http).toBeUndefined();

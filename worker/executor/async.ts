@@ -3,16 +3,7 @@ import { invoke, ItemContext, type InvokeResult, type TaskInput } from '../handl
 import { loadHandler } from '../handler/load.js';
 import { describeHandler } from '../handler/spec.js';
 import { Deque, formatMs, outcomeOf, reasonError, timeoutError } from './common.js';
-import {
-  ExecutorClosedError,
-  ExecutorStartError,
-  validateExecutorOptions,
-  type Executor,
-  type ExecutorOptions,
-  type ExecutorStats,
-  type Outcome,
-  type RunOptions,
-} from './types.js';
+import { ExecutorClosedError, ExecutorStartError, validateExecutorOptions, type Executor, type ExecutorOptions, type ExecutorStats, type Outcome, type RunOptions } from './types.js';
 
 interface Entry {
   task: TaskInput;

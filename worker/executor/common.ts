@@ -47,9 +47,7 @@ export class Deque<T> {
 }
 
 export function outcomeOf(result: InvokeResult): Outcome {
-  return result.ok
-    ? { status: 'succeeded', json: result.json, durationMs: result.ms }
-    : { status: 'failed', error: result.error, retryable: result.retryable, durationMs: result.ms };
+  return result.ok ? { status: 'succeeded', json: result.json, durationMs: result.ms } : { status: 'failed', error: result.error, retryable: result.retryable, durationMs: result.ms };
 }
 
 export function timeoutError(timeoutMs: number, what: string): { name: string; message: string } {

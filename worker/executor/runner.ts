@@ -67,7 +67,8 @@ export async function runExecutor(init: ExecutorInit, channel: ExecutorChannel):
             channel.send({ t: 'progress', seq, value });
           } else progressPending = { seq, value };
         },
-        log: (level: LogLevel, message, fields) => channel.send(fields === undefined ? { t: 'log', seq, level, message: String(message) } : { t: 'log', seq, level, message: String(message), fields: plain(fields) }),
+        log: (level: LogLevel, message, fields) =>
+          channel.send(fields === undefined ? { t: 'log', seq, level, message: String(message) } : { t: 'log', seq, level, message: String(message), fields: plain(fields) }),
       });
       current = { seq, ctx };
       const r = invoke(handler, task, ctx);

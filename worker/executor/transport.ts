@@ -70,10 +70,7 @@ export function spawnProcess(init: ExecutorInit, options: SpawnOptions): Transpo
     serialization: 'advanced',
     // The parent's flags (loaders such as --import tsx, --enable-source-maps) minus the
     // inspector and the heap size, which is set per executor.
-    execArgv: [
-      ...process.execArgv.filter((a) => !/^--(inspect|debug|max-old-space-size)/.test(a)),
-      ...(options.heapLimitMiB > 0 ? [`--max-old-space-size=${options.heapLimitMiB}`] : []),
-    ],
+    execArgv: [...process.execArgv.filter((a) => !/^--(inspect|debug|max-old-space-size)/.test(a)), ...(options.heapLimitMiB > 0 ? [`--max-old-space-size=${options.heapLimitMiB}`] : [])],
     env: { ...process.env, TASKBATCH_EXECUTOR_INIT: JSON.stringify(init) },
     stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
   });

@@ -96,7 +96,8 @@ export class ExecutorClosedError extends Error {
 export function validateExecutorOptions(mode: string, o: ExecutorOptions): void {
   if (!(POOL_MODES as readonly string[]).includes(mode)) throw new RangeError(`pool mode must be one of ${POOL_MODES.join(', ')}, got ${JSON.stringify(mode)}`);
   const int = (name: string, v: unknown, min: number, max: number): void => {
-    if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)) throw new RangeError(`options.${name} must be an integer between ${min} and ${max}, got ${JSON.stringify(v)}`);
+    if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max))
+      throw new RangeError(`options.${name} must be an integer between ${min} and ${max}, got ${JSON.stringify(v)}`);
   };
   int('size', o.size, 1, 10_000);
   if (o.size === undefined) throw new RangeError('options.size must be a positive integer');

@@ -15,9 +15,7 @@ export interface ErrorInfo {
 }
 
 /** A handler call's result: the value as JSON (undefined = no result), or its error. */
-export type InvokeResult =
-  | { ok: true; json: string | undefined; ms: number }
-  | { ok: false; error: ErrorInfo; retryable: boolean; ms: number };
+export type InvokeResult = { ok: true; json: string | undefined; ms: number } | { ok: false; error: ErrorInfo; retryable: boolean; ms: number };
 
 export interface InvokeHooks {
   progress(value: number): void;

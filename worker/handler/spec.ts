@@ -10,11 +10,7 @@ export type HandlerSpec = BuiltinSpec | ModuleSpec;
 export type BuiltinName = 'noop' | 'sleep' | 'primes' | 'shell';
 export const BUILTIN_NAMES: readonly BuiltinName[] = ['noop', 'sleep', 'primes', 'shell'];
 
-export type BuiltinSpec =
-  | { builtin: 'noop' }
-  | { builtin: 'sleep' }
-  | { builtin: 'primes' }
-  | ShellSpec;
+export type BuiltinSpec = { builtin: 'noop' } | { builtin: 'sleep' } | { builtin: 'primes' } | ShellSpec;
 
 export interface ShellSpec {
   builtin: 'shell';
