@@ -4,11 +4,11 @@
 // own Kubernetes adapter, so they authenticate exactly like it: in-cluster ServiceAccount
 // credentials, or KUBECONFIG when set.
 import { KubeConfig } from '@kubernetes/client-node';
-import { KubeClient } from '../../dist/operator/kube/client.js';
+import { KubeClient } from '../../dist/kube/client.js';
 
-export { ALL_BATCHES_PATH, batchPath } from '../../dist/operator/api/taskbatch.js';
+export { ALL_BATCHES_PATH, batchPath } from '../../dist/api/taskbatch.js';
 export { ALL_SCHEDULES_PATH, schedulePath } from '../../dist/operator/schedule/api.js';
-export { isNotFound } from '../../dist/operator/kube/client.js';
+export { isNotFound } from '../../dist/kube/client.js';
 
 /** @returns {KubeClient} */
 export function kubeClient() {
