@@ -43,8 +43,9 @@ function panel(p: PlotPanel, ns: number[], x0: number, y0: number): string {
   const pw = W - M.left - M.right;
   const ph = H - M.top - M.bottom;
   const all = p.series.flatMap((s) => s.values).filter((v) => Number.isFinite(v) && v > 0);
-  const lo = Math.floor(Math.log10(Math.min(...all, 1e9)));
-  let hi = Math.ceil(Math.log10(Math.max(...all, 1e-9)));
+  // A little headroom on a log scale, so a value near a decade is not drawn on the frame.
+  const lo = Math.floor(Math.log10(Math.min(...all, 1e9)) - 0.1);
+  let hi = Math.ceil(Math.log10(Math.max(...all, 1e-9)) + 0.15);
   if (hi <= lo) hi = lo + 1;
   const xlo = Math.log10(Math.min(...ns));
   const xhi = Math.log10(Math.max(...ns));
