@@ -107,6 +107,12 @@ export class KubeClient {
   private readonly writeTimeoutMs: number;
   private writeGuard: WriteGuard | undefined;
   private readonly writesInFlight = new Set<Promise<unknown>>();
+  /**
+   * The TLS connection pool requests go through. client-node builds a new one per request (a TLS
+   * handshake each time: 40% of the operator's CPU in bench/operator.ts); it is kept and rebuilt
+   * every DISPATCHER_TTL_MS so rotated client certificate files are picked up.
+   */
+  private dispatcher: { value: Dispatcher | undefined; builtAt: number } | undefined;
 
   constructor(
     readonly kubeConfig: KubeConfig,
@@ -192,6 +198,17 @@ export class KubeClient {
     return () => controller.abort();
   }
 
+  private dispatcherFor(ctx: RequestContext): Dispatcher | undefined {
+    const now = Date.now();
+    if (!this.dispatcher || now - this.dispatcher.builtAt > DISPATCHER_TTL_MS) {
+      const old = this.dispatcher?.value;
+      this.dispatcher = { value: ctx.getDispatcher() as Dispatcher | undefined, builtAt: now };
+      // Requests still on the old pool finish first (close() is graceful).
+      void old?.close().catch(() => undefined);
+    }
+    return this.dispatcher.value;
+  }
+
   private async request<T>(method: string, path: string, body: unknown, query: Query | undefined, contentType = 'application/json'): Promise<T> {
     const url = new URL(this.server + path);
     for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
@@ -206,7 +223,7 @@ export class KubeClient {
       const response = await fetch(url, {
         method,
         headers,
-        dispatcher: ctx.getDispatcher() as Dispatcher | undefined,
+        dispatcher: this.dispatcherFor(ctx),
         ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
         signal: AbortSignal.timeout(write ? this.writeTimeoutMs : this.readTimeoutMs),
       });
@@ -229,6 +246,8 @@ export class KubeClient {
     return (text ? JSON.parse(text) : undefined) as T;
   }
 }
+
+const DISPATCHER_TTL_MS = 5 * 60_000;
 
 export function isConflict(err: unknown): boolean {
   return err instanceof KubeApiError && err.status === 409;

@@ -57,5 +57,5 @@ export class OperatorMetrics {
   }
 }
 
-const ITEM_STATES = ['total', 'pending', 'delayed', 'running', 'succeeded', 'failed', 'retries'] as const;
+const ITEM_STATES = ['total', 'pending', 'delayed', 'running', 'succeeded', 'failed', 'retries', 'handedBack'] as const;
 const WORKER_KINDS = ['desired', 'current', 'ready', 'draining'] as const;
