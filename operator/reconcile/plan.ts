@@ -190,6 +190,7 @@ class Planner {
       } else {
         snapshot = q.snapshot;
         workers = q.workers;
+        this.rolledBack(snapshot);
         seeding = this.seed(snapshot);
       }
     }
@@ -235,20 +236,69 @@ class Planner {
     // Pods of the old epoch are deleted next pass, when the new epoch is in status.
     this.actions.push({ kind: 'resetQueue', ...this.retryOptions() });
     this.status.seeded = false;
+    // The old epoch's counts must not be compared with the new one's (see rolledBack).
+    delete this.status.items;
+    delete this.status.progress;
     this.memory.expectedPods = {};
     this.memory.drainRequested = [];
     this.cond({ type: 'QueueStateLost', status: 'False', reason: 'Reseeded', message: `Redis lost this batch's state at ${iso(this.o.now)}; items were re-seeded from the spec and may run again` });
     this.after(1);
   }
 
+  /**
+   * Redis holding less than this batch last saw under the same epoch: restored from an older
+   * snapshot, or failed over to a lagging replica. Whole-batch loss changes the epoch; a rollback
+   * keeps it, so it shows only as facts that never shrink shrinking: the item total, the
+   * succeeded count, a closed queue open again. Recovery: the queue's own seed cursor was rolled
+   * back with it, so seeding resumes from there (ids are positional: nothing is enqueued twice),
+   * and items finished after the rollback point run again (at-least-once). An open batch cannot
+   * get back what producers submitted since, so it fails.
+   */
+  private rolledBack(snapshot: BatchSnapshot): void {
+    const before = this.o.batch.status?.items;
+    const lost: string[] = [];
+    if (before?.total !== undefined && snapshot.total < before.total) lost.push(`item total ${before.total} → ${snapshot.total}`);
+    if (before?.succeeded !== undefined && snapshot.succeeded < before.succeeded) lost.push(`succeeded ${before.succeeded} → ${snapshot.succeeded}`);
+    const sourced = !this.spec.open;
+    if (sourced && this.o.batch.status?.seeded && !snapshot.closed) lost.push('the queue, closed after seeding, is open again');
+    const recovering = this.conditions.some((c) => c.type === 'QueueStateLost' && c.status === 'True' && c.reason === 'RolledBack');
+    if (lost.length === 0) {
+      if (recovering && snapshot.closed) {
+        this.cond({
+          type: 'QueueStateLost',
+          status: 'False',
+          reason: 'RolledBackReseeded',
+          message: 'Redis was rolled back; the items missing since were seeded again (items finished after the rollback point ran again)',
+        });
+      }
+      return;
+    }
+    const message = `Redis holds less than this batch last saw (${lost.join('; ')}): it was restored from an older snapshot or failed over to a lagging replica`;
+    this.events.push({ type: 'Warning', reason: 'QueueRolledBack', message });
+    if (!sourced) {
+      this.cond({ type: 'QueueStateLost', status: 'True', reason: 'RolledBack', message });
+      this.fail('QueueStateLost', `${message}; items submitted to this open batch since that point cannot be recovered from the spec`);
+      return;
+    }
+    this.cond({
+      type: 'QueueStateLost',
+      status: snapshot.closed ? 'False' : 'True',
+      reason: snapshot.closed ? 'RolledBackReseeded' : 'RolledBack',
+      message: `${message}; ${snapshot.closed ? 'items finished after the rollback point run again' : 'the missing items are being seeded again; items finished after the rollback point run again'}`,
+    });
+    if (!snapshot.closed) this.status.seeded = false;
+  }
+
   /** Seeding: one bounded slice per pass, never while suspended, over quota or failed. */
   private seed(snapshot: BatchSnapshot): { cursor: number; total: number } | undefined {
     const { o } = this;
     const src = o.source;
-    if (this.status.seeded || snapshot.closed || !src || src.kind === 'none') {
+    if (snapshot.closed || src?.kind === 'none' || (this.status.seeded && !src)) {
       this.status.seeded = true;
       return undefined;
     }
+    // Unseeded without a source observed: a rollback was just found; the next pass reads it.
+    if (!src) return undefined;
     if (src.kind !== 'items' || this.isTrue('Failed')) return undefined;
     const total = src.source.total;
     const cursor = Number(snapshot.seedCursor || 0);

@@ -2,8 +2,11 @@ import { jest } from '@jest/globals';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { createExecutor, type Executor, type Outcome } from '../../worker/executor/index.js';
 import type { ShellSpec } from '../../worker/handler/spec.js';
+import { aBatch, spawnWorker, workerEnv, type SpawnedWorker } from '../support/worker-harness.js';
 
 // The shell builtin: one command per item, argv templated from the item, never through a
 // shell; stdout is the result, a non-zero exit fails the item with the tail of stderr.
@@ -45,10 +48,13 @@ describe.each(['async', 'process'] as const)('shell handler (%s mode)', (mode) =
     expect(existsSync(join(dir, 'pwned-tick'))).toBe(false);
   });
 
-  test('an array placeholder becomes several arguments; stdin can carry the item', async () => {
+  test('an array placeholder is one JSON argument, an option-like value is refused; stdin can carry the item', async () => {
     const files = { args: ['one', 'two words', '--three'] };
     const o = await run(mode, { command: ['printf', '<%s>', '{{item.args}}'] }, files);
-    expect(o.status === 'succeeded' && JSON.parse(o.json as string)).toBe('<one><two words><--three>');
+    expect(o.status === 'succeeded' && JSON.parse(o.json as string)).toBe('<["one","two words","--three"]>');
+    const opt = await run(mode, { command: ['ls', '{{item.path}}'] }, { path: '--help' });
+    expect(opt).toMatchObject({ status: 'failed', retryable: false, error: { name: 'NonRetryableError' } });
+    expect(opt.status === 'failed' && opt.error.message).toContain('{{item.path}}');
     const cat = await run(mode, { command: ['cat'], stdin: 'json' }, { a: 1 });
     expect(cat.status === 'succeeded' && JSON.parse(cat.json as string)).toBe('{"a":1}\n');
   });
@@ -80,5 +86,58 @@ describe.each(['async', 'process'] as const)('shell handler (%s mode)', (mode) =
     const until = Date.now() + 3000;
     while (alive() && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
     expect(alive()).toBe(false);
+  });
+});
+
+// The same rule end to end: a real worker process claims the items from a real redis-server.
+describe('shell handler in a worker on a real redis-server', () => {
+  let server: RedisServer;
+  let redis: Redis;
+  const workers: SpawnedWorker[] = [];
+  beforeAll(async () => {
+    server = await startRedisServer();
+    redis = new Redis(server.port, server.host);
+  });
+  afterEach(async () => {
+    for (const w of workers.splice(0)) {
+      w.kill('SIGKILL');
+      await w.exited;
+    }
+  });
+  afterAll(async () => {
+    redis.disconnect();
+    await server.stop();
+  });
+
+  async function runBatch(command: string[], items: Record<string, unknown>) {
+    const b = aBatch(redis).maxAttempts(1).closed();
+    for (const [id, data] of Object.entries(items)) b.withItem(id, data);
+    const { queue, name } = await b.create();
+    const handler = JSON.stringify({ builtin: 'shell', cwd: dir, command });
+    const w = spawnWorker(workerEnv(server.url, name, handler, { TASKBATCH_POOL_MODE: 'process', TASKBATCH_POOL_SIZE: '1' }));
+    workers.push(w);
+    expect(await w.exited).toEqual({ code: 0, signal: null });
+    return queue;
+  }
+
+  test('an item value "--help" is not read as an option by ls: the item is dead-lettered with the fix', async () => {
+    const queue = await runBatch(['ls', '-d', '{{item.path}}'], { plain: { path: '.' }, opt: { path: '--help' }, tar: { path: '--checkpoint-action=exec=touch pwned' } });
+    expect(await queue.snapshot()).toMatchObject({ total: 3, succeeded: 1, failed: 2, complete: true });
+    expect((await queue.result('plain'))?.result).toBe('.\n');
+    const dead = (await queue.deadLetters()).items.sort((a, b) => a.id.localeCompare(b.id));
+    expect(dead).toEqual([
+      expect.objectContaining({ id: 'opt', attempts: 1, error: expect.objectContaining({ name: 'NonRetryableError', message: expect.stringContaining('{{item.path}}') }) }),
+      expect.objectContaining({ id: 'tar', attempts: 1, error: expect.objectContaining({ name: 'NonRetryableError' }) }),
+    ]);
+    expect(dead[0]?.error.message).toContain('put a literal "--" element before it');
+    expect(existsSync(join(dir, 'pwned'))).toBe(false);
+  });
+
+  test('after a literal "--" an option-like value is an operand, and an array stays one argument', async () => {
+    const queue = await runBatch(['printf', '--', '<%s>', '{{item.v}}'], { opt: { v: '--help' }, list: { v: ['one', '--two'] }, lines: { v: 'a b\nc' } });
+    expect(await queue.snapshot()).toMatchObject({ total: 3, succeeded: 3, complete: true });
+    expect((await queue.result('opt'))?.result).toBe('<--help>');
+    expect((await queue.result('list'))?.result).toBe('<["one","--two"]>');
+    expect((await queue.result('lines'))?.result).toBe('<a b\nc>');
   });
 });

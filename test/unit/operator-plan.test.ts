@@ -144,6 +144,46 @@ describe('planBatch: queue and seeding', () => {
     expect(cond(open, 'Failed')?.reason).toBe('QueueStateLost');
   });
 
+  test('a rollback (an older snapshot restored under the same epoch) is detected; seeding resumes from the restored cursor', () => {
+    const status = { queueEpoch: EPOCH, seeded: true, items: { total: 20_000, succeeded: 4000 } };
+    const restored: QueueObservation = { kind: 'ok', snapshot: snap({ total: 5000, pending: 2000, succeeded: 3000, closed: false, seedCursor: '5000' }), workers: [] };
+    const p = planBatch(observe({ batch: batch({ range: { end: 20_000 } }, status), queue: restored }));
+    expect(cond(p, 'QueueStateLost')).toEqual(expect.objectContaining({ status: 'True', reason: 'RolledBack', message: expect.stringContaining('item total 20000 → 5000; succeeded 4000 → 3000') }));
+    expect(p.events.map((e) => e.reason)).toContain('QueueRolledBack');
+    expect(p.status.seeded).toBe(false);
+    expect(cond(p, 'Failed')).toBeUndefined();
+    // The next pass reads the source and seeds from the restored cursor; nothing is seeded twice.
+    const source = { kind: 'items' as const, source: itemSource({ range: { end: 20_000 } } as TaskBatchSpec)!, field: 'spec.range' };
+    const next = planBatch(observe({ batch: batch({ range: { end: 20_000 } }, p.status), queue: restored, source }));
+    expect(next.actions[0]).toEqual(expect.objectContaining({ kind: 'seed', from: 5000 }));
+    expect(cond(next, 'QueueStateLost')?.reason).toBe('RolledBack');
+    // Seeded again: the condition clears.
+    const done = planBatch(observe({ batch: batch({ range: { end: 20_000 } }, next.status), queue: { kind: 'ok', snapshot: snap({ total: 20_000, pending: 17_000, succeeded: 3000 }), workers: [] } }));
+    expect(cond(done, 'QueueStateLost')).toEqual(expect.objectContaining({ status: 'False', reason: 'RolledBackReseeded' }));
+    expect(done.status.seeded).toBe(true);
+  });
+
+  test('a rollback after seeding only re-runs items; an open batch rolled back fails; a re-seeded epoch is not a rollback', () => {
+    const after = planBatch(
+      observe({
+        batch: batch({}, { queueEpoch: EPOCH, seeded: true, items: { total: 1000, succeeded: 900 } }),
+        queue: { kind: 'ok', snapshot: snap({ total: 1000, succeeded: 600, pending: 400 }), workers: [] },
+      }),
+    );
+    expect(cond(after, 'QueueStateLost')).toEqual(expect.objectContaining({ status: 'False', reason: 'RolledBackReseeded' }));
+    expect(after.status.seeded).toBe(true);
+    expect(created(after)).toBeGreaterThan(0);
+    const open = planBatch(
+      observe({
+        batch: batch({ open: true, range: undefined }, { queueEpoch: EPOCH, seeded: true, items: { total: 100 } }),
+        queue: { kind: 'ok', snapshot: snap({ total: 50, pending: 50, closed: false }), workers: [] },
+      }),
+    );
+    expect(cond(open, 'Failed')?.reason).toBe('QueueStateLost');
+    const reset = planBatch(observe({ batch: batch({}, { queueEpoch: EPOCH, seeded: true, items: { total: 1000, succeeded: 900 } }), queue: { kind: 'lost', message: 'gone' } }));
+    expect(reset.status.items).toBeUndefined();
+  });
+
   test('Redis unavailable: condition, event, requeue at the endpoint backoff, no scaling', () => {
     const p = planBatch(observe({ queue: { kind: 'unavailable', message: 'Redis at 127.0.0.1:1 refused the connection (ECONNREFUSED)', retryAfterMs: 4000 }, pods: [pod('w1')] }));
     expect(kinds(p)).toEqual([]);

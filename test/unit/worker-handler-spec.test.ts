@@ -35,8 +35,8 @@ describe('shell argv templates', () => {
     expect(expandArgv(['--json={{item}}'], vars({ k: [1, 2] }))).toEqual(['--json={"k":[1,2]}']);
   });
 
-  test('a whole-element placeholder holding an array becomes several arguments', () => {
-    expect(expandArgv(['tar', 'czf', 'out.tgz', '{{item.files}}'], vars({ files: ['a b', '-rf', 3] }))).toEqual(['tar', 'czf', 'out.tgz', 'a b', '-rf', '3']);
+  test('a whole-element placeholder holding an array stays one (JSON) argument', () => {
+    expect(expandArgv(['tar', 'czf', 'out.tgz', '{{item.files}}'], vars({ files: ['a b', '-rf', 3] }))).toEqual(['tar', 'czf', 'out.tgz', '["a b","-rf",3]']);
   });
 
   test('missing fields and unknown names are non-retryable errors', () => {

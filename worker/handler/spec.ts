@@ -16,7 +16,9 @@ export interface ShellSpec {
   builtin: 'shell';
   /**
    * argv template: program and arguments, each element templated on its own from the item
-   * ({{item}}, {{item.a.b}}, {{id}}, {{attempt}}). Never run through a shell.
+   * ({{item}}, {{item.a.b}}, {{id}}, {{attempt}}) into exactly one argument. Never run through
+   * a shell. The program (command[0]) takes no placeholder; item data may start an argument
+   * with "-" only after a literal "--" element (docs/worker.md, the shell builtin).
    */
   command: string[];
   cwd?: string;
@@ -89,6 +91,11 @@ export function validateHandlerSpec(raw: unknown, cwd = process.cwd()): HandlerS
     const command = o.command;
     if (!Array.isArray(command) || command.length === 0 || !command.every((c) => typeof c === 'string') || command[0] === '') {
       throw new HandlerSpecError('shell handler needs command: a non-empty array of strings (program, then arguments), e.g. ["convert", "{{item.in}}", "{{item.out}}"]');
+    }
+    if (/\{\{.*\}\}/.test(command[0] as string)) {
+      throw new HandlerSpecError(
+        `shell handler command[0] ${JSON.stringify(command[0])} is the program and must not contain a placeholder: an item must not choose what runs. Name the program and pass item data as arguments, e.g. ["convert", "{{item.in}}"]`,
+      );
     }
     const spec: ShellSpec = { builtin: 'shell', command: [...(command as string[])] };
     if (o.cwd !== undefined) {

@@ -9,7 +9,8 @@ const KILL_AFTER_MS = 500;
 /**
  * Runs one command per item. Every argv element of the template is expanded on its own
  * and passed to the program directly (no shell), so item data is never parsed as shell
- * syntax: `; rm -rf /` or `$(...)` in an item arrive as literal argument text.
+ * syntax: `; rm -rf /` or `$(...)` in an item arrive as literal argument text, and it never
+ * becomes an option either (see expandArgv).
  * stdout becomes the result; a non-zero exit fails the item with the tail of stderr.
  */
 export function createShellHandler(spec: ShellSpec): Handler {
@@ -34,8 +35,17 @@ function runCommand(argv: string[], o: RunOptions, ctx: HandlerContext): Promise
   const [program, ...args] = argv as [string, ...string[]];
   return new Promise<string>((resolve, reject) => {
     if (ctx.signal.aborted) return reject(ctx.signal.reason);
-    // Its own process group, so an abort can stop whatever the command started too.
-    const child = spawn(program, args, { cwd: o.cwd, env: o.env, shell: false, detached: true, stdio: [o.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    let child: ReturnType<typeof spawn>;
+    try {
+      // Its own process group, so an abort can stop whatever the command started too.
+      child = spawn(program, args, { cwd: o.cwd, env: o.env, shell: false, detached: true, stdio: [o.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    } catch (err) {
+      // E2BIG is thrown here, not emitted: the same item would be too long on every attempt.
+      if ((err as NodeJS.ErrnoException).code !== 'E2BIG') return reject(err);
+      return reject(
+        new NonRetryableError(`could not run ${JSON.stringify(program)}: its arguments and environment are too long for the system (E2BIG); pass large item data on stdin ("stdin": "json")`),
+      );
+    }
     const out: Buffer[] = [];
     let outBytes = 0;
     let truncated = false;
@@ -105,32 +115,54 @@ export interface TemplateVars {
 }
 
 const PLACEHOLDER = /\{\{\s*([A-Za-z_$][\w$]*(?:\.[\w$]+)*)\s*\}\}/g;
-const WHOLE = /^\{\{\s*([A-Za-z_$][\w$]*(?:\.[\w$]+)*)\s*\}\}$/;
+const END_OF_OPTIONS = '--';
+const PREVIEW_CHARS = 60;
 
 /**
- * Expands an argv template. An element that is exactly one placeholder resolving to an
- * array becomes one argument per array element; anything else stays one argument.
+ * Expands an argv template: each element becomes exactly one argument, whatever the item
+ * holds (arrays and objects are inserted as JSON, never spread into several arguments).
+ * An argument that item data makes start with "-" is refused (NonRetryableError naming the
+ * element and the fix), because most programs would read it as an option (`--help`,
+ * `--checkpoint-action=exec=...`), unless it comes after a literal "--" element of the
+ * template: from there on, programs that follow the convention read operands only. An
+ * element the template itself starts with "-" (`--out={{item.out}}`) is the author's option.
  */
 export function expandArgv(template: readonly string[], vars: TemplateVars): string[] {
-  const argv: string[] = [];
-  for (const element of template) {
-    const whole = WHOLE.exec(element);
-    if (whole) {
-      const value = lookup(whole[1] as string, vars);
-      if (Array.isArray(value)) {
-        for (const v of value) argv.push(scalar(v, whole[1] as string));
-        continue;
-      }
-    }
-    argv.push(expandString(element, vars));
-  }
-  return argv;
+  // Only a "--" written in the template counts: one that item data produces starts with "-" and is refused.
+  const marker = template.indexOf(END_OF_OPTIONS, 1);
+  return template.map((element, i) => {
+    const arg = expandString(element, vars);
+    const operand = marker > 0 && i > marker;
+    if (arg.startsWith('-') && !element.startsWith('-') && !operand) throw optionLike(template, i, arg);
+    return arg;
+  });
 }
 
+function optionLike(template: readonly string[], i: number, arg: string): NonRetryableError {
+  const element = template[i] as string;
+  const program = JSON.stringify(template[0]);
+  const fields = [...element.matchAll(PLACEHOLDER)].map((m) => m[1]).join(', ');
+  const preview = JSON.stringify(arg.length > PREVIEW_CHARS ? `${arg.slice(0, PREVIEW_CHARS)}…` : arg);
+  return new NonRetryableError(
+    `shell command argument ${i} ${JSON.stringify(element)} would start with "-" (${preview}, from ${fields}) and ${program} could read it as an option; ` +
+      `item data may not start an argument with "-". Fix the command: put a literal "--" element before it if ${program} supports end of options ` +
+      `(e.g. [${program}, …, "--", ${JSON.stringify(element)}]), or start the argument in the template ("./${element}" for a path, "--name=${element}" for an option's value), ` +
+      `or pass the item on stdin ("stdin": "json")`,
+  );
+}
+
+/** Replaces each placeholder with text: strings as they are, numbers and booleans printed, arrays and objects as JSON. */
 function expandString(template: string, vars: TemplateVars): string {
   return template.replace(PLACEHOLDER, (_m, path: string) => {
     const value = lookup(path, vars);
-    return value !== null && typeof value === 'object' ? JSON.stringify(value) : scalar(value, path);
+    const text = value !== null && typeof value === 'object' ? JSON.stringify(value) : scalar(value, path);
+    // spawn() throws a retryable TypeError on a NUL; the same item would fail every attempt.
+    if (text.includes('\0')) {
+      throw new NonRetryableError(
+        `template {{${path}}}: the value contains a NUL byte, which no command argument or environment variable can hold; pass the item on stdin ("stdin": "json"), where it arrives as JSON`,
+      );
+    }
+    return text;
   });
 }
 
