@@ -23,8 +23,17 @@ process.on('uncaughtException', (err) => {
     process.exit(70);
   }
 });
-// The pool is gone (the worker died): nothing can use our results.
-process.on('disconnect', () => process.exit(0));
+// The pool is gone (the worker died): nothing can use our results. This process leads its
+// own process group (forked detached): take whatever the handler started down with it, since
+// the worker that would have killed them is gone.
+process.on('disconnect', () => {
+  try {
+    process.kill(-process.pid, 'SIGKILL');
+  } catch {
+    /* not a group leader, or the group is already empty */
+  }
+  process.exit(0);
+});
 void runExecutor(init, {
   send: post,
   onMessage: (listener) => process.on('message', (m: ToExecutor) => listener(m)),

@@ -192,7 +192,8 @@ export class RemotePool implements Executor {
 
   /** Starts one executor; resolves when it has loaded the handler. */
   private spawn(): Promise<void> {
-    const transport = this.mode === 'thread' ? spawnThread(this.init, { heapLimitMiB: 2 * this.o.maxMemoryMiB }) : spawnProcess(this.init, { heapLimitMiB: 2 * this.o.maxMemoryMiB });
+    const transport =
+      this.mode === 'thread' ? spawnThread(this.init, { heapLimitMiB: 2 * this.o.maxMemoryMiB }) : spawnProcess(this.init, { heapLimitMiB: 2 * this.o.maxMemoryMiB, killGraceMs: this.o.abortGraceMs });
     const slot: Slot = {
       id: this.nextSlotId++,
       transport,

@@ -2,6 +2,7 @@ import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { toErrorInfo, type ErrorInfo } from '../handler/invoke.js';
+import { endGroup, signalGroup, trackGroup } from './process-group.js';
 import type { ExecutorInit, FromExecutor, ToExecutor } from './protocol.js';
 
 /** How one executor ended. */
@@ -22,7 +23,7 @@ export interface Transport {
   /** "thread 7" / "process 12345", for logs. */
   readonly label: string;
   send(message: ToExecutor): void;
-  /** Hard stop: terminate the thread / SIGKILL the process. */
+  /** Hard stop: terminate the thread / SIGKILL the process (and SIGTERM, then SIGKILL, its process group). */
   kill(): void;
   onMessage: (message: FromExecutor) => void;
   /** Called once, after every message the executor sent has been delivered. */
@@ -32,6 +33,8 @@ export interface Transport {
 export interface SpawnOptions {
   /** V8 heap cap (0 = Node's default). */
   heapLimitMiB: number;
+  /** Process mode: how long the processes a handler left behind get between SIGTERM and SIGKILL. */
+  killGraceMs?: number;
 }
 
 const STDERR_TAIL = 4096;
@@ -73,7 +76,13 @@ export function spawnProcess(init: ExecutorInit, options: SpawnOptions): Transpo
     execArgv: [...process.execArgv.filter((a) => !/^--(inspect|debug|max-old-space-size)/.test(a)), ...(options.heapLimitMiB > 0 ? [`--max-old-space-size=${options.heapLimitMiB}`] : [])],
     env: { ...process.env, TASKBATCH_EXECUTOR_INIT: JSON.stringify(init) },
     stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+    // Its own process group (process-group.ts), so that what a handler starts can be killed
+    // with it. The IPC channel still ends it when the worker dies (process-entry.ts).
+    detached: true,
   });
+  const pid = child.pid;
+  if (pid !== undefined) trackGroup(pid);
+  const graceMs = options.killGraceMs ?? 1000;
   let tail = '';
   let fatal: ErrorInfo | undefined;
   const t: Transport = {
@@ -83,7 +92,10 @@ export function spawnProcess(init: ExecutorInit, options: SpawnOptions): Transpo
       if (child.connected) child.send(m, undefined, undefined, () => undefined);
     },
     kill: () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      // The handler's processes get SIGTERM now and SIGKILL after the grace (on exit, below).
+      if (pid !== undefined) signalGroup(pid, 'SIGTERM');
     },
     onMessage: () => undefined,
     onExit: () => undefined,
@@ -129,6 +141,8 @@ export function spawnProcess(init: ExecutorInit, options: SpawnOptions): Transpo
   });
   child.on('exit', (code, signal) => {
     exited = { code, signal };
+    // However it ended, nothing may outlive the executor in its group.
+    if (pid !== undefined) void endGroup(pid, graceMs);
     timer = setTimeout(report, 500);
     maybeReport();
   });
