@@ -1,5 +1,5 @@
 import type { Handler, LogLevel } from '../handler/api.js';
-import { invoke, ItemContext, type InvokeResult, type TaskInput } from '../handler/invoke.js';
+import { invoke, ItemContext, toErrorInfo, type InvokeResult, type TaskInput } from '../handler/invoke.js';
 import { loadHandler } from '../handler/load.js';
 import { describeHandler } from '../handler/spec.js';
 import { Deque, formatMs, outcomeOf, reasonError, timeoutError } from './common.js';
@@ -148,8 +148,19 @@ export class AsyncExecutor implements Executor {
       log: (level: LogLevel, message, fields) => hooks?.onLog?.(e.task, level, String(message), fields),
     });
     e.onStart?.();
-    const r = invoke(handler, e.task, e.ctx);
-    if (r instanceof Promise) void r.then((result) => this.finish(e, result));
+    // invoke() never throws nor rejects; the guards keep that promise should it ever break,
+    // since an escape here would leak the slot and hand the item back without an attempt.
+    let r: InvokeResult | Promise<InvokeResult>;
+    try {
+      r = invoke(handler, e.task, e.ctx);
+    } catch (err) {
+      r = internalFailure(err, e.startedAt);
+    }
+    if (r instanceof Promise)
+      void r.then(
+        (result) => this.finish(e, result),
+        (err: unknown) => this.finish(e, internalFailure(err, e.startedAt)),
+      );
     else this.finish(e, r);
   }
 
@@ -212,4 +223,8 @@ export class AsyncExecutor implements Executor {
     this.idleWaiters = [];
     for (const w of waiters) w();
   }
+}
+
+function internalFailure(err: unknown, startedAt: number): InvokeResult {
+  return { ok: false, error: toErrorInfo(err), retryable: true, ms: Date.now() - startedAt };
 }

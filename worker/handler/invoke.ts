@@ -1,4 +1,8 @@
-import { isNonRetryable, type Handler, type HandlerContext, type HandlerLog, type LogLevel } from './api.js';
+import type { Handler, HandlerContext, HandlerLog, LogLevel } from './api.js';
+import { retryableOf, toErrorInfo, type ErrorInfo } from './error-info.js';
+
+// Executors import these from here too; the conversion itself lives in error-info.ts.
+export { toErrorInfo, type ErrorInfo };
 
 /** What an executor needs to run one item. */
 export interface TaskInput {
@@ -6,12 +10,6 @@ export interface TaskInput {
   attempt: number;
   /** The item's JSON as enqueued. */
   payload: string;
-}
-
-export interface ErrorInfo {
-  name: string;
-  message: string;
-  stack?: string;
 }
 
 /** A handler call's result: the value as JSON (undefined = no result), or its error. */
@@ -58,22 +56,25 @@ export class ItemContext implements HandlerContext {
   }
 }
 
-/** Runs one item; synchronous handlers settle without a microtask hop. Never throws. */
+/**
+ * Runs one item; synchronous handlers settle without a microtask hop. Never throws and never
+ * rejects, whatever the handler throws or returns (a `then` getter that throws included):
+ * executors rely on it to count the attempt and give the slot back.
+ */
 export function invoke(handler: Handler, task: TaskInput, ctx: ItemContext): InvokeResult | Promise<InvokeResult> {
   const t0 = performance.now();
-  let out: unknown;
   try {
-    out = handler(JSON.parse(task.payload), ctx);
+    const out: unknown = handler(JSON.parse(task.payload), ctx);
+    if (out !== null && (typeof out === 'object' || typeof out === 'function') && typeof (out as PromiseLike<unknown>).then === 'function') {
+      return Promise.resolve(out as PromiseLike<unknown>).then(
+        (value) => success(value, t0),
+        (err: unknown) => failure(err, t0),
+      );
+    }
+    return success(out, t0);
   } catch (err) {
     return failure(err, t0);
   }
-  if (out !== null && typeof out === 'object' && typeof (out as PromiseLike<unknown>).then === 'function') {
-    return Promise.resolve(out as PromiseLike<unknown>).then(
-      (value) => success(value, t0),
-      (err: unknown) => failure(err, t0),
-    );
-  }
-  return success(out, t0);
 }
 
 function success(value: unknown, t0: number): InvokeResult {
@@ -82,7 +83,9 @@ function success(value: unknown, t0: number): InvokeResult {
   try {
     json = JSON.stringify(value);
   } catch (err) {
-    return { ok: false, error: { name: 'ResultNotSerializable', message: `the handler's result is not JSON-serializable: ${(err as Error).message}` }, retryable: false, ms: performance.now() - t0 };
+    // Through toErrorInfo again: the cause's message is bounded, but not with the prefix.
+    const error = toErrorInfo({ name: 'ResultNotSerializable', message: `the handler's result is not JSON-serializable: ${toErrorInfo(err).message}` });
+    return { ok: false, error, retryable: false, ms: performance.now() - t0 };
   }
   if (json === undefined) {
     return { ok: false, error: { name: 'ResultNotSerializable', message: `the handler returned a ${typeof value}, which is not JSON-serializable` }, retryable: false, ms: performance.now() - t0 };
@@ -91,23 +94,5 @@ function success(value: unknown, t0: number): InvokeResult {
 }
 
 function failure(err: unknown, t0: number): InvokeResult {
-  return { ok: false, error: toErrorInfo(err), retryable: !isNonRetryable(err), ms: performance.now() - t0 };
-}
-
-export function toErrorInfo(err: unknown): ErrorInfo {
-  if (err instanceof Error || (typeof err === 'object' && err !== null && 'message' in err)) {
-    const e = err as { name?: unknown; message?: unknown; stack?: unknown };
-    const info: ErrorInfo = { name: typeof e.name === 'string' && e.name ? e.name : 'Error', message: String(e.message ?? '') };
-    if (typeof e.stack === 'string') info.stack = e.stack;
-    return info;
-  }
-  return { name: 'Error', message: typeof err === 'string' ? err : `non-error value thrown: ${safeString(err)}` };
-}
-
-function safeString(v: unknown): string {
-  try {
-    return JSON.stringify(v) ?? String(v);
-  } catch {
-    return String(v);
-  }
+  return { ok: false, error: toErrorInfo(err), retryable: retryableOf(err), ms: performance.now() - t0 };
 }
