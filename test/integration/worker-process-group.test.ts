@@ -100,3 +100,19 @@ function grandchildPid(file: string): number | undefined {
     return undefined;
   }
 }
+
+test('a worker that is SIGKILLed takes the processes its handlers started with it (each executor kills its group when its channel closes)', async () => {
+  const pidC = join(dir, 'c.pid');
+  const { queue, name } = await aBatch(redis)
+    .withItem('holds', { fn: 'spawnsStubbornGrandchild', args: [{ pidFile: pidC, hold: true }] })
+    .create();
+  const w = spawnWorker(workerEnv(server.url, name, DISPATCH, { TASKBATCH_POOL_MODE: 'process', TASKBATCH_POOL_SIZE: '1' }));
+  workers.push(w);
+  const c = await waitFor('the grandchild', () => grandchildPid(pidC));
+  grandchildren.push(c);
+  expect((await queue.snapshot()).running).toBe(1);
+  expect(alive(c)).toBe(true);
+  w.kill('SIGKILL');
+  expect(await w.exited).toEqual({ code: null, signal: 'SIGKILL' });
+  await waitFor(`grandchild ${c} to be gone after the worker was SIGKILLed`, () => !alive(c), 15_000);
+});
