@@ -69,7 +69,6 @@ export interface Outcome {
   terminal?: { reason: string; message: string };
   createFailure?: string;
   queueFailure?: string;
-  created: string[];
   errors: { action: string; error: Error }[];
 }
 
@@ -109,7 +108,7 @@ export class Reconciler {
     const observed = await this.observe(batch, mem);
     const plan = planBatch(observed);
     mem.plan = plan.memory;
-    let outcome: Outcome = { created: [], errors: [] };
+    let outcome: Outcome = { errors: [] };
     let unexpected: unknown;
     try {
       outcome = await this.apply(batch, plan, mem);
@@ -129,7 +128,7 @@ export class Reconciler {
       throw new ApplyError(outcome.errors);
     }
     let requeue = plan.requeueAfterMs;
-    if (outcome.queueFailure) requeue = Math.min(requeue ?? 5000, Math.min(5000, 500 * 2 ** Math.min(4, mem.redisFailures++)));
+    if (outcome.queueFailure) requeue = Math.min(requeue ?? 5000, redisRetryMs(mem.redisFailures++));
     if (wait > 0) requeue = Math.min(requeue ?? wait, wait);
     return requeue !== undefined ? { requeueAfterMs: requeue } : {};
   }
@@ -194,14 +193,14 @@ export class Reconciler {
     if (err instanceof RedisConfigError) return { kind: 'refused', reason: 'RedisConfigInvalid', message };
     // The endpoint's own backoff says when to look again; other failures (ACL set-up, a Secret
     // read) back off per batch.
-    const retryAfterMs = err instanceof RedisUnavailableError ? Math.max(100, err.retryAt - this.ctx.clock.now()) : Math.min(5000, 500 * 2 ** Math.min(4, mem.redisFailures));
+    const retryAfterMs = err instanceof RedisUnavailableError ? Math.max(100, err.retryAt - this.ctx.clock.now()) : redisRetryMs(mem.redisFailures);
     mem.redisFailures++;
     return { kind: 'unavailable', message, retryAfterMs };
   }
 
   /** Applies the plan's actions in order; a failed queue action skips the ones that depend on it. */
   private async apply(batch: TaskBatch, plan: BatchPlan, mem: BatchMemory): Promise<Outcome> {
-    const out: Outcome = { created: [], errors: [] };
+    const out: Outcome = { errors: [] };
     let queue: BatchQueue | undefined;
     const queueFor = async (): Promise<BatchQueue> => {
       queue ??= new BatchQueue(await this.ctx.redis.forBatch(batch), refOf(batch), { expectedEpoch: out.epoch ?? batch.status?.queueEpoch ?? '' });
@@ -235,7 +234,6 @@ export class Reconciler {
           case 'createPods':
             for (let i = 0; i < action.count; i++) {
               const created = await this.ctx.kube.create<Pod>(`/api/v1/namespaces/${ns}/pods`, buildWorkerPod(batch, action.epoch, this.ctx.config.worker));
-              out.created.push(created.metadata.name!);
               mem.plan.expectedPods[created.metadata.name!] = this.ctx.clock.now();
               this.ctx.log.info('Created worker pod', { batch: keyOf(batch), pod: created.metadata.name });
             }
@@ -419,6 +417,11 @@ export function withOutcome(planned: TaskBatchStatus, out: Outcome, batch: TaskB
   status.conditions = sortConditions(conditions);
   status.state = stateWord(status, batch.spec.suspend === true);
   return status;
+}
+
+/** Per-batch backoff for Redis failures the endpoint's own backoff does not cover: 0.5 s doubling to 5 s. */
+function redisRetryMs(failures: number): number {
+  return Math.min(5000, 500 * 2 ** Math.min(4, failures));
 }
 
 function isQueueAction(a: BatchAction): boolean {

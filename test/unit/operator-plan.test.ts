@@ -356,15 +356,15 @@ describe('planBatch: outcome', () => {
 describe('withOutcome', () => {
   test('a refused pod create becomes Degraded/PodCreateFailed with the API message', () => {
     const p = planBatch(observe({ queue: { kind: 'ok', snapshot: snap({ pending: 100 }), workers: [] } }));
-    const s = withOutcome(p.status, { created: [], errors: [], createFailure: 'Error creating worker pod: pods "b-x" is forbidden: exceeded quota' }, batch(), NOW);
+    const s = withOutcome(p.status, { errors: [], createFailure: 'Error creating worker pod: pods "b-x" is forbidden: exceeded quota' }, batch(), NOW);
     expect(s.conditions?.find((c) => c.type === 'Degraded')).toEqual(expect.objectContaining({ status: 'True', reason: 'PodCreateFailed', message: expect.stringContaining('exceeded quota') }));
     expect(s.state).toBeDefined();
   });
 
   test('the epoch just created is recorded; items invalid while seeding fail the batch', () => {
     const p = planBatch(observe({ batch: batch({}, null), queue: { kind: 'absent' } }));
-    expect(withOutcome(p.status, { created: [], errors: [], epoch: 'e9' }, batch(), NOW).queueEpoch).toBe('e9');
-    const s = withOutcome(p.status, { created: [], errors: [], terminal: { reason: 'InvalidItems', message: 'line 3 is not valid JSON' } }, batch(), NOW);
+    expect(withOutcome(p.status, { errors: [], epoch: 'e9' }, batch(), NOW).queueEpoch).toBe('e9');
+    const s = withOutcome(p.status, { errors: [], terminal: { reason: 'InvalidItems', message: 'line 3 is not valid JSON' } }, batch(), NOW);
     expect(s.state).toBe('Failed');
   });
 });

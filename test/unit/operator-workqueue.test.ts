@@ -1,27 +1,5 @@
-import { WorkQueue, type Clock } from '../../operator/workqueue.js';
-
-class ManualClock implements Clock {
-  t = 0;
-  private timers: { at: number; fn: () => void; id: number }[] = [];
-  private next = 0;
-  now(): number {
-    return this.t;
-  }
-  setTimeout(fn: () => void, ms: number): unknown {
-    const id = ++this.next;
-    this.timers.push({ at: this.t + ms, fn, id });
-    return id;
-  }
-  clearTimeout(h: unknown): void {
-    this.timers = this.timers.filter((t) => t.id !== h);
-  }
-  advance(ms: number): void {
-    this.t += ms;
-    const due = this.timers.filter((t) => t.at <= this.t).sort((a, b) => a.at - b.at);
-    this.timers = this.timers.filter((t) => t.at > this.t);
-    for (const t of due) t.fn();
-  }
-}
+import { WorkQueue } from '../../operator/workqueue.js';
+import { ManualClock } from '../support/manual-clock.js';
 
 test('deduplicates keys that are waiting', async () => {
   const q = new WorkQueue();
@@ -49,7 +27,7 @@ test('a key being processed is not handed out again; re-added keys come back aft
 });
 
 test('addAfter keeps the earliest requeue and fires on the clock', async () => {
-  const clock = new ManualClock();
+  const clock = new ManualClock(0);
   const q = new WorkQueue({ clock });
   q.addAfter('a', 1000);
   q.addAfter('a', 5000);
@@ -63,7 +41,7 @@ test('addAfter keeps the earliest requeue and fires on the clock', async () => {
 });
 
 test('per-key exponential backoff with a cap, reset by forget()', () => {
-  const q = new WorkQueue({ clock: new ManualClock(), baseBackoffMs: 100, maxBackoffMs: 1000 });
+  const q = new WorkQueue({ clock: new ManualClock(0), baseBackoffMs: 100, maxBackoffMs: 1000 });
   expect([1, 2, 3, 4, 5, 6].map(() => q.addRateLimited('a'))).toEqual([100, 200, 400, 800, 1000, 1000]);
   expect(q.addRateLimited('b')).toBe(100);
   q.forget('a');
