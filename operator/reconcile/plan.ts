@@ -396,6 +396,13 @@ class Planner {
       };
     });
     const draining = views.filter((v) => v.draining).length;
+    // Level-triggered drains: a request made before the worker registered is dropped when any
+    // registry prune runs first, so it is made again until the worker's entry shows it.
+    const unconfirmedDrains = mem.drainRequested.filter((name) => {
+      const w = byId.get(name);
+      if (!views.some((v) => v.name === name)) return false;
+      return w ? !w.drainRequested && !w.draining : !mem.registeredPods.includes(name);
+    });
     const expected = Object.keys(mem.expectedPods).length;
     const supply = views.length - draining + expected;
 
@@ -438,6 +445,7 @@ class Planner {
         mem.drainRequested.push(name);
       }
     }
+    if (snapshot && !suspended && !failed) for (const name of unconfirmedDrains) this.actions.push({ kind: 'drainWorker', name });
 
     if (stuck.length > 0) this.stuckPods = stuck;
     const ready = live.filter((p) => isPodReady(p)).length;

@@ -2,8 +2,9 @@
 -- The request stays until the worker leaves or its entry goes stale.
 -- KEYS[1] meta, KEYS[2] workers, KEYS[3] drain
 -- ARGV[1] version, ARGV[2] epoch, ARGV[3] worker id
--- returns 1 when the worker is registered, 0 when it is not (the request is kept anyway,
---   so a worker that registers later drains at once)
+-- returns 1 when the worker is registered, 0 when it is not (the request is kept anyway, so
+--   a worker that registers later drains at once, unless a presence-prune runs first and
+--   drops it: the operator asks again until the worker's entry shows the request)
 local lost = tb_check(KEYS[1])
 if lost then return redis.error_reply(lost) end
 redis.call('SADD', KEYS[3], ARGV[3])

@@ -66,7 +66,9 @@ async function followsTo(name: string, n: number): Promise<Scale> {
   await eventually(
     async () => {
       const pods = (await workerPods(env.kube, ns, name)).filter(running);
-      return pods.length === n && pods.every((p) => p.status?.phase === 'Running');
+      if (pods.length === n && pods.every((p) => p.status?.phase === 'Running')) return true;
+      // Thrown so that a timeout says what the pods were doing.
+      throw new Error(`pods: ${pods.map((p) => `${p.metadata.name} ${p.status?.phase}`).join(', ') || 'none'}`);
     },
     120_000,
     `${n} running worker pods of ${name}`,

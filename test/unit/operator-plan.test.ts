@@ -282,6 +282,30 @@ describe('planBatch: worker pods', () => {
     expect(next.status.workers).toEqual(expect.objectContaining({ current: 5, draining: 4 }));
   });
 
+  test('a drain asked of a worker that had not registered yet is asked again until its entry shows it', () => {
+    const spec = { workers: { scaling: 'Replicas' as const, replicas: 1, max: 10 } };
+    const pods = ['w1', 'w2'].map((n) => pod(n));
+    // w2's pod runs but its worker has not registered: the drain request lands before it does.
+    const p = planBatch(observe({ batch: batch(spec), queue: { kind: 'ok', snapshot: snap({ pending: 10 }), workers: [worker('w1', { inflight: 1 })] }, pods }));
+    expect(p.actions).toEqual([{ kind: 'drainWorker', name: 'w2' }]);
+    // A registry prune dropped the request before w2 registered: w2 shows up without it.
+    const lost = planBatch(
+      observe({ batch: batch(spec, p.status), queue: { kind: 'ok', snapshot: snap({ pending: 10 }), workers: [worker('w1', { inflight: 1 }), worker('w2')] }, pods, memory: p.memory }),
+    );
+    expect(lost.actions).toEqual([{ kind: 'drainWorker', name: 'w2' }]);
+    expect(created(lost)).toBe(0);
+    // Once the entry shows the request, nothing more is asked.
+    const shown = planBatch(
+      observe({
+        batch: batch(spec, lost.status),
+        queue: { kind: 'ok', snapshot: snap({ pending: 10 }), workers: [worker('w1', { inflight: 1 }), worker('w2', { drainRequested: true })] },
+        pods,
+        memory: lost.memory,
+      }),
+    );
+    expect(kinds(shown)).not.toContain('drainWorker');
+  });
+
   test('suspend deletes the pods, stops the deadline timer, keeps the items', () => {
     const p = planBatch(observe({ batch: batch({ suspend: true, activeDeadlineSeconds: 5 }), queue: backlog(100), pods: [pod('w1')] }));
     expect(p.actions).toEqual([{ kind: 'deletePod', name: 'w1', reason: 'Suspended' }]);
