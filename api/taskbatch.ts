@@ -23,7 +23,7 @@ export interface TaskBatch extends KubeObject {
 
 export type Condition = NonNullable<TaskBatchStatus['conditions']>[number];
 
-export type ConditionType = 'Complete' | 'Failed' | 'Suspended' | 'Progressing' | 'Degraded' | 'RedisUnavailable' | 'QueueStateLost' | 'QuotaExceeded' | 'CleanupBlocked';
+export type ConditionType = 'Complete' | 'Failed' | 'Suspended' | 'Progressing' | 'Degraded' | 'RedisUnavailable' | 'RedisMisconfigured' | 'QueueStateLost' | 'QuotaExceeded' | 'CleanupBlocked';
 
 export function batchPath(namespace: string, name?: string): string {
   const base = `/apis/${GROUP}/${VERSION}/namespaces/${namespace}/${PLURAL}`;

@@ -43,6 +43,8 @@ export interface OperatorConfig {
   allowedRedis: RedisAddressRule[];
   /** Most bytes the operator reads in one Redis reply (TASKBATCH_MAX_REDIS_REPLY_BYTES). */
   maxRedisReplyBytes: number;
+  /** Run batches on a Redis whose maxmemory-policy evicts keys (TASKBATCH_REDIS_ALLOW_EVICTION; default refused). */
+  allowEvictingRedis: boolean;
   /** Worker pods' default resources and the installer's maximum (TASKBATCH_WORKER_RESOURCES, TASKBATCH_WORKER_MAX_RESOURCES). */
   workerResources: WorkerResourceSettings;
 }
@@ -128,6 +130,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Opera
     // 16 MiB: far above any reply the operator needs (counters, presence of <= 1000 workers,
     // seeding acknowledgements), far below its 512 MiB memory limit.
     maxRedisReplyBytes: int(env, 'TASKBATCH_MAX_REDIS_REPLY_BYTES', 16 * 1024 * 1024, 64 * 1024, 512 * 1024 * 1024),
+    allowEvictingRedis: bool(env, 'TASKBATCH_REDIS_ALLOW_EVICTION', false),
     workerResources,
     ...(env.TASKBATCH_DEFAULT_REDIS_URL ? { defaultRedisUrl: env.TASKBATCH_DEFAULT_REDIS_URL } : {}),
     ...(env.TASKBATCH_DEFAULT_REDIS_USERNAME ? { defaultRedisUsername: env.TASKBATCH_DEFAULT_REDIS_USERNAME } : {}),

@@ -54,6 +54,7 @@ export class Controller {
       podSecurity: config.workerPodSecurity,
       terminationGracePeriodSeconds: config.workerGraceSeconds,
       resources: config.workerResources,
+      allowEvictingRedis: config.allowEvictingRedis,
       ...(config.defaultRedisUrl
         ? {
             defaultRedis: {

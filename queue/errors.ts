@@ -31,7 +31,12 @@ export class PayloadTooLargeError extends QueueError {
  * to a stale replica) or was recreated under another epoch. Distinct from an empty batch.
  */
 export class BatchStateLostError extends QueueError {
-  constructor(message: string, batch?: string) {
+  constructor(
+    message: string,
+    batch?: string,
+    /** Some of the batch's keys are gone while its meta hash survived (eviction, a stray DEL). */
+    readonly partial = false,
+  ) {
     super('BatchStateLost', message, batch);
   }
 }
@@ -51,12 +56,14 @@ export class BatchClosedError extends QueueError {
 /** Maps the scripts' tagged error replies ("TBLOST ...") to typed errors. */
 export function translateScriptError(err: unknown, batch: string): unknown {
   if (!(err instanceof Error)) return err;
-  const match = /^(TBLOST|TBVERSION|TBCLOSED) (.*)$/s.exec(err.message);
+  const match = /^(TBLOST|TBPARTIAL|TBVERSION|TBCLOSED) (.*)$/s.exec(err.message);
   if (!match) return err;
   const [, tag, text = ''] = match;
   switch (tag) {
     case 'TBLOST':
       return new BatchStateLostError(text, batch);
+    case 'TBPARTIAL':
+      return new BatchStateLostError(text, batch, true);
     case 'TBVERSION':
       return new ProtocolVersionError(`${text}; run workers, operator and clients of one release`, batch);
     default:

@@ -7,3 +7,4 @@ export * from './presence.js';
 export type { RedisClient } from './scripts.js';
 export type { ItemError } from './serialize.js';
 export * from './acl.js';
+export * from './eviction-policy.js';

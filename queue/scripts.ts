@@ -68,7 +68,6 @@ function scriptKeyCount(name: ScriptName): number {
     case 'close':
       return 1;
     case 'renew':
-    case 'counts':
       return 2;
     case 'release':
     case 'presence-beat':
@@ -80,6 +79,7 @@ function scriptKeyCount(name: ScriptName): number {
     case 'replay':
       return 4;
     case 'enqueue':
+    case 'counts':
       return 5;
     case 'fail':
       return 6;

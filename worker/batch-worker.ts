@@ -38,7 +38,7 @@ export interface BatchWorkerOptions {
   onProgress?(itemId: string, value: number): void;
 }
 
-export type StopReason = 'complete' | 'shutdown' | 'drain' | 'stateLost' | 'protocolMismatch' | 'handlerStart' | 'fatal';
+export type StopReason = 'complete' | 'shutdown' | 'drain' | 'stateLost' | 'protocolMismatch' | 'handlerStart' | 'redisMisconfigured' | 'fatal';
 
 export interface WorkerResult {
   reason: StopReason;
@@ -53,6 +53,7 @@ const EXIT_BY_REASON: Record<StopReason, number> = {
   stateLost: EXIT_CODES.stateLost,
   protocolMismatch: EXIT_CODES.protocolMismatch,
   handlerStart: EXIT_CODES.handlerStart,
+  redisMisconfigured: EXIT_CODES.config,
   fatal: EXIT_CODES.internal,
 };
 

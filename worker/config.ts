@@ -23,6 +23,8 @@ export interface WorkerConfig {
     cluster: boolean;
     prefix: string;
     commandTimeoutMs: number;
+    /** Run on a Redis whose maxmemory-policy evicts keys (queue/eviction-policy.ts); refused by default. */
+    allowEviction: boolean;
   };
   batch: { namespace: string; name: string; expectedEpoch?: string };
   handler: HandlerSpec;
@@ -86,6 +88,13 @@ export const SETTINGS: readonly SettingDef[] = [
   { env: 'TASKBATCH_REDIS_TLS_INSECURE', flag: 'redis-tls-insecure', default: 'false', boolean: true, help: 'Skip TLS certificate verification (testing only).' },
   { env: 'TASKBATCH_REDIS_CLUSTER', flag: 'redis-cluster', default: 'false', boolean: true, help: 'Connect to a Redis Cluster (the address is a seed node).' },
   { env: 'TASKBATCH_REDIS_PREFIX', flag: 'redis-prefix', default: 'tb', help: 'Key prefix of the installation.' },
+  {
+    env: 'TASKBATCH_REDIS_ALLOW_EVICTION',
+    flag: 'redis-allow-eviction',
+    default: 'false',
+    boolean: true,
+    help: 'Run on a Redis whose maxmemory-policy evicts keys (it can lose items); refused by default.',
+  },
   { env: 'TASKBATCH_REDIS_COMMAND_TIMEOUT_MS', flag: 'redis-command-timeout-ms', default: '10000', help: 'A Redis call that takes longer fails and is retried.' },
   { env: 'TASKBATCH_NAMESPACE', flag: 'namespace', default: 'default', help: "The TaskBatch's namespace." },
   { env: 'TASKBATCH_BATCH', flag: 'batch', default: '(required)', help: "The TaskBatch's name." },
@@ -339,6 +348,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
       cluster: bool('TASKBATCH_REDIS_CLUSTER'),
       prefix,
       commandTimeoutMs,
+      allowEviction: bool('TASKBATCH_REDIS_ALLOW_EVICTION'),
     },
     batch: { namespace, name: batchName as string, ...(epoch ? { expectedEpoch: epoch } : {}) },
     handler: handler as HandlerSpec,

@@ -3,6 +3,7 @@ import { connectRedis, type RedisClient } from '../queue/index.js';
 import { withTimeout } from './backoff.js';
 import { BatchWorker, type WorkerResult } from './batch-worker.js';
 import { readPasswordFile, type WorkerConfig } from './config.js';
+import { watchEvictionPolicy } from './eviction-guard.js';
 import { EXIT_CODES } from './exit-codes.js';
 import { createExecutor } from './executor/index.js';
 import { describeHandler } from './handler/spec.js';
@@ -79,6 +80,14 @@ export async function runWorker(config: WorkerConfig, options: RunWorkerOptions 
   const metrics = new WorkerMetrics({ namespace: config.batch.namespace, batch: config.batch.name, mode: config.pool.mode });
   const redis = connectWorkerRedis(config, logger);
   let worker: BatchWorker | undefined;
+  let evictionRefused: string | undefined;
+  const evictionChecked = config.redis.allowEviction
+    ? Promise.resolve()
+    : watchEvictionPolicy(redis, (problem) => {
+        evictionRefused = `${problem}, or set TASKBATCH_REDIS_ALLOW_EVICTION=true to accept the risk`;
+        logger.error('Refusing a Redis that evicts keys', { problem: evictionRefused });
+        worker?.stopWith('redisMisconfigured', evictionRefused);
+      });
   const executor = createExecutor(config.pool.mode, {
     handler: config.handler,
     size: config.pool.size,
@@ -121,6 +130,9 @@ export async function runWorker(config: WorkerConfig, options: RunWorkerOptions 
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
   const w = worker;
+  // Nothing is claimed before the policy is known (stopWith before run() ends the run at once).
+  await evictionChecked;
+  if (evictionRefused) w.stopWith('redisMisconfigured', evictionRefused);
   logger.info('Starting worker', {
     mode: config.pool.mode,
     size: config.pool.size,

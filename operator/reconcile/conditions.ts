@@ -30,7 +30,7 @@ export function setCondition(conditions: Condition[], input: ConditionInput, gen
 
 /** Conditions in a stable order, so equal sets compare equal. */
 export function sortConditions(conditions: Condition[]): Condition[] {
-  const order: ConditionType[] = ['Complete', 'Failed', 'Suspended', 'Progressing', 'Degraded', 'RedisUnavailable', 'QueueStateLost', 'QuotaExceeded', 'CleanupBlocked'];
+  const order: ConditionType[] = ['Complete', 'Failed', 'Suspended', 'Progressing', 'Degraded', 'RedisUnavailable', 'RedisMisconfigured', 'QueueStateLost', 'QuotaExceeded', 'CleanupBlocked'];
   return [...conditions].sort((a, b) => order.indexOf(a.type as ConditionType) - order.indexOf(b.type as ConditionType));
 }
 

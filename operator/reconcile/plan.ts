@@ -25,9 +25,11 @@ export type QueueObservation =
   | { kind: 'absent' }
   | { kind: 'ok'; snapshot: BatchSnapshot; workers: WorkerPresence[] }
   /** The recorded epoch is gone from Redis (flushed, restarted empty, evicted). */
-  | { kind: 'lost'; message: string }
+  | { kind: 'lost'; message: string; partial?: boolean }
   /** Not reachable now; `retryAfterMs` from the endpoint's own backoff. */
   | { kind: 'unavailable'; message: string; retryAfterMs: number }
+  /** Reachable, but set up to lose batches (an evicting maxmemory-policy); looked at again after `retryAfterMs`. */
+  | { kind: 'misconfigured'; message: string; retryAfterMs: number }
   /** A spec problem that retrying cannot fix (bad URL, an address not allowed). */
   | { kind: 'refused'; reason: string; message: string };
 
@@ -178,15 +180,22 @@ class Planner {
       this.after(q.retryAfterMs);
     } else if (q.kind === 'refused') {
       this.fail(q.reason, q.message);
+    } else if (q.kind === 'misconfigured') {
+      // Nothing is written to that Redis (no queue, no seeding) and nothing is scaled until it is fixed.
+      this.cond({ type: 'RedisUnavailable', status: 'False', reason: 'Connected', message: "The batch's Redis is reachable" });
+      this.cond({ type: 'RedisMisconfigured', status: 'True', reason: 'EvictionPolicy', message: q.message });
+      this.events.push({ type: 'Warning', reason: 'RedisMisconfigured', message: q.message });
+      this.after(q.retryAfterMs);
     } else {
       this.cond({ type: 'RedisUnavailable', status: 'False', reason: 'Connected', message: "The batch's Redis is reachable" });
+      if (this.isTrue('RedisMisconfigured')) this.cond({ type: 'RedisMisconfigured', status: 'False', reason: 'NoEviction', message: "The batch's Redis does not evict keys" });
       if (q.kind === 'absent') {
         if (!this.isTrue('Failed')) {
           this.actions.push({ kind: 'createQueue', ...this.retryOptions() });
           this.after(1);
         }
       } else if (q.kind === 'lost') {
-        this.lost(q.message);
+        this.lost(q.message, q.partial === true);
       } else {
         snapshot = q.snapshot;
         workers = q.workers;
@@ -224,8 +233,9 @@ class Planner {
     }
   }
 
-  private lost(message: string): void {
-    this.cond({ type: 'QueueStateLost', status: 'True', reason: 'StateMissing', message: `Redis lost this batch's state (${message})` });
+  private lost(message: string, partial: boolean): void {
+    // Partial: some keys went (evicted, deleted) while the meta hash stayed; recovered the same way.
+    this.cond({ type: 'QueueStateLost', status: 'True', reason: partial ? 'KeysMissing' : 'StateMissing', message: `Redis lost this batch's state (${message})` });
     this.events.push({ type: 'Warning', reason: 'QueueStateLost', message: `Redis lost this batch's state: ${message}` });
     if (this.spec.open) {
       this.fail('QueueStateLost', `Redis lost the state of this open batch (items submitted by producers cannot be recovered from the spec): ${message}`);

@@ -23,6 +23,8 @@ export interface WorkerPodConfig {
   terminationGracePeriodSeconds: number;
   /** The installer's default resources and maximum (worker-resources.ts); unset = none. */
   resources?: WorkerResourceSettings;
+  /** The installer accepts a Redis that evicts keys (queue/eviction-policy.ts); workers are told so too. */
+  allowEvictingRedis?: boolean;
 }
 
 function workerContainerIndex(containers: Container[]): number {
@@ -46,6 +48,7 @@ function workerEnv(batch: TaskBatch, epoch: string, cfg: WorkerPodConfig): EnvVa
     { name: 'TASKBATCH_METRICS_ADDR', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
     { name: 'TASKBATCH_SHUTDOWN_GRACE_SECONDS', value: String(Math.max(1, cfg.terminationGracePeriodSeconds - 5)) },
   ];
+  if (cfg.allowEvictingRedis) env.push({ name: 'TASKBATCH_REDIS_ALLOW_EVICTION', value: 'true' });
   const redis = spec.redis;
   const credentials = redisCredentialsVolume(batch, cfg);
   // Credentials reach the worker as a file of a Secret volume, never as an environment variable

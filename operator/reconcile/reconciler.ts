@@ -18,6 +18,7 @@ import { RedisNotAllowedError } from './redis-allow.js';
 import { RedisConfigError, RedisUnavailableError, type RedisPool } from './redis-pool.js';
 import { itemSource, itemsField, SeedError } from '../../api/items.js';
 import { seedSlice } from './seed.js';
+import { EvictionPolicies } from './redis-eviction.js';
 
 export interface ReconcilerConfig extends PlanConfig {
   /** Minimum time between two progress-only status writes of one batch. */
@@ -80,8 +81,11 @@ export interface Outcome {
  */
 export class Reconciler {
   private readonly memory = new Map<string, BatchMemory>();
+  private readonly evictionPolicies: EvictionPolicies;
 
-  constructor(private readonly ctx: ReconcileContext) {}
+  constructor(private readonly ctx: ReconcileContext) {
+    this.evictionPolicies = new EvictionPolicies(() => ctx.clock.now());
+  }
 
   async reconcile(key: string): Promise<ReconcileResult> {
     const batch = this.ctx.batches.get(key);
@@ -172,6 +176,12 @@ export class Reconciler {
     } catch (err) {
       return this.unavailable(batch, err, mem);
     }
+    // A finished batch writes nothing more to its Redis: only running ones are held back.
+    const problem = this.ctx.config.worker.allowEvictingRedis || isFinished(status) ? undefined : await this.evictionPolicies.problem(redis);
+    if (problem) {
+      const message = `${problem}, or install the operator with TASKBATCH_REDIS_ALLOW_EVICTION=true (Helm value redis.allowEviction) to accept the risk`;
+      return { kind: 'misconfigured', message, retryAfterMs: EvictionPolicies.retryAfterMs };
+    }
     if (!status.queueEpoch) return { kind: 'absent' };
     const queue = new BatchQueue(redis, refOf(batch), { expectedEpoch: status.queueEpoch });
     try {
@@ -180,7 +190,7 @@ export class Reconciler {
       mem.redisFailures = 0;
       return { kind: 'ok', snapshot, workers };
     } catch (err) {
-      if (err instanceof BatchStateLostError) return { kind: 'lost', message: err.message };
+      if (err instanceof BatchStateLostError) return { kind: 'lost', message: err.message, partial: err.partial };
       return this.unavailable(batch, err, mem);
     }
   }

@@ -23,6 +23,30 @@ local function tb_check(meta)
   return nil
 end
 
+-- Returns an error string when a key the counters describe holds fewer entries than they say
+-- (keys evicted or deleted one by one: the meta hash survived, so tb_check passes); nil when
+-- they agree. Every script changes a list and its counter together, so any difference is loss.
+local function tb_check_sizes(meta, pending, delayed, running, items, nPending, nDelayed, nRunning)
+  local have = {
+    {'pending', redis.call('LLEN', pending), nPending},
+    {'delayed', redis.call('ZCARD', delayed), nDelayed},
+    {'running', redis.call('ZCARD', running), nRunning},
+  }
+  local wrong = {}
+  for i = 1, #have do
+    if have[i][2] ~= have[i][3] then
+      wrong[#wrong + 1] = 'the ' .. have[i][1] .. ' key holds ' .. have[i][2] .. ' but the counters say ' .. have[i][3]
+    end
+  end
+  local unfinished = nPending + nDelayed + nRunning
+  local payloads = redis.call('HLEN', items)
+  if payloads < unfinished then
+    wrong[#wrong + 1] = 'the items key holds ' .. payloads .. ' payloads for ' .. unfinished .. ' unfinished items'
+  end
+  if #wrong == 0 then return nil end
+  return 'TBPARTIAL batch keys lost (' .. table.concat(wrong, '; ') .. '): evicted or deleted'
+end
+
 -- A running-set member is "<token>:<id>"; tokens are decimal so the first ':' splits.
 local function tb_member_id(member)
   local i = string.find(member, ':', 1, true)

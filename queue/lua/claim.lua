@@ -19,11 +19,19 @@ local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
 if first[2] then nextDue = math.max(0, tonumber(first[2]) - now) end
 local out = {closed, nextDue}
 
-local ids = redis.call('LPOP', pending, n)
-if not ids then return out end
+local ids = redis.call('LRANGE', pending, 0, n - 1)
 local k = #ids
-local tok = redis.call('HINCRBY', meta, 'tok', k) - k
+if k == 0 then return out end
 local payloads = redis.call('HMGET', items, unpack(ids))
+-- A pending id without its payload: keys were lost one by one. Refuse before changing
+-- anything rather than hand a handler a made-up payload.
+for i = 1, k do
+  if not payloads[i] then
+    return redis.error_reply('TBPARTIAL batch keys lost (item ' .. ids[i] .. ' is pending but its payload is gone): evicted or deleted')
+  end
+end
+redis.call('LTRIM', pending, k, -1)
+local tok = redis.call('HINCRBY', meta, 'tok', k) - k
 local attempts = redis.call('HMGET', att, unpack(ids))
 local zadd = {}
 local expiry = now + leaseMs
@@ -35,7 +43,7 @@ for i = 1, k do
   zadd[2 * (k - i) + 2] = member
   out[#out + 1] = member
   out[#out + 1] = attempts[i] or '0'
-  out[#out + 1] = payloads[i] or 'null'
+  out[#out + 1] = payloads[i]
 end
 redis.call('ZADD', running, unpack(zadd))
 redis.call('HINCRBY', meta, 'pending', -k)

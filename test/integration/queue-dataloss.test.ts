@@ -61,3 +61,92 @@ test('a client of another protocol version fails loudly and changes nothing', as
   await expect(q.create()).rejects.toThrow(ProtocolVersionError);
   expect(await redis.llen(q.keys.pending)).toBe(1);
 });
+
+describe('partial loss: some keys gone while the meta hash survives', () => {
+  async function batchWith(items: number): Promise<BatchQueue> {
+    const q = new BatchQueue(redis, uniqueBatch('partial'));
+    const { epoch } = await q.create();
+    await q.enqueueMany(Array.from({ length: items }, (_, i) => ({ id: `i${i}`, data: { i } })));
+    return new BatchQueue(redis, q.ref, { expectedEpoch: epoch });
+  }
+
+  test('a pending id whose payload is gone is refused, not handed to a handler as null, and nothing moves', async () => {
+    const q = await batchWith(5);
+    await redis.hdel(q.keys.items, 'i0');
+    const err = await q.claim(5, 10_000).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(BatchStateLostError);
+    expect((err as BatchStateLostError).partial).toBe(true);
+    expect((err as Error).message).toMatch(/item i0 is pending but its payload is gone/);
+    // The refusal changed nothing: the ids are still pending, none is running.
+    expect(await redis.llen(q.keys.pending)).toBe(5);
+    expect(await redis.zcard(q.keys.running)).toBe(0);
+    await expect(q.snapshot()).rejects.toThrow(/the items key holds 4 payloads for 5 unfinished items/);
+  });
+
+  test.each([
+    ['pending', 'the pending key holds 0 but the counters say 7'],
+    ['running', 'the running key holds 0 but the counters say 3'],
+  ])('losing the %s key is reported by every snapshot as partial loss', async (key, message) => {
+    const q = await batchWith(10);
+    await q.claim(3, 60_000);
+    expect((await q.snapshot()).running).toBe(3);
+    await redis.del(key === 'pending' ? q.keys.pending : q.keys.running);
+    const err = await q.snapshot().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(BatchStateLostError);
+    expect((err as BatchStateLostError).partial).toBe(true);
+    expect((err as Error).message).toContain(message);
+  });
+
+  test('losing the delayed key is reported too', async () => {
+    const q = await batchWith(0);
+    await q.enqueue({ id: 'later', data: 1, delayMs: 600_000 });
+    expect((await q.snapshot()).delayed).toBe(1);
+    await redis.del(q.keys.delayed);
+    await expect(q.snapshot()).rejects.toThrow(/the delayed key holds 0 but the counters say 1/);
+  });
+
+  test('a real redis-server evicting keys (maxmemory-policy allkeys-random) is caught, not run on garbage', async () => {
+    const small = await startRedisServer({ args: ['--maxmemory', '8mb', '--maxmemory-policy', 'allkeys-random'] });
+    const client = new Redis(small.port, small.host, { maxRetriesPerRequest: null });
+    try {
+      const batches: BatchQueue[] = [];
+      // Many small batches of 4 KiB payloads: 4 MiB of queue state, then filler until Redis evicts.
+      for (let b = 0; b < 32; b++) {
+        const q = new BatchQueue(client, uniqueBatch('evicted'));
+        const { epoch } = await q.create();
+        await q.enqueueMany(Array.from({ length: 32 }, (_, i) => ({ id: `i${i}`, data: 'x'.repeat(4096) })));
+        batches.push(new BatchQueue(client, q.ref, { expectedEpoch: epoch }));
+      }
+      for (let i = 0; i < 64; i++) await client.set(`filler:${i}`, 'y'.repeat(100_000)).catch(() => undefined);
+      const info = await client.info('stats');
+      expect(Number(/evicted_keys:(\d+)/.exec(info)?.[1])).toBeGreaterThan(0);
+      // Each batch is either intact, or wholly or partly lost: never a snapshot that hides a loss.
+      let lost = 0;
+      for (const q of batches) {
+        const result = await q.snapshot().then(
+          (s) => s,
+          (e: unknown) => e,
+        );
+        if (result instanceof BatchStateLostError) {
+          lost++;
+          continue;
+        }
+        expect(result).toMatchObject({ pending: 32, total: 32 });
+        // An intact snapshot means every payload is there: claiming all hands out real data.
+        const claimed = await q.claim(32, 60_000);
+        expect(claimed.items).toHaveLength(32);
+        expect(claimed.items.filter((it) => it.payload.includes('x'.repeat(4096)))).toHaveLength(32);
+      }
+      expect(lost).toBeGreaterThan(0);
+    } finally {
+      client.disconnect();
+      await small.stop();
+    }
+  });
+});

@@ -163,9 +163,12 @@ test('a lease lost while running aborts the item; it is then run again', async (
   const w = start(name, fixture('slow'), { TASKBATCH_POOL_MODE: 'process', TASKBATCH_POOL_SIZE: '1', TASKBATCH_LEASE_SECONDS: '0.9' });
   await waitFor('the item to run', async () => (await queue.snapshot()).running === 1);
   // Expire the lease behind the worker's back and let the sweeper requeue it.
+  // The worker renews every 0.3 s and may move the score back between the two calls: try again then.
   const [member] = await redis.zrange(queue.keys.running, 0, 0);
-  await redis.zadd(queue.keys.running, 'XX', 1, member as string);
-  expect((await queue.reclaimExpired()).reclaimed).toBe(1);
+  await waitFor('the lease to be reclaimed', async () => {
+    await redis.zadd(queue.keys.running, 'XX', 1, member as string);
+    return (await queue.reclaimExpired()).reclaimed === 1;
+  });
   await w.waitForLog((l) => l.msg.startsWith('Lost the lease'));
   expect((await w.exited).code).toBe(0);
   expect(await queue.snapshot()).toMatchObject({ succeeded: 1, retries: 1 });

@@ -445,7 +445,9 @@ describe('planBatch properties', () => {
       { kind: 'ok', snapshot, workers },
       { kind: 'ok', snapshot, workers },
       { kind: 'lost', message: 'gone' },
+      { kind: 'lost', message: 'keys gone', partial: true },
       { kind: 'unavailable', message: 'down', retryAfterMs: 500 },
+      { kind: 'misconfigured', message: 'evicts keys', retryAfterMs: 15_000 },
       { kind: 'absent' },
     ];
     const queue = kinds[int(kinds.length)]!;
@@ -478,6 +480,8 @@ describe('planBatch properties', () => {
           expect({ ctx, reason: ['Succeeded', 'Failed', 'StaleEpoch', 'PendingTooLong', 'Suspended', 'BatchFailed', 'BatchFinished'].includes(a.reason) }).toEqual({ ctx, reason: true });
       }
       if (p.actions.some((a) => a.kind === 'drainWorker')) expect({ ctx, created: created(p) }).toEqual({ ctx, created: 0 });
+      // A Redis that evicts keys gets nothing written and no workers started.
+      if (o.queue.kind === 'misconfigured') expect({ ctx, writes: p.actions.filter((a) => a.kind !== 'deletePod' && a.kind !== 'deleteBatch') }).toEqual({ ctx, writes: [] });
       // Never Complete while an item is unfinished or seeding is not done.
       if (cond(p, 'Complete')?.status === 'True' && o.queue.kind === 'ok') {
         const s = o.queue.snapshot;
