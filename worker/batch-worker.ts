@@ -518,8 +518,9 @@ export class BatchWorker {
             this.o.leaseMs,
           ),
         );
-      // Nothing held, but renewals were failing: a round trip stands in for one, so claiming resumes.
-      if (calls.length === 0) calls.push(this.o.redis.ping().then(() => ({ lost: [] })));
+      // Nothing held, but renewals were failing: a round trip stands in for one, so claiming
+      // resumes. Any answer will do (an ACL refusing PING still proves the connection works).
+      if (calls.length === 0) calls.push(this.o.redis.ping().then(noneLost, (err: unknown) => (err instanceof Error && err.name === 'ReplyError' ? noneLost() : Promise.reject(err))));
       const replies = await withDeadline(Promise.all(calls), this.renewIntervalMs, `lease renewal (${tokens.length} items)`);
       if (tokens.length > 0) this.metrics?.leaseRenewals.inc(calls.length);
       this.tick();
@@ -763,6 +764,10 @@ function waitForConnection(redis: RedisClient, ms: number, signal: AbortSignal):
     redis.once('ready', done);
     signal.addEventListener('abort', done, { once: true });
   });
+}
+
+function noneLost(): { lost: string[] } {
+  return { lost: [] };
 }
 
 /** Rejects after `ms` unless `promise` settled first (its late outcome is ignored). */
