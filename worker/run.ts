@@ -50,9 +50,10 @@ export function connectWorkerRedis(config: WorkerConfig, logger: Logger): RedisC
   });
   let down = false;
   redis.on('error', (err: Error) => {
+    if (down) return; // once per outage: reconnection attempts that hang time out the same way
     // ioredis' own wording for the socket timeout above: the one error worth a warning here.
     if (err.message.startsWith('Socket timeout')) logger.warn('Dropped a Redis connection that sent nothing back; reconnecting', { timeoutMs: config.redis.commandTimeoutMs });
-    else if (!down) logger.debug('Redis connection error', { error: err.message });
+    else logger.debug('Redis connection error', { error: err.message });
   });
   redis.on('close', () => {
     down = true;
