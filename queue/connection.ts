@@ -67,6 +67,10 @@ export function connectRedis(options: RedisConnectionOptions): RedisClient {
     ...(tls ? { tls } : {}),
     maxRetriesPerRequest: null,
     enableAutoPipelining: false,
+    // TCP keepalive from one idle second on (Node probes every second after that): a peer that is
+    // gone is found on an idle connection too. It cannot find a peer whose kernel still answers
+    // but whose Redis does not; that takes a command or socket timeout (the worker sets both).
+    keepAlive: 1000,
     ...options.redisOptions,
   };
   if (options.cluster) {

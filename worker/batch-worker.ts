@@ -100,6 +100,8 @@ export class BatchWorker {
   private renewTimer: NodeJS.Timeout | undefined;
   private beatTimer: NodeJS.Timeout | undefined;
   private renewing = false;
+  /** Since when lease renewals have been failing or timing out; the worker claims nothing meanwhile. */
+  private renewFailingSince: number | undefined;
   private beating = false;
   private beats = 0;
   private emptyStreak = 0;
@@ -141,9 +143,9 @@ export class BatchWorker {
     );
   }
 
-  /** Connected to Redis, batch state present, executors started, not shutting down. */
+  /** Connected to Redis, renewing leases, batch state present, executors started, not shutting down. */
   get ready(): boolean {
-    return this.started && !this.lost && !this.finishing && this.o.redis.status === 'ready';
+    return this.started && !this.lost && !this.finishing && this.renewFailingSince === undefined && this.o.redis.status === 'ready';
   }
 
   /** The loop has made progress recently (claims, renewals or heartbeats, even failed ones). */
@@ -280,7 +282,7 @@ export class BatchWorker {
     this.started = true;
     this.metrics?.ready.set(1);
     this.log.info('Started worker', { mode: ex.mode, size: ex.size, epoch: this.queue.expectedEpoch, leaseMs: this.o.leaseMs, itemTimeoutMs: this.o.itemTimeoutMs });
-    this.renewTimer = setInterval(() => void this.renew(), Math.max(50, Math.floor(this.o.leaseMs / 3)));
+    this.renewTimer = setInterval(() => void this.renew(), this.renewIntervalMs);
     this.beatTimer = setInterval(() => void this.beat(), this.o.heartbeatMs);
     void this.beat();
     this.pump();
@@ -298,7 +300,8 @@ export class BatchWorker {
   }
 
   private pump(): void {
-    if (!this.started || this.stopping || this.finishing || this.claiming || this.lost || this.pollTimer) return;
+    // While leases cannot be renewed, new ones would lapse too: claim again once renewals succeed.
+    if (!this.started || this.stopping || this.finishing || this.claiming || this.lost || this.pollTimer || this.renewFailingSince !== undefined) return;
     const prefetch = this.prefetch();
     const deficit = Math.min(MAX_CLAIM, this.o.executor.size + prefetch - this.executing);
     if (deficit < Math.max(1, Math.ceil(Math.min(prefetch, MAX_CLAIM) / 2))) return;
@@ -493,10 +496,17 @@ export class BatchWorker {
 
   // ---- leases ----
 
+  /**
+   * Renews every held lease, with a deadline of one renewal interval: a renewal that does not
+   * answer by then counts as failed (the connection may hang without closing), so the worker
+   * turns not-ready and stops claiming well before the leases lapse, and resumes once a renewal
+   * succeeds again.
+   */
   private async renew(): Promise<void> {
-    if (this.renewing || this.lost || this.held.size === 0) {
-      if (this.held.size === 0) this.tick();
-      return;
+    if (this.renewing || this.lost) return;
+    if (this.held.size === 0) {
+      this.tick();
+      if (this.renewFailingSince === undefined) return;
     }
     this.renewing = true;
     const tokens = [...this.held.keys()];
@@ -509,22 +519,53 @@ export class BatchWorker {
             this.o.leaseMs,
           ),
         );
-      const replies = await Promise.all(calls);
-      this.metrics?.leaseRenewals.inc(calls.length);
+      // Nothing held, but renewals were failing: a round trip stands in for one, so claiming
+      // resumes. Any answer will do (an ACL refusing PING still proves the connection works).
+      if (calls.length === 0) calls.push(this.o.redis.ping().then(noneLost, (err: unknown) => (err instanceof Error && err.name === 'ReplyError' ? noneLost() : Promise.reject(err))));
+      const replies = await withDeadline(Promise.all(calls), this.renewIntervalMs, `lease renewal (${tokens.length} items)`);
+      if (tokens.length > 0) this.metrics?.leaseRenewals.inc(calls.length);
       this.tick();
       this.redisOk();
+      this.renewsSucceed();
       for (const r of replies) for (const t of r.lost) this.onLeaseLost(t);
     } catch (err) {
       this.tick();
       this.metrics?.leaseRenewalErrors.inc();
       if (!this.onQueueError('renew', err)) {
         this.onRedisError('renew', err);
+        this.renewsFail(err);
         // Retry soon: a short outage should not cost leases.
         setTimeout(() => void this.renew(), Math.min(1000, this.o.leaseMs / 6)).unref();
       }
     } finally {
       this.renewing = false;
     }
+  }
+
+  private get renewIntervalMs(): number {
+    return Math.max(50, Math.floor(this.o.leaseMs / 3));
+  }
+
+  private renewsFail(err: unknown): void {
+    if (this.renewFailingSince !== undefined || this.finishing) return;
+    this.renewFailingSince = Date.now();
+    this.metrics?.ready.set(0);
+    this.log.warn('Lease renewals failed; stopped claiming', {
+      error: errorFields(err),
+      held: this.held.size,
+      running: this.running,
+      leaseMs: this.o.leaseMs,
+      deadlineMs: this.renewIntervalMs,
+    });
+  }
+
+  private renewsSucceed(): void {
+    if (this.renewFailingSince === undefined) return;
+    const failedForMs = Date.now() - this.renewFailingSince;
+    this.renewFailingSince = undefined;
+    if (!this.lost && !this.finishing) this.metrics?.ready.set(1);
+    this.log.info('Lease renewals succeeded again; resumed claiming', { failedForMs, held: this.held.size });
+    this.pump();
   }
 
   private onLeaseLost(token: string): void {
@@ -645,7 +686,7 @@ export class BatchWorker {
         this.tick();
         this.log.info("The batch's state is back in Redis; resumed claiming");
         this.lost = undefined;
-        this.metrics?.ready.set(1);
+        if (this.renewFailingSince === undefined) this.metrics?.ready.set(1);
         this.pump();
         return;
       } catch (err) {
@@ -724,6 +765,20 @@ function waitForConnection(redis: RedisClient, ms: number, signal: AbortSignal):
     redis.once('ready', done);
     signal.addEventListener('abort', done, { once: true });
   });
+}
+
+function noneLost(): { lost: string[] } {
+  return { lost: [] };
+}
+
+/** Rejects after `ms` unless `promise` settled first (its late outcome is ignored). */
+function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  promise.catch(() => undefined);
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(Object.assign(new Error(`${what} got no answer within ${ms} ms`), { name: 'TimeoutError' })), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
 function round(ms: number): number {

@@ -95,7 +95,12 @@ export const SETTINGS: readonly SettingDef[] = [
     boolean: true,
     help: 'Run on a Redis whose maxmemory-policy evicts keys (it can lose items); refused by default.',
   },
-  { env: 'TASKBATCH_REDIS_COMMAND_TIMEOUT_MS', flag: 'redis-command-timeout-ms', default: '10000', help: 'A Redis call that takes longer fails and is retried.' },
+  {
+    env: 'TASKBATCH_REDIS_COMMAND_TIMEOUT_MS',
+    flag: 'redis-command-timeout-ms',
+    default: 'a third of the lease, at most 10000',
+    help: 'A Redis call that takes longer fails and is retried; a connection that sends nothing back this long is dropped and reopened. Must be below two thirds of the lease.',
+  },
   { env: 'TASKBATCH_NAMESPACE', flag: 'namespace', default: 'default', help: "The TaskBatch's namespace." },
   { env: 'TASKBATCH_BATCH', flag: 'batch', default: '(required)', help: "The TaskBatch's name." },
   { env: 'TASKBATCH_QUEUE_EPOCH', flag: 'queue-epoch', default: '(pinned at start)', help: "The batch's epoch from its status; work stops if Redis holds another (lost state)." },
@@ -317,7 +322,15 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
   const presenceStaleMs = seconds('TASKBATCH_PRESENCE_STALE_SECONDS', 0.1, 86_400, 30);
   if (presenceStaleMs < 2 * heartbeatMs) problems.push(`${name('TASKBATCH_PRESENCE_STALE_SECONDS')} must be at least twice ${name('TASKBATCH_HEARTBEAT_SECONDS')}, or live workers would be pruned`);
   const stateLostExitMs = seconds('TASKBATCH_STATE_LOST_EXIT_SECONDS', 0, 7 * 86_400, 60);
-  const commandTimeoutMs = int('TASKBATCH_REDIS_COMMAND_TIMEOUT_MS', 100, 600_000, 10_000);
+  const commandTimeoutMs = int('TASKBATCH_REDIS_COMMAND_TIMEOUT_MS', 100, 600_000, defaultCommandTimeoutMs(leaseMs));
+  // A renewal sent just after the last good one has the rest of the lease (two thirds) to land:
+  // a hung call must fail, and its connection be dropped and reopened, well before that.
+  const leaseMarginMs = Math.floor((2 * leaseMs) / 3);
+  if (commandTimeoutMs >= leaseMarginMs) {
+    problems.push(
+      `${name('TASKBATCH_REDIS_COMMAND_TIMEOUT_MS')} must be below two thirds of the lease (${name('TASKBATCH_LEASE_SECONDS')} = ${leaseMs / 1000} s, so below ${leaseMarginMs}), got ${commandTimeoutMs}: a hung Redis call would outlive the leases it should renew. Unset it (the default is a third of the lease, at most 10000) or raise the lease`,
+    );
+  }
   const defaultWatchdog = (mode === 'async' ? Math.min(itemTimeoutMs, leaseMs) : leaseMs) + 1000;
   const watchdogMs = raw('TASKBATCH_WATCHDOG_SECONDS') === undefined ? defaultWatchdog : seconds('TASKBATCH_WATCHDOG_SECONDS', 0, 86_400, 0);
   if (watchdogMs > 0 && watchdogMs < 200) bad('TASKBATCH_WATCHDOG_SECONDS', 'must be 0 (off) or at least 0.2', raw('TASKBATCH_WATCHDOG_SECONDS'));
@@ -372,6 +385,11 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
     logLevel,
   };
   return deepFreeze(config);
+}
+
+/** A third of the lease (the renewal interval), at most 10 s: a hung call fails before the next renewal is due. */
+function defaultCommandTimeoutMs(leaseMs: number): number {
+  return Math.max(100, Math.min(10_000, Math.floor(leaseMs / 3)));
 }
 
 /** A password file's content without its final newline (what `kubectl create secret --from-file` may leave). */

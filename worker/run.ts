@@ -36,15 +36,25 @@ export function connectWorkerRedis(config: WorkerConfig, logger: Logger): RedisC
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
+      // A hung connection (a frozen network path, a half-open socket) answers nothing and never
+      // closes: each call fails after the command timeout, and the socket is dropped (and
+      // reopened) once it has sent nothing back for as long, so leases are renewed on a new
+      // connection before they lapse. config.ts keeps the timeout below two thirds of the lease.
       commandTimeout: config.redis.commandTimeoutMs,
+      socketTimeout: config.redis.commandTimeoutMs,
       connectTimeout: 5000,
-      keepAlive: 10_000,
+      // TCP keepalive finds a peer that is gone while the connection is idle (no call to time out).
+      keepAlive: 1000,
+      noDelay: true,
       retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 10), 2000),
     },
   });
   let down = false;
   redis.on('error', (err: Error) => {
-    if (!down) logger.debug('Redis connection error', { error: err.message });
+    if (down) return; // once per outage: reconnection attempts that hang time out the same way
+    // ioredis' own wording for the socket timeout above: the one error worth a warning here.
+    if (err.message.startsWith('Socket timeout')) logger.warn('Dropped a Redis connection that sent nothing back; reconnecting', { timeoutMs: config.redis.commandTimeoutMs });
+    else logger.debug('Redis connection error', { error: err.message });
   });
   redis.on('close', () => {
     down = true;
