@@ -231,14 +231,20 @@ export class BatchQueue {
     return result;
   }
 
-  /** Leases up to `count` due items for `leaseMs`, reclaiming expired leases first. */
-  async claim(count: number, leaseMs: number): Promise<ClaimResult> {
+  /**
+   * Leases up to `count` due items for `leaseMs`, reclaiming expired leases first. The first
+   * `startNow` (default: all) are marked started; the others are prefetched and must be marked
+   * with start() before their handlers run. A lease that lapses is charged an attempt only if its
+   * item was started, so a worker that dies costs its prefetched items nothing.
+   */
+  async claim(count: number, leaseMs: number, startNow = count): Promise<ClaimResult> {
     requireNumberFor(this.name, 'claim count', count, 1, MAX_CLAIM);
     requireNumberFor(this.name, 'leaseMs', leaseMs, 100, 86_400_000);
+    requireNumberFor(this.name, 'startNow', startNow, 0, MAX_CLAIM);
     const reply = (await this.run(
       'claim',
-      [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.running, this.keys.items, this.keys.att, this.keys.dead, this.keys.errors],
-      [count, leaseMs, 100],
+      [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.running, this.keys.items, this.keys.att, this.keys.dead, this.keys.errors, this.keys.started],
+      [count, leaseMs, 100, startNow],
     )) as (string | number)[];
     const items: Claim[] = [];
     for (let i = 2; i < reply.length; i += 3) {
@@ -256,12 +262,23 @@ export class BatchQueue {
     return { lost };
   }
 
+  /** Marks prefetched items as started (call just before their handlers run); returns the tokens whose lease was lost (do not run those). */
+  async start(claims: readonly Pick<Claim, 'token'>[]): Promise<{ lost: string[] }> {
+    if (claims.length === 0) return { lost: [] };
+    const lost = (await this.run(
+      'start',
+      [this.keys.meta, this.keys.running, this.keys.started],
+      claims.map((c) => c.token),
+    )) as string[];
+    return { lost };
+  }
+
   /** Gives items back to the front of the queue without counting an attempt (graceful shutdown). */
   async release(claims: readonly Pick<Claim, 'token'>[]): Promise<{ released: number; lost: string[] }> {
     if (claims.length === 0) return { released: 0, lost: [] };
     const lost = (await this.run(
       'release',
-      [this.keys.meta, this.keys.running, this.keys.pending],
+      [this.keys.meta, this.keys.running, this.keys.pending, this.keys.started],
       claims.map((c) => c.token),
     )) as string[];
     return { released: claims.length - lost.length, lost };
@@ -277,7 +294,11 @@ export class BatchQueue {
     for (const e of entries) {
       args.push(e.claim.token, e.result === undefined ? '' : toJson(`result of ${e.claim.token}`, e.result, this.limits.maxResultBytes, this.name));
     }
-    const rejected = (await this.run('complete', [this.keys.meta, this.keys.running, this.keys.items, this.keys.att, this.keys.errors, this.keys.results, this.keys.resultsIdx], args)) as string[];
+    const rejected = (await this.run(
+      'complete',
+      [this.keys.meta, this.keys.running, this.keys.items, this.keys.att, this.keys.errors, this.keys.results, this.keys.resultsIdx, this.keys.started],
+      args,
+    )) as string[];
     return { completed: entries.length - rejected.length, rejected };
   }
 
@@ -288,7 +309,7 @@ export class BatchQueue {
     for (const e of entries) {
       args.push(e.claim.token, errorJson(e.error, this.limits.maxErrorBytes), e.retryable === false ? '0' : '1', Math.random());
     }
-    const reply = (await this.run('fail', [this.keys.meta, this.keys.running, this.keys.delayed, this.keys.att, this.keys.dead, this.keys.errors], args)) as (number | string)[];
+    const reply = (await this.run('fail', [this.keys.meta, this.keys.running, this.keys.delayed, this.keys.att, this.keys.dead, this.keys.errors, this.keys.started], args)) as (number | string)[];
     return { retried: Number(reply[0]), deadLettered: Number(reply[1]), rejected: reply.slice(2) as string[] };
   }
 
@@ -297,7 +318,7 @@ export class BatchQueue {
     requireNumberFor(this.name, 'reclaim limit', limit, 1, 100_000);
     const [reclaimed, promoted] = (await this.run(
       'reclaim',
-      [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.running, this.keys.att, this.keys.dead, this.keys.errors],
+      [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.running, this.keys.att, this.keys.dead, this.keys.errors, this.keys.started],
       [limit, limit],
     )) as [number, number];
     return { reclaimed, promoted };

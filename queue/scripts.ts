@@ -11,6 +11,7 @@ const SCRIPT_NAMES = [
   'enqueue',
   'claim',
   'renew',
+  'start',
   'release',
   'complete',
   'fail',
@@ -69,25 +70,26 @@ function scriptKeyCount(name: ScriptName): number {
       return 1;
     case 'renew':
       return 2;
-    case 'release':
+    case 'start':
     case 'presence-beat':
     case 'presence-list':
     case 'presence-prune':
     case 'presence-drain':
     case 'presence-leave':
       return 3;
+    case 'release':
     case 'replay':
       return 4;
     case 'enqueue':
     case 'counts':
       return 5;
     case 'fail':
-      return 6;
+      return 7;
     case 'complete':
     case 'reclaim':
-      return 7;
-    case 'claim':
       return 8;
+    case 'claim':
+      return 9;
     case 'purge':
       return 0;
   }

@@ -3,7 +3,7 @@ import { heartbeat, leave, pruneWorkers } from '../queue/presence.js';
 import { AckBatcher, type AckKind } from './acks.js';
 import { Backoff, delay, withTimeout } from './backoff.js';
 import { EXIT_CODES } from './exit-codes.js';
-import { reasonError } from './executor/common.js';
+import { Deque, reasonError } from './executor/common.js';
 import type { Executor, Outcome } from './executor/types.js';
 import { errorFields, silentLogger, type Logger } from './log.js';
 import type { WorkerMetrics } from './metrics.js';
@@ -65,6 +65,8 @@ interface Held {
   claim: Claim;
   ac: AbortController;
   state: 'queued' | 'running' | 'done';
+  /** Handed to the executor. A prefetched item waits in the worker until it is marked started in Redis. */
+  dispatched: boolean;
   abortReason: 'LeaseLost' | 'WorkerShutdown' | 'StateLost' | undefined;
 }
 
@@ -86,6 +88,13 @@ export class BatchWorker {
   private readonly log: Logger;
   private readonly metrics: WorkerMetrics | undefined;
   private readonly held = new Map<string, Held>();
+  /** Prefetched items, in claim order, not yet marked started (queue.start) nor dispatched. */
+  private readonly waiting = new Deque<Held>();
+  /** A queue.start call is in flight. */
+  private marking = false;
+  /** After a failed queue.start: no new attempt before this time (ms since epoch). */
+  private markPausedUntil = 0;
+  private readonly markBackoff = new Backoff(100, 5000);
   private readonly acks: AckBatcher;
   private executing = 0;
   private running = 0;
@@ -161,7 +170,7 @@ export class BatchWorker {
     return {
       inflight: this.executing,
       running: this.running,
-      buffered: this.executing - this.running,
+      buffered: this.executing - this.running + this.waiting.length,
       awaitingAck: this.acks.pending,
       draining: this.stopping !== undefined,
       ready: this.ready,
@@ -194,7 +203,7 @@ export class BatchWorker {
     const budgetMs = this.stopBudgetMs;
     this.log.info(reason === 'drain' ? 'Began draining on request' : 'Began graceful shutdown', {
       running: this.running,
-      buffered: this.executing - this.running,
+      buffered: this.executing - this.running + this.waiting.length,
       ...(reason === 'drain' ? { itemTimeoutMs: this.o.itemTimeoutMs } : { graceMs: this.o.shutdownGraceMs }),
     });
     clearTimeout(this.pollTimer);
@@ -300,10 +309,11 @@ export class BatchWorker {
   }
 
   private pump(): void {
+    this.startWaiting();
     // While leases cannot be renewed, new ones would lapse too: claim again once renewals succeed.
     if (!this.started || this.stopping || this.finishing || this.claiming || this.lost || this.pollTimer || this.renewFailingSince !== undefined) return;
     const prefetch = this.prefetch();
-    const deficit = Math.min(MAX_CLAIM, this.o.executor.size + prefetch - this.executing);
+    const deficit = Math.min(MAX_CLAIM, this.o.executor.size + prefetch - this.executing - this.waiting.length);
     if (deficit < Math.max(1, Math.ceil(Math.min(prefetch, MAX_CLAIM) / 2))) return;
     this.claiming = true;
     void this.claimOnce(deficit).finally(() => {
@@ -316,8 +326,10 @@ export class BatchWorker {
   private async claimOnce(count: number): Promise<void> {
     const t0 = performance.now();
     let result;
+    // Items that can start at once are marked started by the claim itself; the rest are prefetched.
+    const free = Math.max(0, this.o.executor.size - this.executing - this.waiting.length);
     try {
-      result = await this.queue.claim(count, this.o.leaseMs);
+      result = await this.queue.claim(count, this.o.leaseMs, Math.min(count, free));
     } catch (err) {
       this.tick();
       if (!this.onQueueError('claim', err)) this.onRedisError('claim', err);
@@ -336,7 +348,12 @@ export class BatchWorker {
       for (const c of result.items) this.acks.release(c.token);
       return;
     }
-    for (const claim of result.items) this.dispatch(claim);
+    result.items.forEach((claim, i) => {
+      const h = this.hold(claim);
+      if (i < free) this.dispatch(h);
+      else this.waiting.push(h);
+    });
+    this.startWaiting();
     this.updateGauges();
     if (result.items.length === 0) {
       if (result.closed && this.executing === 0 && !this.acks.busy) {
@@ -374,9 +391,76 @@ export class BatchWorker {
     );
   }
 
-  private dispatch(claim: Claim): void {
-    const h: Held = { id: claim.id, attempt: claim.attempt, payload: claim.payload, claim, ac: new AbortController(), state: 'queued', abortReason: undefined };
+  private hold(claim: Claim): Held {
+    const h: Held = { id: claim.id, attempt: claim.attempt, payload: claim.payload, claim, ac: new AbortController(), state: 'queued', dispatched: false, abortReason: undefined };
     this.held.set(claim.token, h);
+    return h;
+  }
+
+  /**
+   * Prefetched items are marked started in Redis (one call for all the free slots) before they
+   * are dispatched: should this worker die while running one, that item is charged an attempt,
+   * and the others it held go back uncharged (tb_reclaim), so a poison item that kills its
+   * worker cannot dead-letter its neighbours.
+   */
+  private startWaiting(): void {
+    if (this.marking || this.waiting.length === 0 || !this.started || this.stopping || this.finishing || this.lost || Date.now() < this.markPausedUntil) return;
+    const slots = this.o.executor.size - this.executing;
+    if (slots <= 0) return;
+    const batch: Held[] = [];
+    while (batch.length < slots && this.waiting.length > 0) batch.push(this.waiting.shift()!);
+    this.marking = true;
+    void this.queue
+      .start(batch.map((h) => h.claim))
+      .then(
+        ({ lost }) => {
+          this.tick();
+          this.markBackoff.reset();
+          const gone = new Set(lost);
+          for (const h of batch) {
+            if (h.ac.signal.aborted) this.dropUndispatched(h);
+            else if (gone.has(h.claim.token)) {
+              this.metrics?.leasesLost.inc();
+              this.log.warn('Lost the lease of an item before it started; dropped it', { item: h.id, attempt: h.attempt });
+              this.dropUndispatched(h, 'LeaseLost');
+            } else if (this.stopping || this.finishing || this.lost) this.dropUndispatched(h, 'WorkerShutdown');
+            else this.dispatch(h);
+          }
+        },
+        (err: unknown) => {
+          this.tick();
+          // Not marked: they must not run. Back to the front, and try again after a pause.
+          this.waiting.unshiftMany(batch.filter((h) => !h.ac.signal.aborted));
+          for (const h of batch) if (h.ac.signal.aborted) this.dropUndispatched(h);
+          if (!this.onQueueError('start', err)) this.onRedisError('start', err);
+          const pauseMs = this.markBackoff.next();
+          this.markPausedUntil = Date.now() + pauseMs;
+          setTimeout(() => this.afterChange(), pauseMs).unref();
+        },
+      )
+      .finally(() => {
+        this.marking = false;
+        this.afterChange();
+      });
+  }
+
+  /** An item that never reached the executor: released (shutdown), or forgotten (lease or state lost). */
+  private dropUndispatched(h: Held, reason = h.abortReason): void {
+    if (h.state === 'done') return;
+    h.state = 'done';
+    this.waiting.remove(h);
+    const token = h.claim.token;
+    if (reason === 'LeaseLost' || reason === 'StateLost' || this.lost) {
+      (reason === 'LeaseLost' ? this.metrics?.items.lease_lost : this.metrics?.items.dropped)?.inc();
+      this.held.delete(token);
+    } else {
+      this.metrics?.items.released.inc();
+      this.acks.release(token);
+    }
+  }
+
+  private dispatch(h: Held): void {
+    h.dispatched = true;
     this.executing++;
     this.o.executor
       .run(h, {
@@ -471,12 +555,18 @@ export class BatchWorker {
   }
 
   private updateGauges(): void {
-    this.metrics?.buffered.set(this.executing - this.running);
+    this.metrics?.buffered.set(this.executing - this.running + this.waiting.length);
   }
 
   private abortHeld(h: Held, reason: NonNullable<Held['abortReason']>): void {
     if (h.state === 'done' || h.ac.signal.aborted) return;
     h.abortReason = reason;
+    // Still waiting in the worker: nothing to stop. One being marked is dropped when the mark returns.
+    if (!h.dispatched && this.waiting.remove(h)) {
+      this.dropUndispatched(h, reason);
+      h.ac.abort();
+      return;
+    }
     const message =
       reason === 'LeaseLost'
         ? "the item's lease was lost (it expired and was reclaimed, or finished elsewhere)"
@@ -701,7 +791,7 @@ export class BatchWorker {
   // ---- stopping ----
 
   private checkDrained(): void {
-    if (this.stopping && this.started && !this.finishing && this.executing === 0 && !this.claiming)
+    if (this.stopping && this.started && !this.finishing && this.executing === 0 && !this.claiming && !this.marking && this.waiting.length === 0)
       void this.finish(this.stopping, this.stopping === 'drain' ? 'drained on request' : 'graceful shutdown');
   }
 
@@ -720,7 +810,7 @@ export class BatchWorker {
     // Non-graceful stops: anything still running is stopped (released if we still can).
     for (const h of this.held.values()) if (h.state !== 'done') this.abortHeld(h, reason === 'stateLost' ? 'StateLost' : 'WorkerShutdown');
     const until = Date.now() + FINALIZE_MS;
-    while (this.executing > 0 && Date.now() < until) await delay(10);
+    while ((this.executing > 0 || this.marking) && Date.now() < until) await delay(10);
     if (reason !== 'stateLost' && reason !== 'protocolMismatch') {
       const flushed = await this.acks.flush(Math.max(0, until - Date.now()));
       if (!flushed) this.log.warn('Could not record every outcome in Redis before exiting; those items will be retried after their leases lapse', { pending: this.acks.pending });

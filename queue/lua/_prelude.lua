@@ -57,27 +57,35 @@ local function tb_dead_record(attempts, now, errjson)
   return '{"attempts":' .. attempts .. ',"failedAt":' .. now .. ',"error":' .. errjson .. '}'
 end
 
--- Moves up to `limit` items whose lease expired before `now` back to pending (their
--- attempt counted) or, once maxAttempts is reached, to the dead-letter hash.
+-- Moves up to `limit` items whose lease expired before `now` back to pending or, once
+-- maxAttempts is reached, to the dead-letter hash. Only an item whose handler started under
+-- that lease (`started` holds the member) is charged an attempt: one a dead worker had
+-- prefetched but never started goes back to the front of pending uncharged (counted in
+-- handedBack), so a poison item that kills its worker cannot dead-letter its neighbours.
 -- Returns the number of items reclaimed.
-local function tb_reclaim(meta, running, pending, att, dead, errors, now, limit)
+local function tb_reclaim(meta, running, pending, att, dead, errors, started, now, limit)
   local expired = redis.call('ZRANGEBYSCORE', running, '-inf', now, 'LIMIT', 0, limit)
   local n = #expired
   if n == 0 then return 0 end
   local maxAttempts = tonumber(redis.call('HGET', meta, 'maxAttempts'))
-  local requeued, deadCount = 0, 0
+  local requeued, deadCount, unstarted = 0, 0, {}
   for i = 1, n do
     local id = tb_member_id(expired[i])
-    local attempts = redis.call('HINCRBY', att, id, 1)
-    if attempts >= maxAttempts then
-      local err = '{"name":"LeaseExpired","message":"lease expired on attempt ' .. attempts .. ' of ' .. maxAttempts .. ' (worker died or stalled)"}'
-      redis.call('HSET', dead, id, tb_dead_record(attempts, now, err))
-      redis.call('HDEL', errors, id)
-      deadCount = deadCount + 1
+    if redis.call('HGET', started, id) ~= expired[i] then
+      unstarted[#unstarted + 1] = id
     else
-      redis.call('RPUSH', pending, id)
-      redis.call('HSET', errors, id, '{"name":"LeaseExpired","message":"lease expired on attempt ' .. attempts .. '"}')
-      requeued = requeued + 1
+      redis.call('HDEL', started, id)
+      local attempts = redis.call('HINCRBY', att, id, 1)
+      if attempts >= maxAttempts then
+        local err = '{"name":"LeaseExpired","message":"lease expired on attempt ' .. attempts .. ' of ' .. maxAttempts .. ' (worker died or stalled)"}'
+        redis.call('HSET', dead, id, tb_dead_record(attempts, now, err))
+        redis.call('HDEL', errors, id)
+        deadCount = deadCount + 1
+      else
+        redis.call('RPUSH', pending, id)
+        redis.call('HSET', errors, id, '{"name":"LeaseExpired","message":"lease expired on attempt ' .. attempts .. '"}')
+        requeued = requeued + 1
+      end
     end
   end
   redis.call('ZREM', running, unpack(expired))
@@ -85,6 +93,12 @@ local function tb_reclaim(meta, running, pending, att, dead, errors, now, limit)
   if requeued > 0 then
     redis.call('HINCRBY', meta, 'pending', requeued)
     redis.call('HINCRBY', meta, 'retries', requeued)
+  end
+  if #unstarted > 0 then
+    -- LPUSH in reverse keeps their order at the front, as release does.
+    for i = #unstarted, 1, -1 do redis.call('LPUSH', pending, unstarted[i]) end
+    redis.call('HINCRBY', meta, 'pending', #unstarted)
+    redis.call('HINCRBY', meta, 'handedBack', #unstarted)
   end
   if deadCount > 0 then redis.call('HINCRBY', meta, 'failed', deadCount) end
   return n

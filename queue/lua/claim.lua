@@ -1,8 +1,9 @@
 -- claim: reclaim expired leases, promote due delayed items, then lease up to n items.
 -- KEYS[1] meta, KEYS[2] pending, KEYS[3] delayed, KEYS[4] running, KEYS[5] items,
--- KEYS[6] att, KEYS[7] dead, KEYS[8] errors
+-- KEYS[6] att, KEYS[7] dead, KEYS[8] errors, KEYS[9] started
 -- ARGV[1] version, ARGV[2] epoch, ARGV[3] n (max items), ARGV[4] leaseMs,
--- ARGV[5] max expired leases to reclaim in this call
+-- ARGV[5] max expired leases to reclaim in this call, ARGV[6] how many of the leased items
+-- start at once (marked started; the rest are prefetched: see start.lua and tb_reclaim)
 -- returns {closed (1|0), ms until the next delayed item is due (-1 none),
 --          then per item: member ("<token>:<id>"), prior failed attempts, payload}
 local lost = tb_check(KEYS[1])
@@ -10,7 +11,7 @@ if lost then return redis.error_reply(lost) end
 local meta, pending, delayed, running, items, att = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local n, leaseMs = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = tb_now_ms()
-tb_reclaim(meta, running, pending, att, KEYS[7], KEYS[8], now, tonumber(ARGV[5]))
+tb_reclaim(meta, running, pending, att, KEYS[7], KEYS[8], KEYS[9], now, tonumber(ARGV[5]))
 tb_promote(meta, delayed, pending, now, math.max(n, 100))
 
 local closed = redis.call('HGET', meta, 'closed') == '1' and 1 or 0
@@ -34,6 +35,8 @@ redis.call('LTRIM', pending, k, -1)
 local tok = redis.call('HINCRBY', meta, 'tok', k) - k
 local attempts = redis.call('HMGET', att, unpack(ids))
 local zadd = {}
+local startNow = math.min(k, tonumber(ARGV[6]))
+local marks = {}
 local expiry = now + leaseMs
 for i = 1, k do
   local member = tostring(tok + i) .. ':' .. ids[i]
@@ -44,8 +47,13 @@ for i = 1, k do
   out[#out + 1] = member
   out[#out + 1] = attempts[i] or '0'
   out[#out + 1] = payloads[i]
+  if i <= startNow then
+    marks[#marks + 1] = ids[i]
+    marks[#marks + 1] = member
+  end
 end
 redis.call('ZADD', running, unpack(zadd))
+if #marks > 0 then redis.call('HSET', KEYS[9], unpack(marks)) end
 redis.call('HINCRBY', meta, 'pending', -k)
 redis.call('HINCRBY', meta, 'running', k)
 return out

@@ -1,6 +1,6 @@
 -- complete: record items as succeeded (fenced by token), free their payloads, keep results.
 -- KEYS[1] meta, KEYS[2] running, KEYS[3] items, KEYS[4] att, KEYS[5] errors,
--- KEYS[6] results, KEYS[7] resultsIdx
+-- KEYS[6] results, KEYS[7] resultsIdx, KEYS[8] started
 -- ARGV[1] version, ARGV[2] epoch, then pairs: member ("<token>:<id>"), result JSON ('' = none)
 -- returns the members whose lease was lost (rejected: nothing recorded for them)
 -- Replies: when meta field `notify` is set ('s' = SPUBLISH, 'p' = PUBLISH; see
@@ -33,6 +33,7 @@ if k > 0 then
   redis.call('HDEL', items, unpack(done))
   redis.call('HDEL', att, unpack(done))
   redis.call('HDEL', errors, unpack(done))
+  redis.call('HDEL', KEYS[8], unpack(done))
   redis.call('HINCRBY', meta, 'running', -k)
   redis.call('HINCRBY', meta, 'succeeded', k)
 end

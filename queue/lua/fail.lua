@@ -1,6 +1,7 @@
 -- fail: record a failed attempt (fenced by token): retry later with exponential backoff
 -- and jitter, or dead-letter once maxAttempts is reached or the error is not retryable.
--- KEYS[1] meta, KEYS[2] running, KEYS[3] delayed, KEYS[4] att, KEYS[5] dead, KEYS[6] errors
+-- KEYS[1] meta, KEYS[2] running, KEYS[3] delayed, KEYS[4] att, KEYS[5] dead, KEYS[6] errors,
+-- KEYS[7] started
 -- ARGV[1] version, ARGV[2] epoch, then quads: member, error JSON, retryable (1|0),
 --   random number in [0,1) for jitter (Lua's PRNG is seeded identically in every script)
 -- returns {retried, deadLettered, then the members whose lease was lost}
@@ -20,6 +21,7 @@ for i = 3, #ARGV, 4 do
   local member, err, retryable, rand = ARGV[i], ARGV[i + 1], ARGV[i + 2] == '1', tonumber(ARGV[i + 3])
   if redis.call('ZREM', running, member) == 1 then
     local id = tb_member_id(member)
+    redis.call('HDEL', KEYS[7], id)
     local attempts = redis.call('HINCRBY', att, id, 1)
     if retryable and attempts < maxAttempts then
       local delay = math.min(maxMs, initialMs * factor ^ (attempts - 1))

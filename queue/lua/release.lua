@@ -2,7 +2,7 @@
 -- A stopping worker (SIGTERM, drain) hands back what it had not started, or could not finish
 -- within its grace; meta counter `handedBack` counts them (not `retries`: they are not failures,
 -- though an unfinished one runs again from the start).
--- KEYS[1] meta, KEYS[2] running, KEYS[3] pending
+-- KEYS[1] meta, KEYS[2] running, KEYS[3] pending, KEYS[4] started
 -- ARGV[1] version, ARGV[2] epoch, ARGV[3..] members ("<token>:<id>")
 -- returns the members that were no longer held (nothing done for them)
 local lost = tb_check(KEYS[1])
@@ -11,7 +11,9 @@ local meta, running, pending = KEYS[1], KEYS[2], KEYS[3]
 local gone, released = {}, 0
 for i = #ARGV, 3, -1 do
   if redis.call('ZREM', running, ARGV[i]) == 1 then
-    redis.call('LPUSH', pending, tb_member_id(ARGV[i]))
+    local id = tb_member_id(ARGV[i])
+    redis.call('LPUSH', pending, id)
+    redis.call('HDEL', KEYS[4], id)
     released = released + 1
   else
     gone[#gone + 1] = ARGV[i]

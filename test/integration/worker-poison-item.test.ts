@@ -1,0 +1,52 @@
+// Charge only what ran (issue 13, item 3): a worker killed by one poison item charges an attempt
+// to that item (it started) and to nothing it had merely prefetched. Real redis-server, real
+// worker processes; maxAttempts 1, so any charged item is dead-lettered at once and a wrongly
+// charged neighbour shows as a second failure.
+import { Redis } from 'ioredis';
+import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
+import { aBatch, fixture, spawnWorker, waitFor, workerEnv, type SpawnedWorker } from '../support/worker-harness.js';
+
+let server: RedisServer;
+let redis: Redis;
+const workers: SpawnedWorker[] = [];
+
+beforeAll(async () => {
+  server = await startRedisServer();
+  redis = new Redis(server.port, server.host);
+});
+afterEach(async () => {
+  for (const w of workers.splice(0)) {
+    w.kill('SIGKILL');
+    await w.exited;
+  }
+});
+afterAll(async () => {
+  redis.disconnect();
+  await server.stop();
+});
+
+test('one poison item among 1,000 kills its worker; only it is dead-lettered, the items the worker had prefetched go back uncharged', async () => {
+  const items = Array.from({ length: 1000 }, (_, i) => (i === 500 ? { poison: true } : { i }));
+  const { queue, name } = await aBatch(redis).withItems(items).maxAttempts(1).closed().create();
+  // Pool size 1: the poison item is the only one running when the process dies; fast items make
+  // the worker prefetch (up to TASKBATCH_PREFETCH_MAX) ahead of it.
+  const env = { TASKBATCH_POOL_MODE: 'async', TASKBATCH_POOL_SIZE: '1', TASKBATCH_LEASE_SECONDS: '1', TASKBATCH_PREFETCH_MAX: '64' };
+  const first = spawnWorker(workerEnv(server.url, name, fixture('killsWorkerOnPoison'), env));
+  workers.push(first);
+  expect((await first.exited).signal).toBe('SIGKILL');
+  const held = await queue.snapshot();
+  // The dead worker still holds the poison item and what it had prefetched, until the leases lapse.
+  expect(held.running).toBeGreaterThan(1);
+  console.log(`poison item: the killed worker held ${held.running} leases (1 running, ${held.running - 1} prefetched)`);
+
+  const second = spawnWorker(workerEnv(server.url, name, fixture('killsWorkerOnPoison'), env));
+  workers.push(second);
+  expect((await second.exited).code).toBe(0);
+  const done = await queue.snapshot();
+  expect(done).toMatchObject({ total: 1000, succeeded: 999, failed: 1, complete: true });
+  expect(done.handedBack).toBe(held.running - 1);
+  const { items: dead } = await queue.deadLetters('0', 1000);
+  expect(dead.map((d) => d.id)).toEqual(['item-501']);
+  expect(JSON.stringify(dead[0])).toContain('LeaseExpired');
+  await waitFor('no lease left', async () => (await queue.snapshot()).running === 0);
+});
