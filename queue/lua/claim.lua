@@ -1,14 +1,21 @@
--- claim: reclaim expired leases, promote due delayed items, then lease up to n items.
+-- claim: reclaim expired leases, promote due delayed items, then lease up to n items whose
+-- payloads fit in a byte budget.
 -- KEYS[1] meta, KEYS[2] pending, KEYS[3] delayed, KEYS[4] running, KEYS[5] items,
 -- KEYS[6] att, KEYS[7] dead, KEYS[8] errors
 -- ARGV[1] version, ARGV[2] epoch, ARGV[3] n (max items), ARGV[4] leaseMs,
--- ARGV[5] max expired leases to reclaim in this call
+-- ARGV[5] max expired leases to reclaim in this call,
+-- ARGV[6] maxBytes: budget of the reply's items (payload bytes + member bytes each). Items are
+--   taken from the head of pending while the running total stays <= maxBytes; the item that
+--   would cross the budget is NOT taken, except as the first item (a single item larger than
+--   the budget is still claimed, alone). Ids not taken never leave pending: they stay at its
+--   front in their order, and the counters move only for the items taken.
 -- returns {closed (1|0), ms until the next delayed item is due (-1 none),
+--          ids left at the head of pending because of the budget (0 when the budget did not bind),
 --          then per item: member ("<token>:<id>"), prior failed attempts, payload}
 local lost = tb_check(KEYS[1])
 if lost then return redis.error_reply(lost) end
 local meta, pending, delayed, running, items, att = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local n, leaseMs = tonumber(ARGV[3]), tonumber(ARGV[4])
+local n, leaseMs, maxBytes = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
 local now = tb_now_ms()
 tb_reclaim(meta, running, pending, att, KEYS[7], KEYS[8], now, tonumber(ARGV[5]))
 tb_promote(meta, delayed, pending, now, math.max(n, 100))
@@ -17,12 +24,24 @@ local closed = redis.call('HGET', meta, 'closed') == '1' and 1 or 0
 local nextDue = -1
 local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
 if first[2] then nextDue = math.max(0, tonumber(first[2]) - now) end
-local out = {closed, nextDue}
 
-local ids = redis.call('LPOP', pending, n)
-if not ids then return out end
-local k = #ids
-local tok = redis.call('HINCRBY', meta, 'tok', k) - k
+-- Sizes first (HSTRLEN copies nothing), so the script never holds payloads it will not return.
+local candidates = redis.call('LRANGE', pending, 0, n - 1)
+local tok = tonumber(redis.call('HGET', meta, 'tok') or '0')
+local k, bytes = 0, 0
+for i = 1, #candidates do
+  local size = redis.call('HSTRLEN', items, candidates[i])
+  if size == 0 then size = 4 end -- a missing payload is returned as 'null'
+  size = size + #tostring(tok + i) + 1 + #candidates[i]
+  if k > 0 and bytes + size > maxBytes then break end
+  k = k + 1
+  bytes = bytes + size
+end
+local out = {closed, nextDue, #candidates - k}
+if k == 0 then return out end
+
+local ids = redis.call('LPOP', pending, k)
+redis.call('HINCRBY', meta, 'tok', k)
 local payloads = redis.call('HMGET', items, unpack(ids))
 local attempts = redis.call('HMGET', att, unpack(ids))
 local zadd = {}
