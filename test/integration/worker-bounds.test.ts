@@ -6,7 +6,8 @@ import { aBatch, FIXTURES, httpGet, metricValue, spawnWorker, waitFor, workerEnv
 // Bounds on what crosses from a handler to the worker (issue 13, item 6), per pool mode on a
 // real redis-server with a real worker process: an oversized result is refused in the executor
 // that ran the handler (the error says which), and a handler's log lines are rate-limited per
-// item, the rest dropped, counted in one summary line and a metric.
+// item, the rest dropped, counted in one summary line and a metric; a line's message and fields
+// are cut to 16,384 characters each.
 
 jest.setTimeout(180_000);
 
@@ -62,7 +63,7 @@ test.each(MODES)('%s mode: an over-limit result fails its item with ResultTooLar
 test.each(MODES)('%s mode: a handler writing 100,000 log lines gets its burst and rate; the rest are dropped, summarised once and counted', async (mode) => {
   const lines = 100_000;
   const { queue, name } = await aBatch(redis)
-    .withItem('chatty', { fn: 'chatty', args: [{ lines }] })
+    .withItem('chatty', { fn: 'chatty', args: [{ lines, huge: 1024 * 1024 }] })
     .create(); // not closed: the worker stays up for its metrics to be read
   const w = spawnWorker(
     workerEnv(server.url, name, DISPATCH, { TASKBATCH_POOL_MODE: mode, TASKBATCH_POOL_SIZE: '1', TASKBATCH_HANDLER_LOG_LINES_PER_SECOND: '1', TASKBATCH_HANDLER_LOG_BURST: '100' }),
@@ -71,7 +72,13 @@ test.each(MODES)('%s mode: a handler writing 100,000 log lines gets its burst an
   const summary = await w.waitForLog((l) => l.msg === 'Dropped handler log lines over the rate limit', 60_000);
   await waitFor('the item to succeed', async () => (await queue.snapshot()).succeeded === 1, 30_000);
 
-  const written = w.logs.filter((l) => l.msg === 'Chatted' && l.source === 'handler').length;
+  const chatted = w.logs.filter((l) => l.msg.startsWith('Chatted') && l.source === 'handler');
+  const written = chatted.length;
+  // The first line's 1 MiB message and field were cut in the executor.
+  expect(chatted[0]?.msg).toHaveLength(16_384);
+  expect(chatted[0]?.msg.endsWith('… [truncated]')).toBe(true);
+  expect(chatted[0]).toMatchObject({ fieldsTruncated: expect.stringMatching(/^\d+ characters of JSON, over the 16384 limit$/) });
+  expect(chatted[0]?.blob).toBeUndefined();
   const dropped = summary.dropped as number;
   expect(summary).toMatchObject({ level: 'warn', item: 'chatty', attempt: 1, linesPerSecond: 1, burst: 100 });
   // Every line is accounted for: written or dropped. The burst got through; at 1 line/s, only a

@@ -1,5 +1,5 @@
 import { ConfigError, loadConfig } from '../../worker/config.js';
-import { LogBudget } from '../../worker/handler/log-budget.js';
+import { boundLogFields, boundLogMessage, LOG_FIELDS_MAX, LogBudget } from '../../worker/handler/log-budget.js';
 import { limitResult } from '../../worker/handler/result-limit.js';
 import { ManualClock } from '../support/manual-clock.js';
 
@@ -33,6 +33,33 @@ describe('LogBudget (per-item handler log lines)', () => {
     const b = new LogBudget({ linesPerSecond: 0, burst: 1 }, () => 0);
     expect(Array.from({ length: 1000 }, () => b.take()).every(Boolean)).toBe(true);
     expect(b.dropped).toBe(0);
+  });
+});
+
+describe('one handler log line is bounded', () => {
+  test('messages are cut to 16,384 code units without splitting a surrogate pair', () => {
+    expect(boundLogMessage('short')).toBe('short');
+    const cut = boundLogMessage('m'.repeat(100_000));
+    expect(cut).toHaveLength(16_384);
+    expect(cut.endsWith('… [truncated]')).toBe(true);
+    // A pair straddling the cut is dropped whole, not halved (compared by length: a failure here
+    // should not print 16 KiB).
+    const keep = 16_384 - '… [truncated]'.length - 1;
+    const straddling = boundLogMessage(`${'m'.repeat(keep)}😀${'m'.repeat(100)}`);
+    expect(straddling.length).toBe(keep + '… [truncated]'.length);
+    expect(straddling.endsWith(`m… [truncated]`)).toBe(true);
+  });
+
+  test('fields over the bound are replaced by a note of their size; within it, copied or passed through', () => {
+    const small = { a: 1, nested: { b: 'x' } };
+    expect(boundLogFields(small, false)).toBe(small);
+    const copied = boundLogFields(small, true);
+    expect(copied).toEqual(small);
+    expect(copied).not.toBe(small);
+    expect(boundLogFields({ blob: 'b'.repeat(LOG_FIELDS_MAX) }, true)).toEqual({ fieldsTruncated: `${LOG_FIELDS_MAX + 11} characters of JSON, over the ${LOG_FIELDS_MAX} limit` });
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    expect(boundLogFields(cyclic, true)).toEqual({ fields: '[unserializable]' });
   });
 });
 

@@ -1,7 +1,7 @@
 import type { Handler, LogLevel } from '../handler/api.js';
 import { invoke, ItemContext, toErrorInfo, type InvokeResult, type TaskInput } from '../handler/invoke.js';
 import { loadHandler } from '../handler/load.js';
-import { LogBudget, UNLIMITED_LOGS } from '../handler/log-budget.js';
+import { boundLogFields, boundLogMessage, LogBudget, UNLIMITED_LOGS } from '../handler/log-budget.js';
 import { limitResult } from '../handler/result-limit.js';
 import { DEFAULT_LIMITS } from '../../queue/options.js';
 import { describeHandler } from '../handler/spec.js';
@@ -153,7 +153,7 @@ export class AsyncExecutor implements Executor {
     e.ctx = new ItemContext(e.task.id, e.task.attempt, {
       progress: (value) => hooks?.onProgress?.(e.task, value),
       log: (level: LogLevel, message, fields) => {
-        if (logs.take()) hooks?.onLog?.(e.task, level, String(message), fields);
+        if (logs.take()) hooks?.onLog?.(e.task, level, boundLogMessage(String(message)), fields === undefined ? undefined : boundLogFields(fields, false));
       },
     });
     e.onStart?.();

@@ -2,7 +2,7 @@ import { getHeapStatistics } from 'node:v8';
 import type { Handler, LogLevel } from '../handler/api.js';
 import { invoke, ItemContext, toErrorInfo, type InvokeResult } from '../handler/invoke.js';
 import { loadHandler } from '../handler/load.js';
-import { LogBudget } from '../handler/log-budget.js';
+import { boundLogFields, boundLogMessage, LogBudget } from '../handler/log-budget.js';
 import { limitResult } from '../handler/result-limit.js';
 import type { ExecutorInit, FromExecutor, ToExecutor, WireTask } from './protocol.js';
 
@@ -80,7 +80,8 @@ export async function runExecutor(init: ExecutorInit, channel: ExecutorChannel):
         },
         log: (level: LogLevel, message, fields) => {
           if (!logs.take()) return;
-          channel.send(fields === undefined ? { t: 'log', seq, level, message: String(message) } : { t: 'log', seq, level, message: String(message), fields: plain(fields) });
+          const text = boundLogMessage(String(message));
+          channel.send(fields === undefined ? { t: 'log', seq, level, message: text } : { t: 'log', seq, level, message: text, fields: boundLogFields(fields, true) });
         },
       });
       current = { seq, ctx, logs };
@@ -136,13 +137,4 @@ export async function runExecutor(init: ExecutorInit, channel: ExecutorChannel):
     }
   });
   channel.send({ t: 'ready' });
-}
-
-/** Log fields must survive structured cloning: keep JSON-able data only. */
-function plain(fields: Record<string, unknown>): Record<string, unknown> {
-  try {
-    return JSON.parse(JSON.stringify(fields)) as Record<string, unknown>;
-  } catch {
-    return { fields: '[unserializable]' };
-  }
 }

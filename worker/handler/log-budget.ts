@@ -1,3 +1,5 @@
+import { ERROR_MESSAGE_MAX } from './error-info.js';
+
 /**
  * A token bucket over one item's handler log lines: `burst` lines at once, then
  * `linesPerSecond`. Lines over it are dropped and counted, so a handler that logs in a tight
@@ -39,4 +41,35 @@ export class LogBudget {
     this.dropped++;
     return false;
   }
+}
+
+/** Longest handler log message kept, in UTF-16 code units: the bound of an error message (error-info.ts). */
+const LOG_MESSAGE_MAX = ERROR_MESSAGE_MAX;
+/** Longest handler log fields kept, as JSON code units; larger fields are replaced by a note of their size. */
+export const LOG_FIELDS_MAX = 16_384;
+const TRUNCATED = '… [truncated]';
+
+/** A log message of at most LOG_MESSAGE_MAX code units, cut without splitting a surrogate pair. */
+export function boundLogMessage(message: string): string {
+  if (message.length <= LOG_MESSAGE_MAX) return message;
+  let cut = LOG_MESSAGE_MAX - TRUNCATED.length;
+  const last = message.charCodeAt(cut - 1);
+  if (last >= 0xd800 && last <= 0xdbff) cut--;
+  return message.slice(0, cut) + TRUNCATED;
+}
+
+/**
+ * Log fields of at most LOG_FIELDS_MAX code units of JSON. `copy`: return a JSON copy (what may
+ * cross to another thread or process); else the fields themselves when within the bound.
+ */
+export function boundLogFields(fields: Record<string, unknown>, copy: boolean): Record<string, unknown> {
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(fields);
+  } catch {
+    return { fields: '[unserializable]' };
+  }
+  if (json === undefined) return { fields: '[unserializable]' };
+  if (json.length > LOG_FIELDS_MAX) return { fieldsTruncated: `${json.length} characters of JSON, over the ${LOG_FIELDS_MAX} limit` };
+  return copy ? (JSON.parse(json) as Record<string, unknown>) : fields;
 }
