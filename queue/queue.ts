@@ -46,6 +46,22 @@ export interface ClaimResult {
   closed: boolean;
   /** Ms until the next delayed item is due, or -1 when none is delayed. */
   nextDueMs: number;
+  /**
+   * Items that were due and within `count` but left at the front of pending (in order) because
+   * the reply's byte budget was reached; 0 when the budget did not bind. Claim again for them.
+   */
+  leftByBudget: number;
+}
+
+export interface ClaimOptions {
+  /**
+   * Byte budget of one reply: the claimed items' payload bytes plus their "<token>:<id>" bytes.
+   * Items are taken in queue order while the total stays within it; the first item is always
+   * taken, so an item larger than the budget is claimed alone. Default 8 MiB.
+   */
+  maxBytes?: number;
+  /** How many of the claimed items start at once (marked started); the rest must go through start(). Default: all. */
+  startNow?: number;
 }
 
 export interface Counts {
@@ -130,6 +146,10 @@ export function parseCallReplies(message: string): CallReply[] {
 
 const ENQUEUE_CHUNK = 500;
 const MAX_CLAIM = 10_000;
+/** Default byte budget of one claim reply (ClaimOptions.maxBytes). */
+export const DEFAULT_CLAIM_MAX_BYTES = 8 * 1024 * 1024;
+/** Largest claim budget accepted: Redis' own default bound on a bulk string (proto-max-bulk-len). */
+export const MAX_CLAIM_MAX_BYTES = 512 * 1024 * 1024;
 const MAX_ID_BYTES = 256;
 
 /**
@@ -232,26 +252,29 @@ export class BatchQueue {
   }
 
   /**
-   * Leases up to `count` due items for `leaseMs`, reclaiming expired leases first. The first
-   * `startNow` (default: all) are marked started; the others are prefetched and must be marked
-   * with start() before their handlers run. A lease that lapses is charged an attempt only if its
-   * item was started, so a worker that dies costs its prefetched items nothing.
+   * Leases up to `count` due items for `leaseMs`, reclaiming expired leases first. The reply is
+   * bounded in bytes by `options.maxBytes` (see ClaimOptions): items beyond it stay pending, at
+   * the front and in order (`leftByBudget` says how many were due within `count`). The first
+   * `options.startNow` (default: all) are marked started; the others are prefetched and must be
+   * marked with start() before their handlers run. A lease that lapses is charged an attempt
+   * only if its item was started, so a worker that dies costs its prefetched items nothing.
    */
-  async claim(count: number, leaseMs: number, startNow = count): Promise<ClaimResult> {
+  async claim(count: number, leaseMs: number, options: ClaimOptions = {}): Promise<ClaimResult> {
     requireNumberFor(this.name, 'claim count', count, 1, MAX_CLAIM);
     requireNumberFor(this.name, 'leaseMs', leaseMs, 100, 86_400_000);
-    requireNumberFor(this.name, 'startNow', startNow, 0, MAX_CLAIM);
+    const maxBytes = requireNumberFor(this.name, 'claim maxBytes', options.maxBytes ?? DEFAULT_CLAIM_MAX_BYTES, 1, MAX_CLAIM_MAX_BYTES);
+    const startNow = requireNumberFor(this.name, 'claim startNow', options.startNow ?? count, 0, MAX_CLAIM);
     const reply = (await this.run(
       'claim',
       [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.running, this.keys.items, this.keys.att, this.keys.dead, this.keys.errors, this.keys.started],
-      [count, leaseMs, 100, startNow],
+      [count, leaseMs, 100, maxBytes, startNow],
     )) as (string | number)[];
     const items: Claim[] = [];
-    for (let i = 2; i < reply.length; i += 3) {
+    for (let i = 3; i < reply.length; i += 3) {
       const token = reply[i] as string;
       items.push({ id: token.slice(token.indexOf(':') + 1), token, attempt: Number(reply[i + 1]) + 1, payload: reply[i + 2] as string });
     }
-    return { items, closed: reply[0] === 1, nextDueMs: Number(reply[1]) };
+    return { items, closed: reply[0] === 1, nextDueMs: Number(reply[1]), leftByBudget: Number(reply[2]) };
   }
 
   /** Extends leases; returns the tokens whose lease was lost (their items must be abandoned). */

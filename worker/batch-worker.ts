@@ -5,6 +5,7 @@ import { Backoff, delay, withTimeout } from './backoff.js';
 import { EXIT_CODES } from './exit-codes.js';
 import { Deque, reasonError } from './executor/common.js';
 import type { Executor, Outcome } from './executor/types.js';
+import { limitResult } from './handler/result-limit.js';
 import { errorFields, silentLogger, type Logger } from './log.js';
 import type { WorkerMetrics } from './metrics.js';
 import { WORKER_VERSION } from './version.js';
@@ -26,6 +27,8 @@ export interface BatchWorkerOptions {
   ackMaxDelayMs: number;
   /** Longest wait between claims while the batch has nothing to run. */
   idlePollMs: number;
+  /** Byte budget of one claim reply (the queue's default, 8 MiB, when absent). */
+  claimMaxBytes?: number;
   heartbeatMs: number;
   /** Registry entries older than this are pruned (by any worker, and by the operator). */
   presenceStaleMs: number;
@@ -329,7 +332,7 @@ export class BatchWorker {
     // Items that can start at once are marked started by the claim itself; the rest are prefetched.
     const free = Math.max(0, this.o.executor.size - this.executing - this.waiting.length);
     try {
-      result = await this.queue.claim(count, this.o.leaseMs, Math.min(count, free));
+      result = await this.queue.claim(count, this.o.leaseMs, { startNow: Math.min(count, free), ...(this.o.claimMaxBytes === undefined ? {} : { maxBytes: this.o.claimMaxBytes }) });
     } catch (err) {
       this.tick();
       if (!this.onQueueError('claim', err)) this.onRedisError('claim', err);
@@ -372,7 +375,7 @@ export class BatchWorker {
       let wait = Math.min(this.o.idlePollMs, 10 * 2 ** Math.min(this.emptyStreak, 10));
       if (result.nextDueMs >= 0) wait = Math.min(wait, result.nextDueMs + 5);
       this.schedulePoll(Math.round(wait * (0.75 + Math.random() * 0.5)));
-    } else if (result.items.length < count) {
+    } else if (result.items.length < count && result.leftByBudget === 0) {
       // The queue ran dry: poll again soon rather than on every completion (never later
       // than the configured idle poll, which bounds the latency of remote calls).
       this.emptyStreak = 1;
@@ -493,15 +496,11 @@ export class BatchWorker {
       case 'succeeded': {
         this.itemMs = this.itemMs === undefined ? o.durationMs : this.itemMs * 0.9 + o.durationMs * 0.1;
         m?.observeDuration('succeeded', o.durationMs);
-        const max = this.queue.limits.maxResultBytes;
-        if (o.json !== undefined && o.json.length > max / 4 && Buffer.byteLength(o.json) > max) {
+        // The executors refuse oversized results where they ran; this backstop covers any other Executor.
+        const checked = limitResult({ ok: true, json: o.json, ms: o.durationMs }, h.id, this.queue.limits.maxResultBytes, 'worker');
+        if (!checked.ok) {
           m?.items.failed.inc();
-          this.failItem(
-            h,
-            { name: 'ResultTooLarge', message: `the result is ${Buffer.byteLength(o.json)} bytes of JSON, over the limit of ${max} bytes; store large results elsewhere and return a reference` },
-            false,
-            'failed',
-          );
+          this.failItem(h, checked.error, false, 'failed');
         } else {
           m?.items.succeeded.inc();
           this.acks.complete({ claim: h.claim, result: o.json === undefined ? undefined : (JSON.parse(o.json) as unknown) });

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism, hostname } from 'node:os';
 import { parseArgs } from 'node:util';
-import { parseRedisUrl, validateBatchRef } from '../queue/index.js';
+import { DEFAULT_CLAIM_MAX_BYTES, DEFAULT_LIMITS, MAX_CLAIM_MAX_BYTES, parseRedisUrl, validateBatchRef } from '../queue/index.js';
 import { validateWorkerId } from '../queue/presence.js';
 import { POOL_MODES, type PoolMode } from './executor/types.js';
 import { parseHandlerSpec, type HandlerSpec } from './handler/spec.js';
@@ -39,6 +39,12 @@ export interface WorkerConfig {
   ackMaxItems: number;
   ackMaxDelayMs: number;
   idlePollMs: number;
+  /** Byte budget of one claim reply (payloads + tokens); one larger item is still claimed alone. */
+  claimMaxBytes: number;
+  /** Largest result (JSON bytes) an item may return; checked in the executor before it is sent. */
+  maxResultBytes: number;
+  /** Handler log lines per item: refill rate (0 = no limit) and burst. */
+  handlerLog: { linesPerSecond: number; burst: number };
   heartbeatMs: number;
   presenceStaleMs: number;
   stateLostExitMs: number;
@@ -132,6 +138,25 @@ export const SETTINGS: readonly SettingDef[] = [
   { env: 'TASKBATCH_ACK_MAX_ITEMS', flag: 'ack-max-items', default: '100', help: 'Flush acknowledgements once this many wait.' },
   { env: 'TASKBATCH_ACK_MAX_DELAY_MS', flag: 'ack-max-delay-ms', default: '5', help: 'Flush acknowledgements at most this late.' },
   { env: 'TASKBATCH_IDLE_POLL_MS', flag: 'idle-poll-ms', default: '1000', help: 'Longest wait between claims when nothing is pending.' },
+  {
+    env: 'TASKBATCH_CLAIM_MAX_BYTES',
+    flag: 'claim-max-bytes',
+    default: String(DEFAULT_CLAIM_MAX_BYTES),
+    help: 'Byte budget of one claim reply (payloads + tokens): a claim stops adding items before crossing it, but always takes one, so a larger item is claimed alone.',
+  },
+  {
+    env: 'TASKBATCH_MAX_RESULT_BYTES',
+    flag: 'max-result-bytes',
+    default: String(DEFAULT_LIMITS.maxResultBytes),
+    help: 'Largest result (JSON bytes) an item may return; a larger one fails the item (ResultTooLarge, not retried), checked in the executor before the result leaves it.',
+  },
+  {
+    env: 'TASKBATCH_HANDLER_LOG_LINES_PER_SECOND',
+    flag: 'handler-log-lines-per-second',
+    default: '100',
+    help: 'Handler log lines (ctx.log) per item and second, after the burst; lines over it are dropped and counted (0 = no limit).',
+  },
+  { env: 'TASKBATCH_HANDLER_LOG_BURST', flag: 'handler-log-burst', default: '1000', help: 'Handler log lines an item may write at once before the per-second rate applies.' },
   { env: 'TASKBATCH_HEARTBEAT_SECONDS', flag: 'heartbeat-seconds', default: '5', help: 'Presence heartbeat (and drain-request check) interval.' },
   { env: 'TASKBATCH_PRESENCE_STALE_SECONDS', flag: 'presence-stale-seconds', default: '30', help: 'Registry entries older than this are removed.' },
   { env: 'TASKBATCH_STATE_LOST_EXIT_SECONDS', flag: 'state-lost-exit-seconds', default: '60', help: "Exit with code 4 once the batch's state has been missing from Redis this long." },
@@ -318,6 +343,11 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
   const ackMaxItems = int('TASKBATCH_ACK_MAX_ITEMS', 1, 10_000, 100);
   const ackMaxDelayMs = int('TASKBATCH_ACK_MAX_DELAY_MS', 0, 10_000, 5);
   const idlePollMs = int('TASKBATCH_IDLE_POLL_MS', 10, 600_000, 1000);
+  // Bytes, so that the error names the exact bounds (1 KiB to Redis' 512 MiB bulk-string limit).
+  const claimMaxBytes = int('TASKBATCH_CLAIM_MAX_BYTES', 1024, MAX_CLAIM_MAX_BYTES, DEFAULT_CLAIM_MAX_BYTES);
+  // The queue's own bounds on limits.maxResultBytes (queue/options.ts).
+  const maxResultBytes = int('TASKBATCH_MAX_RESULT_BYTES', 16, 64 * 1024 * 1024, DEFAULT_LIMITS.maxResultBytes);
+  const handlerLog = { linesPerSecond: int('TASKBATCH_HANDLER_LOG_LINES_PER_SECOND', 0, 1_000_000, 100), burst: int('TASKBATCH_HANDLER_LOG_BURST', 1, 1_000_000, 1000) };
   const heartbeatMs = seconds('TASKBATCH_HEARTBEAT_SECONDS', 0.05, 3600, 5);
   const presenceStaleMs = seconds('TASKBATCH_PRESENCE_STALE_SECONDS', 0.1, 86_400, 30);
   if (presenceStaleMs < 2 * heartbeatMs) problems.push(`${name('TASKBATCH_PRESENCE_STALE_SECONDS')} must be at least twice ${name('TASKBATCH_HEARTBEAT_SECONDS')}, or live workers would be pruned`);
@@ -375,6 +405,9 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
     ackMaxItems,
     ackMaxDelayMs,
     idlePollMs,
+    claimMaxBytes,
+    maxResultBytes,
+    handlerLog,
     heartbeatMs,
     presenceStaleMs,
     stateLostExitMs,

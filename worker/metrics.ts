@@ -36,6 +36,7 @@ export class WorkerMetrics {
   readonly ready: Gauge;
   readonly draining: Gauge;
   readonly poolSize: Gauge;
+  readonly handlerLogLinesDropped: Counter;
   private readonly durationBy: Record<'succeeded' | 'failed', Histogram.Internal<'outcome'>>;
 
   constructor(labels: MetricsLabels, options: { defaultMetrics?: boolean } = {}) {
@@ -94,6 +95,11 @@ export class WorkerMetrics {
     this.ready = new Gauge({ name: 'taskbatch_worker_ready', help: '1 when the worker is ready (connected, batch state present, executors started).', registers: [r] });
     this.draining = new Gauge({ name: 'taskbatch_worker_draining', help: '1 while the worker is shutting down (SIGTERM or drain request).', registers: [r] });
     this.poolSize = new Gauge({ name: 'taskbatch_worker_pool_size', help: 'Configured pool size.', registers: [r] });
+    this.handlerLogLinesDropped = new Counter({
+      name: 'taskbatch_worker_handler_log_lines_dropped_total',
+      help: 'Handler log lines (ctx.log) dropped over the per-item rate limit, counted when each item ends.',
+      registers: [r],
+    });
   }
 
   observeDuration(outcome: 'succeeded' | 'failed', ms: number): void {

@@ -104,12 +104,18 @@ export async function runWorker(config: WorkerConfig, options: RunWorkerOptions 
     maxItemsPerExecutor: config.pool.maxItemsPerExecutor,
     maxMemoryMiB: config.pool.maxMemoryMiB,
     abortGraceMs: config.abortGraceMs,
+    maxResultBytes: config.maxResultBytes,
+    handlerLog: config.handlerLog,
     hooks: {
       onRestart: (reason, detail) => {
         metrics.executorRestarts.inc({ reason });
         (reason === 'max_items' || reason === 'max_memory' ? logger.info : logger.warn)('Replaced an executor', { reason, detail });
       },
       onLog: (task, level, message, fields) => logger[level](message, { ...fields, item: task.id, attempt: task.attempt, source: 'handler' }),
+      onLogsDropped: (task, dropped) => {
+        metrics.handlerLogLinesDropped.inc(dropped);
+        logger.warn('Dropped handler log lines over the rate limit', { item: task.id, attempt: task.attempt, dropped, ...config.handlerLog });
+      },
       onProgress: (task, value) => options.onProgress?.(task.id, value),
       onBroken: (err) => {
         logger.error('Gave up starting executors', { error: err.message });
@@ -121,7 +127,7 @@ export async function runWorker(config: WorkerConfig, options: RunWorkerOptions 
   worker = new BatchWorker({
     redis,
     batch: { namespace: config.batch.namespace, name: config.batch.name },
-    queueOptions: { prefix: config.redis.prefix, ...(config.batch.expectedEpoch ? { expectedEpoch: config.batch.expectedEpoch } : {}) },
+    queueOptions: { prefix: config.redis.prefix, limits: { maxResultBytes: config.maxResultBytes }, ...(config.batch.expectedEpoch ? { expectedEpoch: config.batch.expectedEpoch } : {}) },
     executor,
     workerId: config.workerId,
     itemTimeoutMs: config.itemTimeoutMs,
@@ -131,6 +137,7 @@ export async function runWorker(config: WorkerConfig, options: RunWorkerOptions 
     ackMaxItems: config.ackMaxItems,
     ackMaxDelayMs: config.ackMaxDelayMs,
     idlePollMs: config.idlePollMs,
+    claimMaxBytes: config.claimMaxBytes,
     heartbeatMs: config.heartbeatMs,
     presenceStaleMs: config.presenceStaleMs,
     stateLostExitMs: config.stateLostExitMs,

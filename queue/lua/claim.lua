@@ -1,15 +1,23 @@
--- claim: reclaim expired leases, promote due delayed items, then lease up to n items.
+-- claim: reclaim expired leases, promote due delayed items, then lease up to n items whose
+-- payloads fit in a byte budget.
 -- KEYS[1] meta, KEYS[2] pending, KEYS[3] delayed, KEYS[4] running, KEYS[5] items,
 -- KEYS[6] att, KEYS[7] dead, KEYS[8] errors, KEYS[9] started
 -- ARGV[1] version, ARGV[2] epoch, ARGV[3] n (max items), ARGV[4] leaseMs,
--- ARGV[5] max expired leases to reclaim in this call, ARGV[6] how many of the leased items
--- start at once (marked started; the rest are prefetched: see start.lua and tb_reclaim)
+-- ARGV[5] max expired leases to reclaim in this call,
+-- ARGV[6] maxBytes: budget of the reply's items (payload bytes + member bytes each). Items are
+--   taken from the head of pending while the running total stays <= maxBytes; the item that
+--   would cross the budget is NOT taken, except as the first item (a single item larger than
+--   the budget is still claimed, alone). Ids not taken never leave pending: they stay at its
+--   front in their order, and the counters move only for the items taken.
+-- ARGV[7] how many of the leased items start at once (marked started; the rest are
+--   prefetched: see start.lua and tb_reclaim)
 -- returns {closed (1|0), ms until the next delayed item is due (-1 none),
+--          ids left at the head of pending because of the budget (0 when the budget did not bind),
 --          then per item: member ("<token>:<id>"), prior failed attempts, payload}
 local lost = tb_check(KEYS[1])
 if lost then return redis.error_reply(lost) end
 local meta, pending, delayed, running, items, att = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local n, leaseMs = tonumber(ARGV[3]), tonumber(ARGV[4])
+local n, leaseMs, maxBytes = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
 local now = tb_now_ms()
 tb_reclaim(meta, running, pending, att, KEYS[7], KEYS[8], KEYS[9], now, tonumber(ARGV[5]))
 tb_promote(meta, delayed, pending, now, math.max(n, 100))
@@ -18,24 +26,32 @@ local closed = redis.call('HGET', meta, 'closed') == '1' and 1 or 0
 local nextDue = -1
 local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
 if first[2] then nextDue = math.max(0, tonumber(first[2]) - now) end
-local out = {closed, nextDue}
 
-local ids = redis.call('LRANGE', pending, 0, n - 1)
-local k = #ids
-if k == 0 then return out end
-local payloads = redis.call('HMGET', items, unpack(ids))
--- A pending id without its payload: keys were lost one by one. Refuse before changing
--- anything rather than hand a handler a made-up payload.
-for i = 1, k do
-  if not payloads[i] then
-    return redis.error_reply('TBPARTIAL batch keys lost (item ' .. ids[i] .. ' is pending but its payload is gone): evicted or deleted')
+-- Sizes first (HSTRLEN copies nothing), so the script never holds payloads it will not return.
+local candidates = redis.call('LRANGE', pending, 0, n - 1)
+local tok = tonumber(redis.call('HGET', meta, 'tok') or '0')
+local k, bytes = 0, 0
+for i = 1, #candidates do
+  local size = redis.call('HSTRLEN', items, candidates[i])
+  -- A pending id without its payload (payloads are JSON, never empty): keys were lost one by
+  -- one. Refuse before changing anything rather than hand a handler a made-up payload.
+  if size == 0 then
+    return redis.error_reply('TBPARTIAL batch keys lost (item ' .. candidates[i] .. ' is pending but its payload is gone): evicted or deleted')
   end
+  size = size + #tostring(tok + i) + 1 + #candidates[i]
+  if k > 0 and bytes + size > maxBytes then break end
+  k = k + 1
+  bytes = bytes + size
 end
-redis.call('LTRIM', pending, k, -1)
-local tok = redis.call('HINCRBY', meta, 'tok', k) - k
+local out = {closed, nextDue, #candidates - k}
+if k == 0 then return out end
+
+local ids = redis.call('LPOP', pending, k)
+redis.call('HINCRBY', meta, 'tok', k)
+local payloads = redis.call('HMGET', items, unpack(ids))
 local attempts = redis.call('HMGET', att, unpack(ids))
 local zadd = {}
-local startNow = math.min(k, tonumber(ARGV[6]))
+local startNow = math.min(k, tonumber(ARGV[7]))
 local marks = {}
 local expiry = now + leaseMs
 for i = 1, k do

@@ -1,6 +1,9 @@
 import type { Handler, LogLevel } from '../handler/api.js';
 import { invoke, ItemContext, toErrorInfo, type InvokeResult, type TaskInput } from '../handler/invoke.js';
 import { loadHandler } from '../handler/load.js';
+import { boundLogFields, boundLogMessage, LogBudget, UNLIMITED_LOGS } from '../handler/log-budget.js';
+import { limitResult } from '../handler/result-limit.js';
+import { DEFAULT_LIMITS } from '../../queue/options.js';
 import { describeHandler } from '../handler/spec.js';
 import { Deque, formatMs, outcomeOf, reasonError, timeoutError } from './common.js';
 import { ExecutorClosedError, ExecutorStartError, validateExecutorOptions, type Executor, type ExecutorOptions, type ExecutorStats, type Outcome, type RunOptions } from './types.js';
@@ -13,6 +16,7 @@ interface Entry {
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
   ctx: ItemContext | undefined;
+  logs: LogBudget | undefined;
   settled: boolean;
   startedAt: number;
   deadline: number;
@@ -77,6 +81,7 @@ export class AsyncExecutor implements Executor {
         signal: options.signal,
         onAbort: undefined,
         ctx: undefined,
+        logs: undefined,
         settled: false,
         startedAt: 0,
         deadline: 0,
@@ -143,9 +148,13 @@ export class AsyncExecutor implements Executor {
     e.startedAt = Date.now();
     e.deadline = e.startedAt + e.timeoutMs;
     const hooks = this.options.hooks;
+    const logs = new LogBudget(this.options.handlerLog ?? UNLIMITED_LOGS);
+    e.logs = logs;
     e.ctx = new ItemContext(e.task.id, e.task.attempt, {
       progress: (value) => hooks?.onProgress?.(e.task, value),
-      log: (level: LogLevel, message, fields) => hooks?.onLog?.(e.task, level, String(message), fields),
+      log: (level: LogLevel, message, fields) => {
+        if (logs.take()) hooks?.onLog?.(e.task, level, boundLogMessage(String(message)), fields === undefined ? undefined : boundLogFields(fields, false));
+      },
     });
     e.onStart?.();
     // invoke() never throws nor rejects; the guards keep that promise should it ever break,
@@ -165,7 +174,9 @@ export class AsyncExecutor implements Executor {
   }
 
   private finish(e: Entry, result: InvokeResult): void {
-    if (!e.settled) this.settle(e, outcomeOf(result));
+    if (e.logs && e.logs.dropped > 0) this.options.hooks?.onLogsDropped?.(e.task, e.logs.dropped);
+    // The same check as in thread and process mode, so every mode fails an oversized result alike.
+    if (!e.settled) this.settle(e, outcomeOf(limitResult(result, e.task.id, this.options.maxResultBytes ?? DEFAULT_LIMITS.maxResultBytes, 'async executor')));
     this.release(e);
   }
 

@@ -1,5 +1,6 @@
 import type { LogLevel } from '../handler/api.js';
 import type { ErrorInfo, InvokeResult, TaskInput } from '../handler/invoke.js';
+import type { LogRate } from '../handler/log-budget.js';
 import type { HandlerSpec } from '../handler/spec.js';
 
 /** Messages between the pool (worker main thread) and one thread/child process. */
@@ -8,6 +9,12 @@ export interface ExecutorInit {
   handler: HandlerSpec;
   /** How the executor measures its memory after items: 'rss' (process), 'heap' (thread), 'none'. */
   memory: 'rss' | 'heap' | 'none';
+  /** Which executor this is: named in a ResultTooLarge error. */
+  kind: 'thread' | 'process';
+  /** Results whose JSON is larger fail here, before they are posted (see result-limit.ts). */
+  maxResultBytes: number;
+  /** Per-item budget of handler log lines; those over it are dropped here and counted. */
+  logRate: LogRate;
 }
 
 export interface WireTask extends TaskInput {
@@ -27,7 +34,8 @@ export type ToExecutor =
 export type FromExecutor =
   | { t: 'ready' }
   | { t: 'startFailed'; error: ErrorInfo }
-  | { t: 'done'; seq: number; result: InvokeResult; memMiB?: number }
+  /** `logsDropped`: handler log lines of this item refused by its budget (absent when none). */
+  | { t: 'done'; seq: number; result: InvokeResult; memMiB?: number; logsDropped?: number }
   | { t: 'cancelled'; seqs: number[] }
   | { t: 'progress'; seq: number; value: number }
   | { t: 'log'; seq: number; level: LogLevel; message: string; fields?: Record<string, unknown> }

@@ -1,4 +1,6 @@
+import { DEFAULT_LIMITS } from '../../queue/options.js';
 import type { ErrorInfo, TaskInput } from '../handler/invoke.js';
+import { UNLIMITED_LOGS } from '../handler/log-budget.js';
 import { describeHandler } from '../handler/spec.js';
 import { Deque, formatMs, outcomeOf, timeoutError } from './common.js';
 import type { ExecutorInit, FromExecutor, WireTask } from './protocol.js';
@@ -95,12 +97,20 @@ export class RemotePool implements Executor {
       maxItemsPerExecutor: options.maxItemsPerExecutor ?? 0,
       maxMemoryMiB: options.maxMemoryMiB ?? 0,
       abortGraceMs: options.abortGraceMs ?? DEFAULTS.abortGraceMs,
+      maxResultBytes: options.maxResultBytes ?? DEFAULT_LIMITS.maxResultBytes,
+      handlerLog: options.handlerLog ?? UNLIMITED_LOGS,
       startTimeoutMs: options.startTimeoutMs ?? DEFAULTS.startTimeoutMs,
       maxStartFailures: options.maxStartFailures ?? DEFAULTS.maxStartFailures,
       sweepIntervalMs: options.sweepIntervalMs ?? DEFAULTS.sweepIntervalMs,
       hooks: options.hooks,
     };
-    this.init = { handler: options.handler, memory: this.o.maxMemoryMiB > 0 ? (mode === 'process' ? 'rss' : 'heap') : 'none' };
+    this.init = {
+      handler: options.handler,
+      memory: this.o.maxMemoryMiB > 0 ? (mode === 'process' ? 'rss' : 'heap') : 'none',
+      kind: mode,
+      maxResultBytes: this.o.maxResultBytes,
+      logRate: this.o.handlerLog,
+    };
   }
 
   async start(): Promise<void> {
@@ -264,6 +274,7 @@ export class RemotePool implements Executor {
     if (i === 0) this.advanceHead(slot);
     this.avgMs = this.avgMs * 0.9 + m.result.ms * 0.1;
     this.depth = Math.max(2, Math.min(MAX_DEPTH, Math.ceil(1 / Math.max(this.avgMs, 1e-3))));
+    if (m.logsDropped) this.o.hooks?.onLogsDropped?.(p.task, m.logsDropped);
     if (!p.settled) this.settle(p, outcomeOf(m.result));
     if (m.memMiB !== undefined && this.o.maxMemoryMiB > 0 && m.memMiB > this.o.maxMemoryMiB && !slot.retiring) {
       slot.retiring = 'max_memory';

@@ -2,6 +2,8 @@ import { getHeapStatistics } from 'node:v8';
 import type { Handler, LogLevel } from '../handler/api.js';
 import { invoke, ItemContext, toErrorInfo, type InvokeResult } from '../handler/invoke.js';
 import { loadHandler } from '../handler/load.js';
+import { boundLogFields, boundLogMessage, LogBudget } from '../handler/log-budget.js';
+import { limitResult } from '../handler/result-limit.js';
 import type { ExecutorInit, FromExecutor, ToExecutor, WireTask } from './protocol.js';
 
 /** How a thread or child process talks to its pool. */
@@ -31,7 +33,7 @@ export async function runExecutor(init: ExecutorInit, channel: ExecutorChannel):
   }
 
   const queue: WireTask[] = [];
-  let current: { seq: number; ctx: ItemContext } | undefined;
+  let current: { seq: number; ctx: ItemContext; logs: LogBudget } | undefined;
   let stopping = false;
   let lastMemCheck = 0;
   let progressAt = 0;
@@ -46,18 +48,27 @@ export async function runExecutor(init: ExecutorInit, channel: ExecutorChannel):
     return bytes / 1048576;
   };
 
-  const finish = (task: WireTask, result: InvokeResult): void => {
+  const finish = (task: WireTask, logs: LogBudget, outcome: InvokeResult): void => {
     current = undefined;
     if (progressPending?.seq === task.seq) channel.send({ t: 'progress', seq: task.seq, value: progressPending.value });
     progressPending = undefined;
+    // Here, not in the pool: an oversized result must not be copied to the main thread at all.
+    const result = limitResult(outcome, task.id, init.maxResultBytes, `${init.kind} executor`);
     const memMiB = memory();
-    channel.send(memMiB === undefined ? { t: 'done', seq: task.seq, result } : { t: 'done', seq: task.seq, result, memMiB });
+    channel.send({
+      t: 'done',
+      seq: task.seq,
+      result,
+      ...(memMiB === undefined ? {} : { memMiB }),
+      ...(logs.dropped > 0 ? { logsDropped: logs.dropped } : {}),
+    });
   };
 
   const pump = (): void => {
     while (!current && queue.length > 0) {
       const task = queue.shift() as WireTask;
       const seq = task.seq;
+      const logs = new LogBudget(init.logRate);
       const ctx = new ItemContext(task.id, task.attempt, {
         progress: (value) => {
           const now = Date.now();
@@ -67,19 +78,22 @@ export async function runExecutor(init: ExecutorInit, channel: ExecutorChannel):
             channel.send({ t: 'progress', seq, value });
           } else progressPending = { seq, value };
         },
-        log: (level: LogLevel, message, fields) =>
-          channel.send(fields === undefined ? { t: 'log', seq, level, message: String(message) } : { t: 'log', seq, level, message: String(message), fields: plain(fields) }),
+        log: (level: LogLevel, message, fields) => {
+          if (!logs.take()) return;
+          const text = boundLogMessage(String(message));
+          channel.send(fields === undefined ? { t: 'log', seq, level, message: text } : { t: 'log', seq, level, message: text, fields: boundLogFields(fields, true) });
+        },
       });
-      current = { seq, ctx };
+      current = { seq, ctx, logs };
       const r = invoke(handler, task, ctx);
       if (r instanceof Promise) {
         void r.then((result) => {
-          finish(task, result);
+          finish(task, logs, result);
           pump();
         });
         return;
       }
-      finish(task, r);
+      finish(task, logs, r);
     }
     if (!current && stopping) channel.exit(0);
   };
@@ -123,13 +137,4 @@ export async function runExecutor(init: ExecutorInit, channel: ExecutorChannel):
     }
   });
   channel.send({ t: 'ready' });
-}
-
-/** Log fields must survive structured cloning: keep JSON-able data only. */
-function plain(fields: Record<string, unknown>): Record<string, unknown> {
-  try {
-    return JSON.parse(JSON.stringify(fields)) as Record<string, unknown>;
-  } catch {
-    return { fields: '[unserializable]' };
-  }
 }

@@ -1,5 +1,6 @@
 import type { LogLevel } from '../handler/api.js';
 import type { ErrorInfo, TaskInput } from '../handler/invoke.js';
+import type { LogRate } from '../handler/log-budget.js';
 import type { HandlerSpec } from '../handler/spec.js';
 
 export type PoolMode = 'thread' | 'process' | 'async';
@@ -11,6 +12,8 @@ export type RestartReason = 'crashed' | 'timeout' | 'aborted' | 'max_items' | 'm
 export interface ExecutorHooks {
   onRestart?(reason: RestartReason, detail: string): void;
   onLog?(task: TaskInput, level: LogLevel, message: string, fields: Record<string, unknown> | undefined): void;
+  /** An item ended after its handler log budget refused `dropped` lines (reported once per item). */
+  onLogsDropped?(task: TaskInput, dropped: number): void;
   onProgress?(task: TaskInput, value: number): void;
   /** Executors failed to start `maxStartFailures` times in a row: the pool gave up. */
   onBroken?(error: ExecutorStartError): void;
@@ -32,6 +35,13 @@ export interface ExecutorOptions {
   maxMemoryMiB?: number;
   /** After an abort or timeout, how long user code may take to stop before it is killed. */
   abortGraceMs?: number;
+  /**
+   * A result whose JSON is larger fails its item (ResultTooLarge, not retried), checked where
+   * the handler ran, before the result is posted to this thread. Default: the queue's 1 MiB.
+   */
+  maxResultBytes?: number;
+  /** Per-item budget of handler log lines (ctx.log); lines over it are dropped. Default: no limit. */
+  handlerLog?: LogRate;
   /** How long a thread/process may take to load the handler. */
   startTimeoutMs?: number;
   /** Give up after this many consecutive failed starts (after start() succeeded). */
@@ -105,6 +115,9 @@ export function validateExecutorOptions(mode: string, o: ExecutorOptions): void 
   int('maxMemoryMiB', o.maxMemoryMiB, 0, 1024 * 1024);
   if (o.maxMemoryMiB && o.maxMemoryMiB < 16) throw new RangeError('options.maxMemoryMiB must be 0 (no limit) or at least 16');
   int('abortGraceMs', o.abortGraceMs, 0, 3_600_000);
+  int('maxResultBytes', o.maxResultBytes, 1, 1024 * 1024 * 1024);
+  int('handlerLog.linesPerSecond', o.handlerLog?.linesPerSecond, 0, 1_000_000_000);
+  int('handlerLog.burst', o.handlerLog?.burst, 1, 1_000_000_000);
   int('startTimeoutMs', o.startTimeoutMs, 1, 3_600_000);
   int('maxStartFailures', o.maxStartFailures, 1, 1000);
   int('sweepIntervalMs', o.sweepIntervalMs, 1, 60_000);
