@@ -53,6 +53,7 @@ export const NAMESPACE_ACL_COMMANDS: readonly string[] = [
   'hgetall',
   'hincrby',
   'hlen',
+  'hstrlen',
   'llen',
   'lrange',
   'ltrim',
