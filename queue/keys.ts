@@ -43,6 +43,7 @@ export interface BatchKeys {
   resultsIdx: string; // zset id -> completion time, for TTL trimming and listing
   workers: string; // hash worker id -> presence JSON
   drain: string; // set of worker ids asked to drain
+  calls: string; // zset call id -> when what the finished call left behind expires (ms); see call-replies.ts
 }
 
 export function batchKeys(ref: BatchRef, prefix = 'tb'): BatchKeys {
@@ -61,6 +62,7 @@ export function batchKeys(ref: BatchRef, prefix = 'tb'): BatchKeys {
     resultsIdx: `${base}results-idx`,
     workers: `${base}workers`,
     drain: `${base}drain`,
+    calls: `${base}calls`,
   };
 }
 

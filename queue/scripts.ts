@@ -81,13 +81,14 @@ function scriptKeyCount(name: ScriptName): number {
       return 4;
     case 'enqueue':
       return 5;
-    case 'fail':
-      return 6;
-    case 'complete':
     case 'reclaim':
       return 7;
     case 'claim':
       return 8;
+    case 'complete':
+      return 10;
+    case 'fail':
+      return 11;
     case 'purge':
       return 0;
   }
