@@ -78,8 +78,14 @@ export function verifyCallReply(key: Buffer, reply: SignedCallReply): boolean {
   return timingSafeEqual(expected, Buffer.from(reply.mac, 'hex'));
 }
 
+/** How the SDK serializes the start of a call item's data: read without parsing arguments of up to 1 MB. */
+const SDK_PREFIX = /^\{"reply":\{"key":"([0-9a-f]{64})","idTtlMs":(\d{1,10}),"failureTtlMs":(\d{1,10})\}/;
+
 /** The reply terms in a call item's payload, or undefined when it has none (not an SDK call, or malformed). */
 function replyTermsOf(payload: string): CallReplyTerms | undefined {
+  const ttl = (v: unknown): number => (typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= CALL_TTL_MAX_MS ? v : 0);
+  const m = SDK_PREFIX.exec(payload);
+  if (m) return { key: m[1]!, idTtlMs: ttl(Number(m[2])), failureTtlMs: ttl(Number(m[3])) };
   let data: unknown;
   try {
     data = JSON.parse(payload);
@@ -88,7 +94,6 @@ function replyTermsOf(payload: string): CallReplyTerms | undefined {
   }
   const t = (data as { reply?: Partial<CallReplyTerms> } | null)?.reply;
   if (!t || typeof t !== 'object' || typeof t.key !== 'string' || !/^[0-9a-f]{64}$/.test(t.key)) return undefined;
-  const ttl = (v: unknown): number => (typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= CALL_TTL_MAX_MS ? v : 0);
   return { key: t.key, idTtlMs: ttl(t.idTtlMs), failureTtlMs: ttl(t.failureTtlMs) };
 }
 

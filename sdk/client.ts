@@ -33,7 +33,7 @@ export interface ConnectOptions {
   connectTimeoutMs?: number;
   /** How long to wait for the operator to create a new TaskBatch's queue (default 30 s). */
   queueReadyTimeoutMs?: number;
-  /** Port-forward problems after start-up (e.g. a pod restarted). Default: ignored. */
+  /** Port-forward problems after start-up (e.g. a pod restarted), and the first dropped call reply of each kind (docs/sdk.md). Default: ignored. */
   onWarning?: (message: string) => void;
 }
 
