@@ -2,6 +2,7 @@ export * from './errors.js';
 export * from './keys.js';
 export * from './options.js';
 export * from './queue.js';
+export * from './call-replies.js';
 export * from './connection.js';
 export * from './presence.js';
 export type { RedisClient } from './scripts.js';

@@ -44,6 +44,7 @@ export interface BatchKeys {
   workers: string; // hash worker id -> presence JSON
   drain: string; // set of worker ids asked to drain
   started: string; // hash id -> lease member under which its handler started (a prefetched item has none)
+  calls: string; // zset call id -> when what the finished call left behind expires (ms); see call-replies.ts
 }
 
 export function batchKeys(ref: BatchRef, prefix = 'tb'): BatchKeys {
@@ -63,6 +64,7 @@ export function batchKeys(ref: BatchRef, prefix = 'tb'): BatchKeys {
     workers: `${base}workers`,
     drain: `${base}drain`,
     started: `${base}started`,
+    calls: `${base}calls`,
   };
 }
 

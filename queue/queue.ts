@@ -4,6 +4,7 @@ import { InvalidArgumentError, translateScriptError } from './errors.js';
 import { requireNumber, resolveBatchOptions, resolveLimits, type BatchOptionsInput, type QueueLimits } from './options.js';
 import { defineScripts, runScript, type RedisClient, type ScriptName, type ScriptReply } from './scripts.js';
 import { errorJson, toJson, type ItemError } from './serialize.js';
+import { callReplySeal, type ReplyMode, type SignableClaim } from './call-replies.js';
 
 export interface QueueOptions {
   /** Epoch returned by create(); when set, every call fails with BatchStateLostError if Redis no longer holds it. */
@@ -92,14 +93,16 @@ export interface BatchSnapshot extends Counts {
 }
 
 export interface FailInput {
-  claim: Pick<Claim, 'token'>;
+  /** The Claim itself: a call item's payload and attempt sign its reply (call-replies.ts). */
+  claim: SignableClaim;
   error: ItemError;
   /** false sends the item straight to the dead-letter set. */
   retryable?: boolean;
 }
 
 export interface CompleteInput {
-  claim: Pick<Claim, 'token'>;
+  /** The Claim itself: a call item's payload signs its reply (call-replies.ts). */
+  claim: SignableClaim;
   /** Stored for resultTtlSeconds when not undefined. */
   result?: unknown;
 }
@@ -116,32 +119,6 @@ export interface StoredResult {
   id: string;
   completedAt: Date;
   result: unknown;
-}
-
-/** Items whose id is `call:<client>:<n>` are remote calls: their outcome is announced to <client> (see enableReplies). */
-export const CALL_ID_PREFIX = 'call:';
-
-/** How complete/fail announce call outcomes: sharded Pub/Sub (Redis 7+) or classic Pub/Sub. */
-export type ReplyMode = 'spublish' | 'publish';
-
-/** One announced outcome of a call item (see BatchQueue.enableReplies). */
-export type CallReply =
-  | { kind: 'result'; id: string /** The result's JSON; '' when the handler returned undefined. */; json: string }
-  | { kind: 'error'; id: string /** The dead letter: attempts, failedAt (ms) and the last error. */; record: { attempts: number; failedAt: number; error: ItemError } };
-
-/** Parses one reply message: lines "r\tid\tjson" (completed) or "e\tid\tdead-letter JSON" (failed for good). */
-export function parseCallReplies(message: string): CallReply[] {
-  const out: CallReply[] = [];
-  for (const line of message.split('\n')) {
-    const a = line.indexOf('\t');
-    const b = a < 0 ? -1 : line.indexOf('\t', a + 1);
-    if (a !== 1 || b < 0) continue;
-    const id = line.slice(2, b);
-    const body = line.slice(b + 1);
-    if (line[0] === 'r') out.push({ kind: 'result', id, json: body });
-    else if (line[0] === 'e') out.push({ kind: 'error', id, record: JSON.parse(body) as { attempts: number; failedAt: number; error: ItemError } });
-  }
-  return out;
 }
 
 const ENQUEUE_CHUNK = 500;
@@ -313,13 +290,26 @@ export class BatchQueue {
    */
   async complete(entries: readonly CompleteInput[]): Promise<{ completed: number; rejected: string[] }> {
     if (entries.length === 0) return { completed: 0, rejected: [] };
-    const args: string[] = [];
+    const args: (string | number)[] = [];
     for (const e of entries) {
-      args.push(e.claim.token, e.result === undefined ? '' : toJson(`result of ${e.claim.token}`, e.result, this.limits.maxResultBytes, this.name));
+      const json = e.result === undefined ? '' : toJson(`result of ${e.claim.token}`, e.result, this.limits.maxResultBytes, this.name);
+      args.push(e.claim.token, json, ...callReplySeal(e.claim, 'result', json));
     }
     const rejected = (await this.run(
       'complete',
-      [this.keys.meta, this.keys.running, this.keys.items, this.keys.att, this.keys.errors, this.keys.results, this.keys.resultsIdx, this.keys.started],
+      [
+        this.keys.meta,
+        this.keys.running,
+        this.keys.items,
+        this.keys.att,
+        this.keys.errors,
+        this.keys.results,
+        this.keys.resultsIdx,
+        this.keys.seen,
+        this.keys.dead,
+        this.keys.calls,
+        this.keys.started,
+      ],
       args,
     )) as string[];
     return { completed: entries.length - rejected.length, rejected };
@@ -330,9 +320,27 @@ export class BatchQueue {
     if (entries.length === 0) return { retried: 0, deadLettered: 0, rejected: [] };
     const args: (string | number)[] = [];
     for (const e of entries) {
-      args.push(e.claim.token, errorJson(e.error, this.limits.maxErrorBytes), e.retryable === false ? '0' : '1', Math.random());
+      const json = errorJson(e.error, this.limits.maxErrorBytes);
+      args.push(e.claim.token, json, e.retryable === false ? '0' : '1', Math.random(), ...callReplySeal(e.claim, 'error', json));
     }
-    const reply = (await this.run('fail', [this.keys.meta, this.keys.running, this.keys.delayed, this.keys.att, this.keys.dead, this.keys.errors, this.keys.started], args)) as (number | string)[];
+    const reply = (await this.run(
+      'fail',
+      [
+        this.keys.meta,
+        this.keys.running,
+        this.keys.delayed,
+        this.keys.att,
+        this.keys.dead,
+        this.keys.errors,
+        this.keys.items,
+        this.keys.seen,
+        this.keys.calls,
+        this.keys.results,
+        this.keys.resultsIdx,
+        this.keys.started,
+      ],
+      args,
+    )) as (number | string)[];
     return { retried: Number(reply[0]), deadLettered: Number(reply[1]), rejected: reply.slice(2) as string[] };
   }
 
@@ -473,18 +481,21 @@ export class BatchQueue {
 
   /**
    * Forgets finished call items once their caller has the outcome: their caller id (so the
-   * idempotence set does not grow with every call of a long-lived service) and stored result.
-   * Dead letters stay (listable, replayable). Never touches items that are still queued.
+   * idempotence set does not grow with every call of a long-lived service), and for calls that
+   * succeeded their stored result and expiry entry. Dead letters stay (listable, replayable)
+   * until their failure TTL. Never touches items that are still queued.
    */
-  async forgetCalls(ids: readonly string[]): Promise<void> {
-    if (ids.length === 0) return;
+  async forgetCalls(succeeded: readonly string[], failed: readonly string[] = []): Promise<void> {
+    if (succeeded.length + failed.length === 0) return;
     const pipeline = this.redis.pipeline();
-    for (let i = 0; i < ids.length; i += ENQUEUE_CHUNK) {
-      const chunk = ids.slice(i, i + ENQUEUE_CHUNK);
+    for (let i = 0; i < succeeded.length; i += ENQUEUE_CHUNK) {
+      const chunk = succeeded.slice(i, i + ENQUEUE_CHUNK);
       pipeline.srem(this.keys.seen, ...chunk);
       pipeline.hdel(this.keys.results, ...chunk);
       pipeline.zrem(this.keys.resultsIdx, ...chunk);
+      pipeline.zrem(this.keys.calls, ...chunk);
     }
+    for (let i = 0; i < failed.length; i += ENQUEUE_CHUNK) pipeline.srem(this.keys.seen, ...failed.slice(i, i + ENQUEUE_CHUNK));
     await pipeline.exec();
   }
 

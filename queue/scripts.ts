@@ -83,13 +83,14 @@ function scriptKeyCount(name: ScriptName): number {
     case 'enqueue':
     case 'counts':
       return 5;
-    case 'fail':
-      return 7;
-    case 'complete':
     case 'reclaim':
       return 8;
     case 'claim':
       return 9;
+    case 'complete':
+      return 11;
+    case 'fail':
+      return 12;
     case 'purge':
       return 0;
   }

@@ -1,7 +1,7 @@
 import { BatchQueue, BatchStateLostError, batchId, validateBatchRef, type BatchRef } from '../queue/index.js';
 import type { TaskBatch } from '../api/taskbatch.js';
 import { BatchHandle, sleep, type BatchContext, type ResolvedBatch } from './batch.js';
-import { CallDispatcher, createProxy, type CallOptions, type Remote } from './calls.js';
+import { CallDispatcher, createProxy, type CallOptions, type CallStats, type Remote } from './calls.js';
 import { RedisConnections, type PortForwardMode } from './connection.js';
 import { BatchNotFoundError, ClientClosedError, TaskBatchError } from './errors.js';
 import { loadKubeAccess, readTaskBatch, redisEndpointFor, type KubeAccess, type KubeAccessOptions, type RedisEndpoint } from './kube.js';
@@ -33,7 +33,7 @@ export interface ConnectOptions {
   connectTimeoutMs?: number;
   /** How long to wait for the operator to create a new TaskBatch's queue (default 30 s). */
   queueReadyTimeoutMs?: number;
-  /** Port-forward problems after start-up (e.g. a pod restarted). Default: ignored. */
+  /** Port-forward problems after start-up (e.g. a pod restarted), and the first dropped call reply of each kind (docs/sdk.md). Default: ignored. */
   onWarning?: (message: string) => void;
 }
 
@@ -111,7 +111,7 @@ export class TaskBatchClient {
   proxy<T>(name: string, options: ProxyOptions = {}): Remote<T> {
     const ref = { namespace: options.namespace ?? this.namespace, name };
     validateBatchRef(ref);
-    const defaults: CallOptions = { ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}), ...(options.signal ? { signal: options.signal } : {}) };
+    const { namespace: _namespace, ...defaults } = options;
     return createProxy<T>((fn, args) => this.callRef(ref, fn, args, defaults));
   }
 
@@ -125,6 +125,12 @@ export class TaskBatchClient {
   /** Port-forwards this client opened (Kubernetes mode), for diagnostics. */
   portForwards(): Promise<PortForward[]> {
     return this.connections.forwards();
+  }
+
+  /** Counters of the remote calls made through this client, one entry per batch called (dropped replies: docs/sdk.md). */
+  async callStats(): Promise<CallStats[]> {
+    const ds = await Promise.allSettled([...this.dispatchers.values()]);
+    return ds.flatMap((d) => (d.status === 'fulfilled' ? [d.value.stats] : []));
   }
 
   /** Rejects calls in flight, closes Redis connections and port-forwards. */
@@ -141,7 +147,7 @@ export class TaskBatchClient {
     const key = batchId(ref);
     let d = this.dispatchers.get(key);
     if (!d) {
-      d = this.resolve(ref).then((r) => new CallDispatcher(r.queue, r.redis));
+      d = this.resolve(ref).then((r) => new CallDispatcher(r.queue, r.redis, {}, this.options.onWarning));
       this.dispatchers.set(key, d);
       d.catch(() => this.dispatchers.delete(key));
     }

@@ -9,7 +9,7 @@ export {
   type WaitOptions,
   type WaitResult,
 } from './batch.js';
-export { CallDispatcher, createProxy, type CallArgs, type CallOptions, type Remote } from './calls.js';
+export { CallDispatcher, createProxy, type CallArgs, type CallOptions, type CallStats, type DroppedReplyKind, type Remote } from './calls.js';
 export { ProgressTracker, formatProgress, formatDuration, type Progress } from './progress.js';
 export type { RedisEndpoint, KubeAccessOptions } from './kube.js';
 export type { PortForwardMode } from './connection.js';

@@ -115,3 +115,26 @@ local function tb_promote(meta, delayed, pending, now, limit)
   redis.call('HINCRBY', meta, 'pending', n)
   return n
 end
+
+-- Remote calls (queue/call-replies.ts) index what a finished call leaves behind in the zset
+-- `calls` (id -> ms from which it may go). Drops up to `limit` entries due by `now`: for a call
+-- still dead-lettered, its dead letter, payload and attempt count; for one that completed, its
+-- stored result; for both, its id in the idempotence set. A call replayed and live again keeps
+-- everything (its next outcome indexes it anew).
+local function tb_expire_calls(calls, seen, items, dead, att, results, resultsIdx, now, limit)
+  local due = redis.call('ZRANGEBYSCORE', calls, '-inf', now, 'LIMIT', 0, limit)
+  if #due == 0 then return end
+  for i = 1, #due do
+    local id = due[i]
+    if redis.call('HDEL', dead, id) == 1 then
+      redis.call('HDEL', items, id)
+      redis.call('HDEL', att, id)
+      redis.call('SREM', seen, id)
+    elseif redis.call('HEXISTS', items, id) == 0 then
+      redis.call('HDEL', results, id)
+      redis.call('ZREM', resultsIdx, id)
+      redis.call('SREM', seen, id)
+    end
+  end
+  redis.call('ZREM', calls, unpack(due))
+end

@@ -1,24 +1,33 @@
 -- complete: record items as succeeded (fenced by token), free their payloads, keep results.
 -- KEYS[1] meta, KEYS[2] running, KEYS[3] items, KEYS[4] att, KEYS[5] errors,
--- KEYS[6] results, KEYS[7] resultsIdx, KEYS[8] started
--- ARGV[1] version, ARGV[2] epoch, then pairs: member ("<token>:<id>"), result JSON ('' = none)
+-- KEYS[6] results, KEYS[7] resultsIdx, KEYS[8] seen, KEYS[9] dead, KEYS[10] calls, KEYS[11] started
+-- ARGV[1] version, ARGV[2] epoch, then quads: member ("<token>:<id>"), result JSON ('' = none),
+--   reply MAC ('' = unsigned), ms to keep a call's id and result once done (0 = not a call)
 -- returns the members whose lease was lost (rejected: nothing recorded for them)
 -- Replies: when meta field `notify` is set ('s' = SPUBLISH, 'p' = PUBLISH; see
 -- BatchQueue.enableReplies), each completed item whose id is "call:<client>:<n>" is announced
--- on the channel "<prefix>:{ns/name}:reply:<client>" as one line "r<TAB>id<TAB>result JSON"
--- (result '' = none); one message per client and script call, lines joined by "\n".
+-- on the channel "<prefix>:{ns/name}:reply:<client>" as one line "r<TAB>id<TAB>MAC<TAB>result
+-- JSON" (result '' = none; MAC: queue/call-replies.ts); one message per client and script call,
+-- lines joined by "\n". A call with a keep time is indexed in `calls` (see tb_expire_calls).
 local lost = tb_check(KEYS[1])
 if lost then return redis.error_reply(lost) end
 local meta, running, items, att, errors, results, resultsIdx = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local now = nil
-local done, gone, doneResults = {}, {}, {}
-for i = 3, #ARGV, 2 do
+local now, callsAt = nil, nil
+local done, gone, doneResults, doneMacs, kept = {}, {}, {}, {}, 0
+for i = 3, #ARGV, 4 do
   local member = ARGV[i]
   if redis.call('ZREM', running, member) == 1 then
     local id = tb_member_id(member)
     done[#done + 1] = id
     local result = ARGV[i + 1]
     doneResults[#done] = result
+    doneMacs[#done] = ARGV[i + 2]
+    local keep = tonumber(ARGV[i + 3])
+    if keep > 0 then
+      callsAt = callsAt or tb_now_ms()
+      redis.call('ZADD', KEYS[10], callsAt + keep, id)
+      kept = kept + 1
+    end
     if result ~= '' then
       now = now or tb_now_ms()
       redis.call('HSET', results, id, result)
@@ -33,7 +42,7 @@ if k > 0 then
   redis.call('HDEL', items, unpack(done))
   redis.call('HDEL', att, unpack(done))
   redis.call('HDEL', errors, unpack(done))
-  redis.call('HDEL', KEYS[8], unpack(done))
+  redis.call('HDEL', KEYS[11], unpack(done))
   redis.call('HINCRBY', meta, 'running', -k)
   redis.call('HINCRBY', meta, 'succeeded', k)
 end
@@ -66,7 +75,7 @@ if k > 0 then
             channels[#channels + 1] = channel
           end
           local l = lines[channel]
-          l[#l + 1] = 'r\t' .. id .. '\t' .. doneResults[j]
+          l[#l + 1] = 'r\t' .. id .. '\t' .. doneMacs[j] .. '\t' .. doneResults[j]
         end
       end
     end
@@ -76,4 +85,5 @@ if k > 0 then
     end
   end
 end
+if kept > 0 then tb_expire_calls(KEYS[10], KEYS[8], items, KEYS[9], att, results, resultsIdx, callsAt, 2 * kept + 10) end
 return gone
