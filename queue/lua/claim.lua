@@ -29,7 +29,11 @@ if first[2] then nextDue = math.max(0, tonumber(first[2]) - now) end
 
 -- Sizes first (HSTRLEN copies nothing), so the script never holds payloads it will not return.
 local candidates = redis.call('LRANGE', pending, 0, n - 1)
-local tok = tonumber(redis.call('HGET', meta, 'tok') or '0')
+-- Lease tokens never repeat, even after Redis is restored from an older snapshot (which brings
+-- the counter back): they never fall below the server's clock in ms times 1000 (room for 1000
+-- tokens a ms), so a holder from before the rollback cannot commit with a token handed out again.
+-- Formatted with %d: tostring would print such numbers in exponent notation.
+local tok = math.max(tonumber(redis.call('HGET', meta, 'tok') or '0'), now * 1000)
 local k, bytes = 0, 0
 for i = 1, #candidates do
   local size = redis.call('HSTRLEN', items, candidates[i])
@@ -38,7 +42,7 @@ for i = 1, #candidates do
   if size == 0 then
     return redis.error_reply('TBPARTIAL batch keys lost (item ' .. candidates[i] .. ' is pending but its payload is gone): evicted or deleted')
   end
-  size = size + #tostring(tok + i) + 1 + #candidates[i]
+  size = size + #string.format('%d', tok + i) + 1 + #candidates[i]
   if k > 0 and bytes + size > maxBytes then break end
   k = k + 1
   bytes = bytes + size
@@ -47,7 +51,7 @@ local out = {closed, nextDue, #candidates - k}
 if k == 0 then return out end
 
 local ids = redis.call('LPOP', pending, k)
-redis.call('HINCRBY', meta, 'tok', k)
+redis.call('HSET', meta, 'tok', string.format('%d', tok + k))
 local payloads = redis.call('HMGET', items, unpack(ids))
 local attempts = redis.call('HMGET', att, unpack(ids))
 local zadd = {}
@@ -55,7 +59,7 @@ local startNow = math.min(k, tonumber(ARGV[7]))
 local marks = {}
 local expiry = now + leaseMs
 for i = 1, k do
-  local member = tostring(tok + i) .. ':' .. ids[i]
+  local member = string.format('%d', tok + i) .. ':' .. ids[i]
   -- ZADD in descending member order: while the running set is small (<= 128, a listpack)
   -- each insert scans from the head for its place, and these members share a score and ascend.
   zadd[2 * (k - i) + 1] = expiry

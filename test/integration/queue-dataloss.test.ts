@@ -150,3 +150,33 @@ describe('partial loss: some keys gone while the meta hash survives', () => {
     }
   });
 });
+
+test('lease tokens never repeat after Redis is restored from an older snapshot: the holder from before cannot commit', async () => {
+  const own = await startRedisServer();
+  let client = new Redis(own.port, own.host, { maxRetriesPerRequest: null });
+  try {
+    const q = new BatchQueue(client, uniqueBatch('rollback'));
+    const { epoch } = await q.create();
+    await q.enqueueMany([
+      { id: 'a', data: 1 },
+      { id: 'b', data: 2 },
+    ]);
+    await client.save();
+    // Claimed after the snapshot: a rollback forgets these leases and the token counter with them.
+    const before = await q.claim(2, 60_000);
+    client.disconnect();
+    await own.restart(); // SIGKILL, then start from the saved dump.rdb
+    client = new Redis(own.port, own.host, { maxRetriesPerRequest: null });
+    const after = new BatchQueue(client, q.ref, { expectedEpoch: epoch });
+    const again = await after.claim(2, 60_000);
+    expect(again.items.map((c) => c.id)).toEqual(['a', 'b']);
+    for (const [i, c] of again.items.entries()) expect(c.token).not.toBe(before.items[i]!.token);
+    // The old holder's results are rejected; the new holder's are recorded once.
+    expect((await after.complete(before.items.map((claim) => ({ claim, result: 'old' })))).rejected).toHaveLength(2);
+    expect((await after.complete(again.items.map((claim) => ({ claim, result: 'new' })))).completed).toBe(2);
+    expect(await after.snapshot()).toMatchObject({ succeeded: 2, running: 0 });
+  } finally {
+    client.disconnect();
+    await own.stop();
+  }
+});
