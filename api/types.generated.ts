@@ -370,6 +370,8 @@ export type TaskBatchStatus = {
   completionTime?: string;
   /** Epoch of the batch's state in Redis, kept here to detect data loss */
   queueEpoch?: string;
+  /** State changes of the batch's queue last seen in Redis (a count that only grows), kept here to detect Redis restored from an older snapshot */
+  queueChanges?: number;
   /** The operator's default Redis this batch uses (when spec.redis is unset), without credentials, so clients (SDK, CLI) can find it */
   redis?: {
     url?: string;

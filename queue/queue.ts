@@ -88,6 +88,11 @@ export interface BatchSnapshot extends Counts {
    * With `retries`, what tells whether anything ran more than once.
    */
   handedBack: number;
+  /**
+   * State changes so far (enqueued, claimed, finished, retried, released, reclaimed, replayed,
+   * closed): only ever grows, so less than seen before means Redis went back in time.
+   */
+  changes: number;
   /** Closed and nothing left pending, delayed or running. */
   complete: boolean;
 }
@@ -377,6 +382,7 @@ export class BatchQueue {
       dueDelayed: n(9),
       seedCursor: String(r[10] ?? ''),
       handedBack: n(11),
+      changes: n(12),
       complete: false,
     };
     s.complete = s.closed && s.pending + s.delayed + s.running === 0;

@@ -87,7 +87,7 @@ export interface BatchStatus {
   namespace: string;
   name: string;
   /** Counts and flags from Redis, or (when Redis is not reachable in Kubernetes mode) from the TaskBatch's status. */
-  counts: BatchSnapshot | (Omit<BatchSnapshot, 'epoch' | 'dueDelayed' | 'seedCursor'> & { epoch?: string });
+  counts: BatchSnapshot | (Omit<BatchSnapshot, 'epoch' | 'dueDelayed' | 'seedCursor' | 'changes'> & { epoch?: string });
   countsFrom: 'redis' | 'taskbatch';
   /** Why Redis could not be read (countsFrom 'taskbatch'). */
   redisError?: string;

@@ -249,6 +249,7 @@ class Planner {
     // The old epoch's counts must not be compared with the new one's (see rolledBack).
     delete this.status.items;
     delete this.status.progress;
+    delete this.status.queueChanges;
     this.memory.expectedPods = {};
     this.memory.drainRequested = [];
     this.cond({ type: 'QueueStateLost', status: 'False', reason: 'Reseeded', message: `Redis lost this batch's state at ${iso(this.o.now)}; items were re-seeded from the spec and may run again` });
@@ -269,6 +270,9 @@ class Planner {
     const lost: string[] = [];
     if (before?.total !== undefined && snapshot.total < before.total) lost.push(`item total ${before.total} → ${snapshot.total}`);
     if (before?.succeeded !== undefined && snapshot.succeeded < before.succeeded) lost.push(`succeeded ${before.succeeded} → ${snapshot.succeeded}`);
+    // Catches what the counts above miss: claims, retries and completions undone while the totals held.
+    const seenChanges = this.o.batch.status?.queueChanges;
+    if (seenChanges !== undefined && snapshot.changes < seenChanges) lost.push(`state changes ${seenChanges} → ${snapshot.changes}`);
     const sourced = !this.spec.open;
     if (sourced && this.o.batch.status?.seeded && !snapshot.closed) lost.push('the queue, closed after seeding, is open again');
     const recovering = this.conditions.some((c) => c.type === 'QueueStateLost' && c.status === 'True' && c.reason === 'RolledBack');
@@ -541,6 +545,7 @@ class Planner {
       handedBack: snapshot.handedBack,
     };
     this.status.progress = `${snapshot.succeeded + snapshot.failed}/${snapshot.total}`;
+    this.status.queueChanges = snapshot.changes;
   }
 
   private done(workers: BatchPlan['workers']): BatchPlan {

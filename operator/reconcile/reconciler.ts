@@ -345,8 +345,8 @@ export class Reconciler {
     const old = batch.status ?? {};
     if (jsonEqual(old, status)) return 0;
     const structural = !jsonEqual(
-      { ...old, items: undefined, progress: undefined, conditions: stripMessages(old.conditions) },
-      { ...status, items: undefined, progress: undefined, conditions: stripMessages(status.conditions) },
+      { ...old, items: undefined, progress: undefined, queueChanges: undefined, conditions: stripMessages(old.conditions) },
+      { ...status, items: undefined, progress: undefined, queueChanges: undefined, conditions: stripMessages(status.conditions) },
     );
     const now = this.ctx.clock.now();
     const since = now - mem.lastStatusWrite;

@@ -47,6 +47,13 @@ local function tb_check_sizes(meta, pending, delayed, running, items, nPending, 
   return 'TBPARTIAL batch keys lost (' .. table.concat(wrong, '; ') .. '): evicted or deleted'
 end
 
+-- Counts state changes in meta field `changes`, a number that only grows: Redis restored from an
+-- older snapshot keeps the batch's epoch but not this count, so the operator, which keeps the
+-- last count it saw in the TaskBatch's status, can tell that Redis went back in time.
+local function tb_changed(meta, n)
+  if n > 0 then redis.call('HINCRBY', meta, 'changes', n) end
+end
+
 -- A running-set member is "<token>:<id>"; tokens are decimal so the first ':' splits.
 local function tb_member_id(member)
   local i = string.find(member, ':', 1, true)

@@ -19,8 +19,8 @@ if lost then return redis.error_reply(lost) end
 local meta, pending, delayed, running, items, att = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local n, leaseMs, maxBytes = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
 local now = tb_now_ms()
-tb_reclaim(meta, running, pending, att, KEYS[7], KEYS[8], KEYS[9], now, tonumber(ARGV[5]))
-tb_promote(meta, delayed, pending, now, math.max(n, 100))
+tb_changed(meta, tb_reclaim(meta, running, pending, att, KEYS[7], KEYS[8], KEYS[9], now, tonumber(ARGV[5])))
+tb_changed(meta, tb_promote(meta, delayed, pending, now, math.max(n, 100)))
 
 local closed = redis.call('HGET', meta, 'closed') == '1' and 1 or 0
 local nextDue = -1
@@ -76,4 +76,5 @@ redis.call('ZADD', running, unpack(zadd))
 if #marks > 0 then redis.call('HSET', KEYS[9], unpack(marks)) end
 redis.call('HINCRBY', meta, 'pending', -k)
 redis.call('HINCRBY', meta, 'running', k)
+tb_changed(meta, k)
 return out

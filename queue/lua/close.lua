@@ -4,5 +4,6 @@
 -- returns 1
 local lost = tb_check(KEYS[1])
 if lost then return redis.error_reply(lost) end
+if redis.call('HGET', KEYS[1], 'closed') ~= '1' then tb_changed(KEYS[1], 1) end
 redis.call('HSET', KEYS[1], 'closed', 1)
 return 1

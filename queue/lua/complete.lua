@@ -38,6 +38,7 @@ for i = 3, #ARGV, 4 do
   end
 end
 local k = #done
+tb_changed(meta, k)
 if k > 0 then
   redis.call('HDEL', items, unpack(done))
   redis.call('HDEL', att, unpack(done))

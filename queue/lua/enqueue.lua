@@ -55,6 +55,7 @@ end
 if added > 0 then redis.call('HSET', items, unpack(hset)) end
 if #push > 0 then redis.call('RPUSH', pending, unpack(push)) end
 redis.call('HINCRBY', meta, 'total', added)
+tb_changed(meta, added)
 if #push > 0 then redis.call('HINCRBY', meta, 'pending', #push) end
 if nDelayed > 0 then redis.call('HINCRBY', meta, 'delayed', nDelayed) end
 if ARGV[3] ~= '' then redis.call('HSET', meta, 'seedCursor', ARGV[3]) end

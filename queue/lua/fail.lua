@@ -60,6 +60,7 @@ for i = 3, #ARGV, 6 do
   end
 end
 if retried + deadCount > 0 then redis.call('HINCRBY', meta, 'running', -(retried + deadCount)) end
+tb_changed(meta, retried + deadCount)
 if retried > 0 then
   redis.call('HINCRBY', meta, 'delayed', retried)
   redis.call('HINCRBY', meta, 'retries', retried)

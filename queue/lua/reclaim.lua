@@ -9,4 +9,5 @@ if lost then return redis.error_reply(lost) end
 local now = tb_now_ms()
 local reclaimed = tb_reclaim(KEYS[1], KEYS[4], KEYS[2], KEYS[5], KEYS[6], KEYS[7], KEYS[8], now, tonumber(ARGV[3]))
 local promoted = tb_promote(KEYS[1], KEYS[3], KEYS[2], now, tonumber(ARGV[4]))
+tb_changed(KEYS[1], reclaimed + promoted)
 return {reclaimed, promoted}

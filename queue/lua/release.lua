@@ -19,6 +19,7 @@ for i = #ARGV, 3, -1 do
     gone[#gone + 1] = ARGV[i]
   end
 end
+tb_changed(meta, released)
 if released > 0 then
   redis.call('HINCRBY', meta, 'running', -released)
   redis.call('HINCRBY', meta, 'pending', released)

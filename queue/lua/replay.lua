@@ -13,6 +13,7 @@ for i = 3, #ARGV do
     n = n + 1
   end
 end
+tb_changed(meta, n)
 if n > 0 then
   redis.call('HINCRBY', meta, 'failed', -n)
   redis.call('HINCRBY', meta, 'pending', n)

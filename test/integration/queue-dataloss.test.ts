@@ -180,3 +180,38 @@ test('lease tokens never repeat after Redis is restored from an older snapshot: 
     await own.stop();
   }
 });
+
+test('the state-change count grows with every transition and goes back with a restore from an older snapshot', async () => {
+  const own = await startRedisServer();
+  let client = new Redis(own.port, own.host, { maxRetriesPerRequest: null });
+  try {
+    const q = new BatchQueue(client, uniqueBatch('changes'));
+    const { epoch } = await q.create();
+    const seen: number[] = [(await q.snapshot()).changes];
+    await q.enqueueMany(Array.from({ length: 10 }, (_, i) => ({ id: `i${i}`, data: i })));
+    seen.push((await q.snapshot()).changes);
+    await client.save();
+    const { items } = await q.claim(4, 60_000);
+    seen.push((await q.snapshot()).changes);
+    await q.complete([{ claim: items[0]! }]);
+    seen.push((await q.snapshot()).changes);
+    await q.fail([{ claim: items[1]!, error: { name: 'E', message: 'x' } }]);
+    seen.push((await q.snapshot()).changes);
+    await q.release([items[2]!]);
+    seen.push((await q.snapshot()).changes);
+    await q.close();
+    seen.push((await q.snapshot()).changes);
+    for (let i = 1; i < seen.length; i++) expect(seen[i]).toBeGreaterThan(seen[i - 1]!);
+    const last = seen.at(-1)!;
+
+    client.disconnect();
+    await own.restart(); // from the dump saved after enqueueing: totals equal, the claims undone
+    client = new Redis(own.port, own.host, { maxRetriesPerRequest: null });
+    const restored = await new BatchQueue(client, q.ref, { expectedEpoch: epoch }).snapshot();
+    expect(restored).toMatchObject({ total: 10, pending: 10, changes: seen[1] });
+    expect(restored.changes).toBeLessThan(last);
+  } finally {
+    client.disconnect();
+    await own.stop();
+  }
+});

@@ -43,6 +43,8 @@ function snap(s: Partial<BatchSnapshot> = {}): BatchSnapshot {
     retries: 0,
     dueDelayed: 0,
     seedCursor: '1000',
+    handedBack: 0,
+    changes: 0,
     complete: false,
     ...s,
   } as BatchSnapshot;
@@ -180,8 +182,21 @@ describe('planBatch: queue and seeding', () => {
       }),
     );
     expect(cond(open, 'Failed')?.reason).toBe('QueueStateLost');
-    const reset = planBatch(observe({ batch: batch({}, { queueEpoch: EPOCH, seeded: true, items: { total: 1000, succeeded: 900 } }), queue: { kind: 'lost', message: 'gone' } }));
+    const reset = planBatch(observe({ batch: batch({}, { queueEpoch: EPOCH, seeded: true, items: { total: 1000, succeeded: 900 }, queueChanges: 5000 }), queue: { kind: 'lost', message: 'gone' } }));
     expect(reset.status.items).toBeUndefined();
+    expect(reset.status.queueChanges).toBeUndefined();
+  });
+
+  test('a rollback that undid only claims and retries (totals unchanged) shows in the state-change count', () => {
+    const status = { queueEpoch: EPOCH, seeded: true, items: { total: 1000, succeeded: 0, running: 64 }, queueChanges: 1500 };
+    const p = planBatch(observe({ batch: batch({}, status), queue: { kind: 'ok', snapshot: snap({ total: 1000, pending: 1000, changes: 1000 }), workers: [] } }));
+    expect(cond(p, 'QueueStateLost')).toEqual(expect.objectContaining({ status: 'False', reason: 'RolledBackReseeded', message: expect.stringContaining('state changes 1500 → 1000') }));
+    expect(p.events.map((e) => e.reason)).toContain('QueueRolledBack');
+    expect(p.status.queueChanges).toBe(1000);
+    // Growing again from there is no new rollback.
+    const next = planBatch(observe({ batch: batch({}, p.status), queue: { kind: 'ok', snapshot: snap({ total: 1000, pending: 990, running: 10, changes: 1010 }), workers: [] } }));
+    expect(next.events.map((e) => e.reason)).not.toContain('QueueRolledBack');
+    expect(next.status.queueChanges).toBe(1010);
   });
 
   test('Redis unavailable: condition, event, requeue at the endpoint backoff, no scaling', () => {
