@@ -28,7 +28,7 @@ export type TaskBatchSpec = {
     builtin?: "noop" | "sleep" | "shell" | "primes";
     /** fn: each item names the export to call, {fn: NAME, args: [...]} (remote calls to a module of several functions) */
     dispatch?: "fn";
-    /** For builtin shell: argv, each element templated from the item ({{item}}, {{item.field}}, {{id}}, {{attempt}}); never run through a shell */
+    /** For builtin shell: argv, each element templated from the item ({{item}}, {{item.field}}, {{id}}, {{attempt}}) into exactly one argument; never run through a shell. An argument that item data would start with '-' fails the item unless it comes after a literal '--' element; command[0] cannot be templated (docs/worker.md) */
     command?: string[];
     /** For builtin shell: working directory */
     cwd?: string;
