@@ -1,7 +1,9 @@
 import { InvalidArgumentError } from './errors.js';
 
 /** Bumped on any incompatible change of the key layout or the scripts' contracts. */
-export const PROTOCOL_VERSION = '1';
+// 2: the started hash (only started items are charged for a lapsed lease), signed call replies,
+// the state-change count and byte-bounded claims.
+export const PROTOCOL_VERSION = '2';
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;

@@ -367,7 +367,7 @@ export class BatchQueue {
 
   /** Counters in O(1), checked against the expected epoch. */
   async snapshot(): Promise<BatchSnapshot> {
-    const r = (await this.run('counts', [this.keys.meta, this.keys.delayed, this.keys.pending, this.keys.running, this.keys.items], [])) as (string | number | null)[];
+    const r = (await this.run('counts', [this.keys.meta, this.keys.delayed, this.keys.pending, this.keys.running, this.keys.items, this.keys.dead], [])) as (string | number | null)[];
     const n = (i: number): number => Number(r[i] ?? 0);
     const s: BatchSnapshot = {
       epoch: String(r[0]),

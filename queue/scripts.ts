@@ -81,8 +81,9 @@ function scriptKeyCount(name: ScriptName): number {
     case 'replay':
       return 4;
     case 'enqueue':
-    case 'counts':
       return 5;
+    case 'counts':
+      return 6;
     case 'reclaim':
       return 8;
     case 'claim':

@@ -95,6 +95,10 @@ export class BatchWorker {
   private readonly waiting = new Deque<Held>();
   /** A queue.start call is in flight. */
   private marking = false;
+  /** Items in the in-flight queue.start call: taken from `waiting`, not yet dispatched. */
+  private markingCount = 0;
+  /** Executor slots promised to the items the in-flight claim marks started (its startNow). */
+  private claimReserved = 0;
   /** After a failed queue.start: no new attempt before this time (ms since epoch). */
   private markPausedUntil = 0;
   private readonly markBackoff = new Backoff(100, 5000);
@@ -184,6 +188,8 @@ export class BatchWorker {
   async run(): Promise<WorkerResult> {
     if (this.runCalled) return this.done;
     this.runCalled = true;
+    // Stopped before it ran (stopWith, e.g. an evicting Redis): nothing to start or to tear down twice.
+    if (this.finishing) return this.done;
     void this.startUp().catch((err: unknown) => {
       this.log.error('Worker failed', { error: err });
       void this.finish('fatal', `internal error: ${(err as Error)?.message ?? String(err)}`);
@@ -259,6 +265,7 @@ export class BatchWorker {
     let missingSince: number | undefined;
     let logged = false;
     for (;;) {
+      if (this.finishing) return;
       if (this.stopping) return void this.finish(this.stopping, 'shut down before starting');
       try {
         const snap = await this.queue.snapshot();
@@ -290,6 +297,7 @@ export class BatchWorker {
       this.log.error('Failed to start the executors', { error: err, mode: ex.mode, size: ex.size });
       return void this.finish('handlerStart', (err as Error)?.message ?? String(err));
     }
+    if (this.finishing) return; // stopped (stopWith) while the executors started: doFinish tears them down
     if (this.stopping) return void this.finish(this.stopping, 'shut down while starting');
     this.started = true;
     this.metrics?.ready.set(1);
@@ -316,7 +324,7 @@ export class BatchWorker {
     // While leases cannot be renewed, new ones would lapse too: claim again once renewals succeed.
     if (!this.started || this.stopping || this.finishing || this.claiming || this.lost || this.pollTimer || this.renewFailingSince !== undefined) return;
     const prefetch = this.prefetch();
-    const deficit = Math.min(MAX_CLAIM, this.o.executor.size + prefetch - this.executing - this.waiting.length);
+    const deficit = Math.min(MAX_CLAIM, this.o.executor.size + prefetch - this.executing - this.waiting.length - this.markingCount);
     if (deficit < Math.max(1, Math.ceil(Math.min(prefetch, MAX_CLAIM) / 2))) return;
     this.claiming = true;
     void this.claimOnce(deficit).finally(() => {
@@ -330,14 +338,19 @@ export class BatchWorker {
     const t0 = performance.now();
     let result;
     // Items that can start at once are marked started by the claim itself; the rest are prefetched.
-    const free = Math.max(0, this.o.executor.size - this.executing - this.waiting.length);
+    // Prefetched items go first; slots being filled by a start() call are not free.
+    const free = Math.min(count, Math.max(0, this.freeSlots - this.waiting.length));
+    this.claimReserved = free;
     try {
-      result = await this.queue.claim(count, this.o.leaseMs, { startNow: Math.min(count, free), ...(this.o.claimMaxBytes === undefined ? {} : { maxBytes: this.o.claimMaxBytes }) });
+      result = await this.queue.claim(count, this.o.leaseMs, { startNow: free, ...(this.o.claimMaxBytes === undefined ? {} : { maxBytes: this.o.claimMaxBytes }) });
     } catch (err) {
       this.tick();
       if (!this.onQueueError('claim', err)) this.onRedisError('claim', err);
       if (!this.lost && !this.finishing) this.schedulePoll(this.claimBackoff.next());
       return;
+    } finally {
+      // The marked items are dispatched (or released) synchronously below.
+      this.claimReserved = 0;
     }
     const rtt = performance.now() - t0;
     this.tick();
@@ -394,6 +407,11 @@ export class BatchWorker {
     );
   }
 
+  /** Executor slots nothing is on its way to fill. */
+  private get freeSlots(): number {
+    return this.o.executor.size - this.executing - this.markingCount - this.claimReserved;
+  }
+
   private hold(claim: Claim): Held {
     const h: Held = { id: claim.id, attempt: claim.attempt, payload: claim.payload, claim, ac: new AbortController(), state: 'queued', dispatched: false, abortReason: undefined };
     this.held.set(claim.token, h);
@@ -408,11 +426,12 @@ export class BatchWorker {
    */
   private startWaiting(): void {
     if (this.marking || this.waiting.length === 0 || !this.started || this.stopping || this.finishing || this.lost || Date.now() < this.markPausedUntil) return;
-    const slots = this.o.executor.size - this.executing;
+    const slots = this.freeSlots;
     if (slots <= 0) return;
     const batch: Held[] = [];
     while (batch.length < slots && this.waiting.length > 0) batch.push(this.waiting.shift()!);
     this.marking = true;
+    this.markingCount = batch.length;
     void this.queue
       .start(batch.map((h) => h.claim))
       .then(
@@ -443,6 +462,7 @@ export class BatchWorker {
       )
       .finally(() => {
         this.marking = false;
+        this.markingCount = 0;
         this.afterChange();
       });
   }

@@ -268,7 +268,8 @@ class Planner {
   private rolledBack(snapshot: BatchSnapshot): void {
     const before = this.o.batch.status?.items;
     const lost: string[] = [];
-    if (before?.total !== undefined && snapshot.total < before.total) lost.push(`item total ${before.total} → ${snapshot.total}`);
+    const itemsGone = before?.total !== undefined && snapshot.total < before.total;
+    if (itemsGone) lost.push(`item total ${before.total} → ${snapshot.total}`);
     if (before?.succeeded !== undefined && snapshot.succeeded < before.succeeded) lost.push(`succeeded ${before.succeeded} → ${snapshot.succeeded}`);
     // Catches what the counts above miss: claims, retries and completions undone while the totals held.
     const seenChanges = this.o.batch.status?.queueChanges;
@@ -289,9 +290,14 @@ class Planner {
     }
     const message = `Redis holds less than this batch last saw (${lost.join('; ')}): it was restored from an older snapshot or failed over to a lagging replica`;
     this.events.push({ type: 'Warning', reason: 'QueueRolledBack', message });
-    if (!sourced) {
+    if (!sourced && itemsGone) {
       this.cond({ type: 'QueueStateLost', status: 'True', reason: 'RolledBack', message });
       this.fail('QueueStateLost', `${message}; items submitted to this open batch since that point cannot be recovered from the spec`);
+      return;
+    }
+    if (!sourced) {
+      // Every submitted item is still there: what was undone (claims, retries, completions) runs again.
+      this.cond({ type: 'QueueStateLost', status: 'False', reason: 'RolledBackRecovered', message: `${message}; no submitted item was lost: items finished after the rollback point run again` });
       return;
     }
     this.cond({

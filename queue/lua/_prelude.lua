@@ -2,6 +2,21 @@
 -- Every script's KEYS[1] is the batch's meta hash; ARGV[1] is the caller's protocol
 -- version and ARGV[2] the epoch it expects ('' = any epoch, but the batch must exist).
 
+-- redis.call(cmd, key, args...) in slices of `step` values (keep whole entries together: an even
+-- step for field/value or score/member pairs): Lua's unpack fails past about 8,000 values, and an
+-- error after a script's first write would leave that write in place. Returns the replies'
+-- elements concatenated (HMGET's false for a missing field included).
+local function tb_call_chunked(cmd, key, args, step)
+  local out = {}
+  for i = 1, #args, step do
+    local r = redis.call(cmd, key, unpack(args, i, math.min(i + step - 1, #args)))
+    if type(r) == 'table' then
+      for j = 1, #r do out[#out + 1] = r[j] end
+    end
+  end
+  return out
+end
+
 local function tb_now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -26,7 +41,7 @@ end
 -- Returns an error string when a key the counters describe holds fewer entries than they say
 -- (keys evicted or deleted one by one: the meta hash survived, so tb_check passes); nil when
 -- they agree. Every script changes a list and its counter together, so any difference is loss.
-local function tb_check_sizes(meta, pending, delayed, running, items, nPending, nDelayed, nRunning)
+local function tb_check_sizes(meta, pending, delayed, running, items, dead, nPending, nDelayed, nRunning)
   local have = {
     {'pending', redis.call('LLEN', pending), nPending},
     {'delayed', redis.call('ZCARD', delayed), nDelayed},
@@ -38,10 +53,12 @@ local function tb_check_sizes(meta, pending, delayed, running, items, nPending, 
       wrong[#wrong + 1] = 'the ' .. have[i][1] .. ' key holds ' .. have[i][2] .. ' but the counters say ' .. have[i][3]
     end
   end
+  -- Payloads are kept for every unfinished item and every dead letter (for replay).
   local unfinished = nPending + nDelayed + nRunning
+  local deadLetters = redis.call('HLEN', dead)
   local payloads = redis.call('HLEN', items)
-  if payloads < unfinished then
-    wrong[#wrong + 1] = 'the items key holds ' .. payloads .. ' payloads for ' .. unfinished .. ' unfinished items'
+  if payloads < unfinished + deadLetters then
+    wrong[#wrong + 1] = 'the items key holds ' .. payloads .. ' payloads for ' .. unfinished .. ' unfinished items and ' .. deadLetters .. ' dead letters'
   end
   if #wrong == 0 then return nil end
   return 'TBPARTIAL batch keys lost (' .. table.concat(wrong, '; ') .. '): evicted or deleted'
@@ -95,7 +112,7 @@ local function tb_reclaim(meta, running, pending, att, dead, errors, started, no
       end
     end
   end
-  redis.call('ZREM', running, unpack(expired))
+  tb_call_chunked('ZREM', running, expired, 1000)
   redis.call('HINCRBY', meta, 'running', -n)
   if requeued > 0 then
     redis.call('HINCRBY', meta, 'pending', requeued)
@@ -116,8 +133,8 @@ local function tb_promote(meta, delayed, pending, now, limit)
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
   local n = #due
   if n == 0 then return 0 end
-  redis.call('RPUSH', pending, unpack(due))
-  redis.call('ZREM', delayed, unpack(due))
+  tb_call_chunked('RPUSH', pending, due, 1000)
+  tb_call_chunked('ZREM', delayed, due, 1000)
   redis.call('HINCRBY', meta, 'delayed', -n)
   redis.call('HINCRBY', meta, 'pending', n)
   return n
@@ -143,5 +160,5 @@ local function tb_expire_calls(calls, seen, items, dead, att, results, resultsId
       redis.call('SREM', seen, id)
     end
   end
-  redis.call('ZREM', calls, unpack(due))
+  tb_call_chunked('ZREM', calls, due, 1000)
 end

@@ -38,7 +38,8 @@ local k, bytes = 0, 0
 for i = 1, #candidates do
   local size = redis.call('HSTRLEN', items, candidates[i])
   -- A pending id without its payload (payloads are JSON, never empty): keys were lost one by
-  -- one. Refuse before changing anything rather than hand a handler a made-up payload.
+  -- one. Refuse before leasing anything rather than hand a handler a made-up payload (the
+  -- reclaiming and promoting above are consistent on their own).
   if size == 0 then
     return redis.error_reply('TBPARTIAL batch keys lost (item ' .. candidates[i] .. ' is pending but its payload is gone): evicted or deleted')
   end
@@ -52,8 +53,8 @@ if k == 0 then return out end
 
 local ids = redis.call('LPOP', pending, k)
 redis.call('HSET', meta, 'tok', string.format('%d', tok + k))
-local payloads = redis.call('HMGET', items, unpack(ids))
-local attempts = redis.call('HMGET', att, unpack(ids))
+local payloads = tb_call_chunked('HMGET', items, ids, 1000)
+local attempts = tb_call_chunked('HMGET', att, ids, 1000)
 local zadd = {}
 local startNow = math.min(k, tonumber(ARGV[7]))
 local marks = {}
@@ -72,8 +73,8 @@ for i = 1, k do
     marks[#marks + 1] = member
   end
 end
-redis.call('ZADD', running, unpack(zadd))
-if #marks > 0 then redis.call('HSET', KEYS[9], unpack(marks)) end
+tb_call_chunked('ZADD', running, zadd, 1000)
+tb_call_chunked('HSET', KEYS[9], marks, 1000)
 redis.call('HINCRBY', meta, 'pending', -k)
 redis.call('HINCRBY', meta, 'running', k)
 tb_changed(meta, k)

@@ -40,10 +40,10 @@ end
 local k = #done
 tb_changed(meta, k)
 if k > 0 then
-  redis.call('HDEL', items, unpack(done))
-  redis.call('HDEL', att, unpack(done))
-  redis.call('HDEL', errors, unpack(done))
-  redis.call('HDEL', KEYS[11], unpack(done))
+  tb_call_chunked('HDEL', items, done, 1000)
+  tb_call_chunked('HDEL', att, done, 1000)
+  tb_call_chunked('HDEL', errors, done, 1000)
+  tb_call_chunked('HDEL', KEYS[11], done, 1000)
   redis.call('HINCRBY', meta, 'running', -k)
   redis.call('HINCRBY', meta, 'succeeded', k)
 end
@@ -52,8 +52,8 @@ if now then
   local ttl = tonumber(redis.call('HGET', meta, 'resultTtlMs'))
   local old = redis.call('ZRANGEBYSCORE', resultsIdx, '-inf', now - ttl, 'LIMIT', 0, 2 * k + 10)
   if #old > 0 then
-    redis.call('HDEL', results, unpack(old))
-    redis.call('ZREM', resultsIdx, unpack(old))
+    tb_call_chunked('HDEL', results, old, 1000)
+    tb_call_chunked('ZREM', resultsIdx, old, 1000)
   end
   -- Once no result has been written for a whole TTL, every stored result has expired: let
   -- Redis drop both keys even if no later complete() trims them.

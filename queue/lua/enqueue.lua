@@ -52,8 +52,8 @@ for i = 0, n - 1 do
     dups = dups + 1
   end
 end
-if added > 0 then redis.call('HSET', items, unpack(hset)) end
-if #push > 0 then redis.call('RPUSH', pending, unpack(push)) end
+tb_call_chunked('HSET', items, hset, 1000)
+tb_call_chunked('RPUSH', pending, push, 1000)
 redis.call('HINCRBY', meta, 'total', added)
 tb_changed(meta, added)
 if #push > 0 then redis.call('HINCRBY', meta, 'pending', #push) end

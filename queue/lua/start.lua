@@ -14,5 +14,5 @@ for i = 3, #ARGV do
     gone[#gone + 1] = ARGV[i]
   end
 end
-if #marks > 0 then redis.call('HSET', KEYS[3], unpack(marks)) end
+tb_call_chunked('HSET', KEYS[3], marks, 1000)
 return gone

@@ -57,7 +57,7 @@ test('a client of another protocol version fails loudly and changes nothing', as
   await q.enqueue({ data: 1 });
   await redis.hset(q.keys.meta, 'v', '999');
   await expect(q.claim(1, 1000)).rejects.toThrow(ProtocolVersionError);
-  await expect(q.claim(1, 1000)).rejects.toThrow(/queue protocol version 999 but this client speaks version 1/);
+  await expect(q.claim(1, 1000)).rejects.toThrow(/queue protocol version 999 but this client speaks version 2/);
   await expect(q.create()).rejects.toThrow(ProtocolVersionError);
   expect(await redis.llen(q.keys.pending)).toBe(1);
 });
@@ -101,6 +101,15 @@ describe('partial loss: some keys gone while the meta hash survives', () => {
     expect(err).toBeInstanceOf(BatchStateLostError);
     expect((err as BatchStateLostError).partial).toBe(true);
     expect((err as Error).message).toContain(message);
+  });
+
+  test('a lost payload is not hidden by the payloads dead letters keep', async () => {
+    const q = await batchWith(4);
+    const { items } = await q.claim(1, 60_000);
+    await q.fail([{ claim: items[0]!, error: { name: 'E', message: 'x' }, retryable: false }]);
+    expect(await q.snapshot()).toMatchObject({ failed: 1, pending: 3 });
+    await redis.hdel(q.keys.items, 'i3');
+    await expect(q.snapshot()).rejects.toThrow(/the items key holds 3 payloads for 3 unfinished items and 1 dead letters/);
   });
 
   test('losing the delayed key is reported too', async () => {
@@ -214,4 +223,18 @@ test('the state-change count grows with every transition and goes back with a re
     client.disconnect();
     await own.stop();
   }
+});
+
+test('claims, completions and promotions of thousands of items at once stay whole (Lua unpack limits)', async () => {
+  const q = new BatchQueue(redis, uniqueBatch('big'));
+  await q.create();
+  await q.enqueueMany(Array.from({ length: 9000 }, (_, i) => ({ id: `i${i}`, data: i })));
+  await q.enqueueMany(Array.from({ length: 9000 }, (_, i) => ({ id: `d${i}`, data: i, delayMs: 1 })));
+  await new Promise((r) => setTimeout(r, 20));
+  // The claim promotes the 9,000 due delayed items behind the pending ones, then leases 10,000.
+  const { items } = await q.claim(10_000, 60_000, { startNow: 10_000 });
+  expect(items).toHaveLength(10_000);
+  expect(await q.snapshot()).toMatchObject({ pending: 8000, delayed: 0, running: 10_000 });
+  expect((await q.complete(items.map((claim) => ({ claim, result: 1 })))).completed).toBe(10_000);
+  expect(await q.snapshot()).toMatchObject({ pending: 8000, running: 0, succeeded: 10_000 });
 });

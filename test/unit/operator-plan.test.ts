@@ -197,6 +197,15 @@ describe('planBatch: queue and seeding', () => {
     const next = planBatch(observe({ batch: batch({}, p.status), queue: { kind: 'ok', snapshot: snap({ total: 1000, pending: 990, running: 10, changes: 1010 }), workers: [] } }));
     expect(next.events.map((e) => e.reason)).not.toContain('QueueRolledBack');
     expect(next.status.queueChanges).toBe(1010);
+    // An open batch that lost no submitted item goes on (only a shrunken total fails it).
+    const open = planBatch(
+      observe({
+        batch: batch({ open: true, range: undefined }, { ...status, items: { total: 1000, succeeded: 10 } }),
+        queue: { kind: 'ok', snapshot: snap({ total: 1000, pending: 995, succeeded: 5, closed: false, changes: 1000 }), workers: [] },
+      }),
+    );
+    expect(cond(open, 'Failed')).toBeUndefined();
+    expect(cond(open, 'QueueStateLost')).toEqual(expect.objectContaining({ status: 'False', reason: 'RolledBackRecovered' }));
   });
 
   test('Redis unavailable: condition, event, requeue at the endpoint backoff, no scaling', () => {
