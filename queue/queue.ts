@@ -248,7 +248,7 @@ export class BatchQueue {
     const startNow = requireNumberFor(this.name, 'claim startNow', options.startNow ?? count, 0, MAX_CLAIM);
     const reply = (await this.run(
       'claim',
-      [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.running, this.keys.items, this.keys.att, this.keys.dead, this.keys.errors, this.keys.started],
+      [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.running, this.keys.items, this.keys.att, this.keys.dead, this.keys.errors, this.keys.started, this.keys.calls],
       [count, leaseMs, 100, maxBytes, startNow],
     )) as (string | number)[];
     const items: Claim[] = [];
@@ -354,7 +354,7 @@ export class BatchQueue {
     requireNumberFor(this.name, 'reclaim limit', limit, 1, 100_000);
     const [reclaimed, promoted] = (await this.run(
       'reclaim',
-      [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.running, this.keys.att, this.keys.dead, this.keys.errors, this.keys.started],
+      [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.running, this.keys.att, this.keys.dead, this.keys.errors, this.keys.started, this.keys.items, this.keys.calls],
       [limit, limit],
     )) as [number, number];
     return { reclaimed, promoted };

@@ -85,9 +85,8 @@ function scriptKeyCount(name: ScriptName): number {
     case 'counts':
       return 6;
     case 'reclaim':
-      return 8;
     case 'claim':
-      return 9;
+      return 10;
     case 'complete':
       return 11;
     case 'fail':

@@ -81,13 +81,23 @@ local function tb_dead_record(attempts, now, errjson)
   return '{"attempts":' .. attempts .. ',"failedAt":' .. now .. ',"error":' .. errjson .. '}'
 end
 
+-- A remote call dead-lettered because its worker died is kept for the failureTtlMs its caller put
+-- in the payload ({"reply":{"key":..,"idTtlMs":..,"failureTtlMs":..},..}, queue/call-replies.ts),
+-- as fail.lua keeps one that failed in its handler: indexed in `calls` for tb_expire_calls.
+local function tb_index_dead_call(calls, items, id, now)
+  if string.sub(id, 1, 5) ~= 'call:' then return end
+  local payload = redis.call('HGET', items, id)
+  local ttl = payload and tonumber(string.match(payload, '^{"reply":{"key":"%x+","idTtlMs":%d+,"failureTtlMs":(%d+)}'))
+  if ttl and ttl >= 1 and ttl <= 7776000000 then redis.call('ZADD', calls, now + ttl, id) end
+end
+
 -- Moves up to `limit` items whose lease expired before `now` back to pending or, once
 -- maxAttempts is reached, to the dead-letter hash. Only an item whose handler started under
 -- that lease (`started` holds the member) is charged an attempt: one a dead worker had
 -- prefetched but never started goes back to the front of pending uncharged (counted in
 -- handedBack), so a poison item that kills its worker cannot dead-letter its neighbours.
 -- Returns the number of items reclaimed.
-local function tb_reclaim(meta, running, pending, att, dead, errors, started, now, limit)
+local function tb_reclaim(meta, running, pending, att, dead, errors, started, items, calls, now, limit)
   local expired = redis.call('ZRANGEBYSCORE', running, '-inf', now, 'LIMIT', 0, limit)
   local n = #expired
   if n == 0 then return 0 end
@@ -105,6 +115,7 @@ local function tb_reclaim(meta, running, pending, att, dead, errors, started, no
         redis.call('HSET', dead, id, tb_dead_record(attempts, now, err))
         redis.call('HDEL', errors, id)
         deadCount = deadCount + 1
+        tb_index_dead_call(calls, items, id, now)
       else
         redis.call('RPUSH', pending, id)
         redis.call('HSET', errors, id, '{"name":"LeaseExpired","message":"lease expired on attempt ' .. attempts .. '"}')

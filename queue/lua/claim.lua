@@ -1,7 +1,7 @@
 -- claim: reclaim expired leases, promote due delayed items, then lease up to n items whose
 -- payloads fit in a byte budget.
 -- KEYS[1] meta, KEYS[2] pending, KEYS[3] delayed, KEYS[4] running, KEYS[5] items,
--- KEYS[6] att, KEYS[7] dead, KEYS[8] errors, KEYS[9] started
+-- KEYS[6] att, KEYS[7] dead, KEYS[8] errors, KEYS[9] started, KEYS[10] calls
 -- ARGV[1] version, ARGV[2] epoch, ARGV[3] n (max items), ARGV[4] leaseMs,
 -- ARGV[5] max expired leases to reclaim in this call,
 -- ARGV[6] maxBytes: budget of the reply's items (payload bytes + member bytes each). Items are
@@ -19,7 +19,7 @@ if lost then return redis.error_reply(lost) end
 local meta, pending, delayed, running, items, att = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local n, leaseMs, maxBytes = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
 local now = tb_now_ms()
-tb_changed(meta, tb_reclaim(meta, running, pending, att, KEYS[7], KEYS[8], KEYS[9], now, tonumber(ARGV[5])))
+tb_changed(meta, tb_reclaim(meta, running, pending, att, KEYS[7], KEYS[8], KEYS[9], items, KEYS[10], now, tonumber(ARGV[5])))
 tb_changed(meta, tb_promote(meta, delayed, pending, now, math.max(n, 100)))
 
 local closed = redis.call('HGET', meta, 'closed') == '1' and 1 or 0

@@ -265,4 +265,25 @@ describe('what finished calls leave in Redis expires', () => {
     expect((await rq.result('call:x:1'))?.result).toBe(2);
     expect(await rq.snapshot()).toMatchObject({ succeeded: 2, failed: 0, pending: 0, running: 0 });
   });
+
+  test('a call dead-lettered because its worker died (its lease lapsed) is indexed for its failureTtlMs too', async () => {
+    const name = sdkBatchName('lapsed');
+    const lq = new BatchQueue(redis, { namespace: NS, name });
+    await lq.create({ maxAttempts: 1 });
+    const reply = { key: randomBytes(32).toString('hex'), idTtlMs: 60_000, failureTtlMs: 300_000 };
+    await lq.enqueueMany([
+      { id: 'call:y:1', data: { reply, fn: 'f', args: [] } },
+      { id: 'plain', data: 1 },
+    ]);
+    await lq.claim(2, 100); // the holder dies: no renewal, no outcome
+    await new Promise((r) => setTimeout(r, 150));
+    const t0 = Number((await redis.time())[0]) * 1000;
+    expect((await lq.reclaimExpired()).reclaimed).toBe(2);
+    expect(await lq.snapshot()).toMatchObject({ failed: 2 });
+    const at = Number(await redis.zscore(lq.keys.calls, 'call:y:1'));
+    expect(at).toBeGreaterThanOrEqual(t0 + 300_000 - 1000);
+    expect(at).toBeLessThanOrEqual(t0 + 300_000 + 2000);
+    // Only calls are indexed.
+    expect(await redis.zscore(lq.keys.calls, 'plain')).toBeNull();
+  });
 });
