@@ -30,8 +30,9 @@ export interface RedisConnectionOptions {
   cluster?: boolean;
   /**
    * Connect to the primary that these sentinels name, and to the new one after a failover: a
-   * connection that drops asks the sentinels again, and one that reaches a node that is no longer
-   * the primary (its INFO role) is dropped and redialled. Not with `cluster`.
+   * connection that drops asks the sentinels again, one that reaches a node that is no longer
+   * the primary (its INFO role) is dropped and redialled, and so is one on which a write is
+   * refused with READONLY (the primary was demoted while up). Not with `cluster`.
    */
   sentinel?: SentinelOptions;
   /**
@@ -119,9 +120,11 @@ function sentinelOptions(s: SentinelOptions): RedisOptions {
     role: 'master',
     ...(s.username ? { sentinelUsername: s.username } : {}),
     ...(s.password ? { sentinelPassword: s.password } : {}),
-    // A primary cut off from the sentinels but still up is demoted by them: follow their
-    // +switch-master announcement instead of writing to it until it refuses (READONLY).
-    failoverDetector: true,
+    // A primary that was demoted while up (a partition, a manual failover) refuses writes with
+    // READONLY: reconnect, which asks the sentinels again. Not ioredis' failoverDetector: its
+    // +switch-master handler closes the connector even mid-reconnection, and a reconnection cut
+    // that way ends the client for good (status 'end'; seen in the failover test).
+    reconnectOnError: (err: Error) => err.message.includes('READONLY'),
     // Sentinels all unreachable: keep asking (a restart of the sentinel fleet must not end the client).
     sentinelRetryStrategy: (times: number) => Math.min(100 * times, 2000),
   };

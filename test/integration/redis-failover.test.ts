@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { jest } from '@jest/globals';
 import { BatchQueue, connectRedis, ReplicaNotAcknowledgedError, type Durability, type RedisClient } from '../../queue/index.js';
+import { connect } from '../../sdk/index.js';
 import { checkItems, emptyFaultLog, formatReport, type ItemCheckReport } from '../support/item-checker.js';
 import { startSentinelGroup, type SentinelGroup } from '../support/redis-sentinel.js';
 import { soakItems } from '../support/soak-run.js';
@@ -180,5 +181,24 @@ test("durability 'replicated' fails a state change that no replica acknowledges,
     expect(await queue.enqueue({ id: 'b', data: 2 })).toMatchObject({ added: 0, duplicates: 1 });
   } finally {
     redis.disconnect();
+  }
+});
+
+test('the SDK finds the primary through the sentinels, and its durability option reaches the queue: a submit no replica acknowledges fails', async () => {
+  const client = await connect({ redis: { sentinel: { addresses: group.sentinels, masterName: group.masterName } }, namespace: 'test', durability: 'replicated', replicaTimeoutMs: 200 });
+  const primary = await group.primary();
+  const replica = group.nodes.find((n) => n !== primary);
+  try {
+    const b = client.batch(uniqueName('sdk'));
+    await b.create();
+    expect(await b.submit({ n: 1 }, { id: 'a' })).toEqual({ id: 'a', duplicate: false });
+    await replica?.kill();
+    await expect(b.submit({ n: 2 }, { id: 'b' })).rejects.toThrow(ReplicaNotAcknowledgedError);
+    if (replica) await group.rejoin(replica);
+    await group.waitForReplicas(1, 60_000);
+    expect(await b.submit({ n: 2 }, { id: 'b' })).toEqual({ id: 'b', duplicate: true });
+    expect((await b.status()).counts).toMatchObject({ total: 2, pending: 2 });
+  } finally {
+    await client.close();
   }
 });
