@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { Cluster, type ChainableCommander } from 'ioredis';
 import { allKeys, batchId, batchKeys, PROTOCOL_VERSION, validateBatchRef, type BatchKeys, type BatchRef } from './keys.js';
 import { InvalidArgumentError, translateScriptError } from './errors.js';
 import { requireNumber, resolveBatchOptions, resolveLimits, type BatchOptionsInput, type QueueLimits } from './options.js';
@@ -12,6 +13,39 @@ export interface QueueOptions {
   /** Key prefix (default "tb"); one Redis can host several installations. */
   prefix?: string;
   limits?: Partial<QueueLimits>;
+  /**
+   * 'local' (default): a call succeeds once the primary applied it; a failover to a replica that
+   * had not received it yet loses it. 'replicated': every state change is followed, on the same
+   * connection, by `WAIT 1 <replicaTimeoutMs>`, and succeeds only once a replica has it; else it
+   * fails with ReplicaNotAcknowledgedError (the change stays on the primary; retrying is safe,
+   * every transition being idempotent or fenced). Not on a Redis Cluster client.
+   */
+  durability?: Durability;
+  /** With 'replicated': how long a call waits for a replica's acknowledgement (default 1000 ms). */
+  replicaTimeoutMs?: number;
+}
+
+export const DURABILITY_LEVELS = ['local', 'replicated'] as const;
+export type Durability = (typeof DURABILITY_LEVELS)[number];
+export const DEFAULT_REPLICA_TIMEOUT_MS = 1000;
+
+/**
+ * Durability 'replicated': no replica acknowledged a state change in time. The change was applied
+ * on the primary and may or may not survive a failover; the caller retries (the transitions are
+ * idempotent or fenced), as after a connection error.
+ */
+export class ReplicaNotAcknowledgedError extends Error {
+  override name = 'ReplicaNotAcknowledgedError';
+  readonly code = 'ReplicaNotAcknowledged';
+  constructor(
+    readonly batch: string,
+    readonly operation: string,
+    readonly timeoutMs: number,
+  ) {
+    super(
+      `batch ${batch}: durability 'replicated': no replica acknowledged the ${operation} within ${timeoutMs} ms (WAIT 1 ${timeoutMs}); it is applied on the primary but a failover may lose it, so it is reported as failed (retrying is safe). Check the replica (INFO replication on the primary), raise replicaTimeoutMs, or use durability 'local'`,
+    );
+  }
 }
 
 export interface ItemInput {
@@ -144,6 +178,8 @@ export class BatchQueue {
   readonly ref: BatchRef;
   readonly keys: BatchKeys;
   readonly limits: QueueLimits;
+  readonly durability: Durability;
+  private readonly replicaTimeoutMs: number;
   private readonly name: string;
   private epoch: string;
 
@@ -158,6 +194,20 @@ export class BatchQueue {
     this.keys = batchKeys(ref, options.prefix ?? 'tb');
     this.limits = resolveLimits(options.limits);
     this.epoch = options.expectedEpoch ?? '';
+    const durability: unknown = options.durability ?? 'local';
+    if (!(DURABILITY_LEVELS as readonly unknown[]).includes(durability)) {
+      throw new InvalidArgumentError(`durability must be one of ${DURABILITY_LEVELS.join(', ')}, got ${JSON.stringify(durability)}`, this.name);
+    }
+    this.durability = durability as Durability;
+    this.replicaTimeoutMs = requireNumberFor(this.name, 'replicaTimeoutMs', options.replicaTimeoutMs ?? DEFAULT_REPLICA_TIMEOUT_MS, 1, 600_000);
+    // WAIT is keyless: on a Cluster client it would go to an arbitrary node, not the primary of
+    // the batch's slot, and prove nothing.
+    if (this.durability === 'replicated' && redis instanceof Cluster) {
+      throw new InvalidArgumentError(
+        "durability 'replicated' is not supported on a Redis Cluster client (WAIT cannot be routed to the batch's slot); use durability 'local' or a Sentinel-managed primary",
+        this.name,
+      );
+    }
     defineScripts(redis);
   }
 
@@ -215,12 +265,12 @@ export class BatchQueue {
     });
     if (chunk.length > 0 || encoded.length === 0) encoded.push(chunk);
 
-    const pipeline = this.redis.pipeline();
-    encoded.forEach((c, i) => {
-      const cursor = i === encoded.length - 1 && options.cursor !== undefined ? options.cursor : '';
-      void runScript(pipeline, 'enqueue', [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.items, this.keys.seen], [PROTOCOL_VERSION, this.epoch, cursor, c.length / 3, ...c]);
+    const replies = await this.durable('enqueue', (pipeline) => {
+      encoded.forEach((c, i) => {
+        const cursor = i === encoded.length - 1 && options.cursor !== undefined ? options.cursor : '';
+        void runScript(pipeline, 'enqueue', [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.items, this.keys.seen], [PROTOCOL_VERSION, this.epoch, cursor, c.length / 3, ...c]);
+      });
     });
-    const replies = (await pipeline.exec()) ?? [];
     const result: EnqueueResult = { added: 0, duplicates: 0, generatedIds: [] };
     replies.forEach(([err, reply], i) => {
       if (err) throw translateScriptError(err, this.name);
@@ -493,16 +543,16 @@ export class BatchQueue {
    */
   async forgetCalls(succeeded: readonly string[], failed: readonly string[] = []): Promise<void> {
     if (succeeded.length + failed.length === 0) return;
-    const pipeline = this.redis.pipeline();
-    for (let i = 0; i < succeeded.length; i += ENQUEUE_CHUNK) {
-      const chunk = succeeded.slice(i, i + ENQUEUE_CHUNK);
-      pipeline.srem(this.keys.seen, ...chunk);
-      pipeline.hdel(this.keys.results, ...chunk);
-      pipeline.zrem(this.keys.resultsIdx, ...chunk);
-      pipeline.zrem(this.keys.calls, ...chunk);
-    }
-    for (let i = 0; i < failed.length; i += ENQUEUE_CHUNK) pipeline.srem(this.keys.seen, ...failed.slice(i, i + ENQUEUE_CHUNK));
-    await pipeline.exec();
+    await this.durable('forgetCalls', (pipeline) => {
+      for (let i = 0; i < succeeded.length; i += ENQUEUE_CHUNK) {
+        const chunk = succeeded.slice(i, i + ENQUEUE_CHUNK);
+        pipeline.srem(this.keys.seen, ...chunk);
+        pipeline.hdel(this.keys.results, ...chunk);
+        pipeline.zrem(this.keys.resultsIdx, ...chunk);
+        pipeline.zrem(this.keys.calls, ...chunk);
+      }
+      for (let i = 0; i < failed.length; i += ENQUEUE_CHUNK) pipeline.srem(this.keys.seen, ...failed.slice(i, i + ENQUEUE_CHUNK));
+    });
   }
 
   /** One dead letter by id, or undefined when the item is not dead-lettered. */
@@ -515,15 +565,43 @@ export class BatchQueue {
 
   /** Deletes every key of the batch (cancel or cleanup). Idempotent; returns keys deleted. */
   async purge(): Promise<number> {
-    return Number(await runScript(this.redis, 'purge', allKeys(this.keys), []));
+    const [[err, deleted] = [null, 0]] = await this.durable('purge', (p) => void runScript(p, 'purge', allKeys(this.keys), []));
+    if (err) throw err;
+    return Number(deleted);
   }
 
   private async run(script: ScriptName, keys: string[], args: (string | number)[], checked = true): Promise<ScriptReply> {
+    const fullArgs = checked ? [PROTOCOL_VERSION, this.epoch, ...args] : [PROTOCOL_VERSION, ...args];
     try {
-      return await runScript(this.redis, script, keys, checked ? [PROTOCOL_VERSION, this.epoch, ...args] : [PROTOCOL_VERSION, ...args]);
+      // Reading the counters changes nothing: no replica to wait for.
+      if (this.durability === 'local' || script === 'counts') return await runScript(this.redis, script, keys, fullArgs);
+      const [[err, reply] = [null, null]] = await this.durable(script, (p) => void runScript(p, script, keys, fullArgs));
+      if (err) throw err;
+      return reply as ScriptReply;
     } catch (err) {
       throw translateScriptError(err, this.name);
     }
+  }
+
+  /**
+   * Sends the commands `queue` adds as one pipeline and returns their replies. With durability
+   * 'replicated', WAIT follows them in the same pipeline: the same connection, so it waits for
+   * exactly these writes (a reconnection in between would fail both, never pair WAIT with another
+   * primary). Throws ReplicaNotAcknowledgedError when every command succeeded but no replica
+   * acknowledged them in time; a command's own error is left in the replies for the caller.
+   */
+  private async durable(operation: string, queue: (pipeline: ChainableCommander) => void): Promise<[Error | null, unknown][]> {
+    const pipeline = this.redis.pipeline();
+    queue(pipeline);
+    const replicated = this.durability === 'replicated';
+    if (replicated) pipeline.call('WAIT', 1, this.replicaTimeoutMs);
+    const replies = (await pipeline.exec()) ?? [];
+    if (!replicated) return replies;
+    const [waitErr, acked] = replies.pop() ?? [null, 0];
+    if (replies.some(([err]) => err)) return replies;
+    if (waitErr) throw waitErr;
+    if (Number(acked) < 1) throw new ReplicaNotAcknowledgedError(this.name, operation, this.replicaTimeoutMs);
+    return replies;
   }
 }
 

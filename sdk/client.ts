@@ -1,4 +1,4 @@
-import { BatchQueue, BatchStateLostError, batchId, validateBatchRef, type BatchRef } from '../queue/index.js';
+import { BatchQueue, BatchStateLostError, batchId, validateBatchRef, type BatchRef, type Durability } from '../queue/index.js';
 import type { TaskBatch } from '../api/taskbatch.js';
 import { BatchHandle, sleep, type BatchContext, type ResolvedBatch } from './batch.js';
 import { CallDispatcher, createProxy, type CallOptions, type CallStats, type Remote } from './calls.js';
@@ -29,6 +29,15 @@ export interface ConnectOptions {
   portForward?: PortForwardMode;
   /** Key prefix of the installation (default "tb"). */
   prefix?: string;
+  /**
+   * 'local' (default): a call succeeds once the Redis primary applied it. 'replicated': each
+   * state change (submit, close, cancel, ...) also waits for one replica (WAIT), so a failover
+   * loses nothing the SDK reported as done; a call no replica acknowledged within
+   * `replicaTimeoutMs` (default 1000) fails with ReplicaNotAcknowledgedError. Use it with the
+   * workers' TASKBATCH_REDIS_DURABILITY=replicated (docs/worker.md#durability-and-failover).
+   */
+  durability?: Durability;
+  replicaTimeoutMs?: number;
   /** How long to wait for a first connection to Redis (default 10 s). */
   connectTimeoutMs?: number;
   /** How long to wait for the operator to create a new TaskBatch's queue (default 30 s). */
@@ -53,7 +62,7 @@ export async function connect(options: ConnectOptions = {}): Promise<TaskBatchCl
   const useKube = options.kube === undefined ? options.redis === undefined : options.kube !== false;
   const access = useKube ? loadKubeAccess(typeof options.kube === 'object' ? options.kube : {}) : undefined;
   const redis = typeof options.redis === 'string' ? { url: options.redis } : options.redis;
-  if (!access && !redis?.url) throw new TaskBatchError('Usage', 'connect(): pass redis (a URL) or use Kubernetes (kube: true, a kubeconfig)');
+  if (!access && !redis?.url && !redis?.sentinel) throw new TaskBatchError('Usage', 'connect(): pass redis (a URL, or sentinels) or use Kubernetes (kube: true, a kubeconfig)');
   return new TaskBatchClient(options, access, redis);
 }
 
@@ -193,10 +202,14 @@ export class TaskBatchClient {
 
   private async doResolve(ref: BatchRef): Promise<ResolvedBatch> {
     const prefix = this.options.prefix ?? 'tb';
+    const durability = {
+      ...(this.options.durability ? { durability: this.options.durability } : {}),
+      ...(this.options.replicaTimeoutMs !== undefined ? { replicaTimeoutMs: this.options.replicaTimeoutMs } : {}),
+    };
     if (!this.kube) {
       const endpoint = { url: '', ...this.redisOverride } as RedisEndpoint;
       const { redis } = await this.connections.get(endpoint);
-      return { queue: new BatchQueue(redis, ref, { prefix }), redis, endpoint };
+      return { queue: new BatchQueue(redis, ref, { prefix, ...durability }), redis, endpoint };
     }
     let tb: TaskBatch = await readTaskBatch(this.kube, ref.namespace, ref.name);
     const endpoint = await redisEndpointFor(this.kube, tb, this.redisOverride);
@@ -213,6 +226,6 @@ export class TaskBatchClient {
       await sleep(500);
       tb = await readTaskBatch(this.kube, ref.namespace, ref.name);
     }
-    return { queue: new BatchQueue(redis, ref, { prefix, expectedEpoch: tb.status.queueEpoch }), redis, endpoint, taskBatch: tb };
+    return { queue: new BatchQueue(redis, ref, { prefix, ...durability, expectedEpoch: tb.status.queueEpoch }), redis, endpoint, taskBatch: tb };
   }
 }

@@ -1,4 +1,4 @@
-import { connectRedis, type RedisClient } from '../queue/index.js';
+import { connectRedis, type RedisClient, type SentinelOptions } from '../queue/index.js';
 import { ConnectionError, TaskBatchError } from './errors.js';
 import type { KubeAccess, RedisEndpoint } from './kube.js';
 import { PortForward, probeConnect, resolveForwardTarget } from './port-forward.js';
@@ -37,7 +37,7 @@ export class RedisConnections {
   ) {}
 
   async get(endpoint: RedisEndpoint): Promise<Pooled> {
-    const key = JSON.stringify([endpoint.url, endpoint.username, endpoint.password, endpoint.tls, endpoint.cluster]);
+    const key = JSON.stringify([endpoint.url, endpoint.username, endpoint.password, endpoint.tls, endpoint.cluster, endpoint.sentinel]);
     let p = this.pool.get(key);
     if (!p) {
       p = this.open(endpoint);
@@ -64,6 +64,7 @@ export class RedisConnections {
   }
 
   private async open(endpoint: RedisEndpoint): Promise<Pooled> {
+    if (endpoint.sentinel) return this.openSentinel(endpoint, endpoint.sentinel);
     const u = parseUrl(endpoint.url);
     let forward: PortForward | undefined;
     let dialled = endpoint.url;
@@ -111,6 +112,42 @@ export class RedisConnections {
       throw err;
     }
     return { redis, dialled, ...(forward ? { forward } : {}) };
+  }
+
+  /**
+   * A primary found through Sentinel, dialled directly: the sentinels hand out the data nodes'
+   * own addresses, which a port-forward to one of them would not reach.
+   */
+  private async openSentinel(endpoint: RedisEndpoint, sentinel: SentinelOptions): Promise<Pooled> {
+    if (endpoint.cluster) throw new TaskBatchError('Usage', 'Redis options cluster and sentinel exclude each other: a Redis Cluster fails over by itself; pass one of them');
+    const url = endpoint.url || `${endpoint.tls ? 'rediss' : 'redis'}://${sentinel.masterName}`;
+    const u = parseUrl(url);
+    let redis: RedisClient;
+    try {
+      redis = connectRedis({
+        url,
+        sentinel,
+        ...(endpoint.username ? { username: endpoint.username } : {}),
+        ...(endpoint.password ? { password: endpoint.password } : {}),
+        ...(endpoint.tls || u.tls ? { tls: endpoint.tls ?? {} } : {}),
+        redisOptions: {
+          maxRetriesPerRequest: 3,
+          connectTimeout: Math.min(this.settings.connectTimeoutMs, 10_000),
+          retryStrategy: (n: number) => Math.min(100 * 2 ** n, 3000),
+        },
+      });
+    } catch (err) {
+      throw new TaskBatchError('Usage', `Redis sentinel settings: ${(err as Error).message}`);
+    }
+    redis.on('error', () => undefined); // surfaced by failing commands and waitReady
+    const what = `primary ${JSON.stringify(sentinel.masterName)} of sentinels ${sentinel.addresses.map((a) => `${a.host}:${a.port}`).join(',')}`;
+    try {
+      await waitReady(redis, this.settings.connectTimeoutMs, what);
+    } catch (err) {
+      redis.disconnect();
+      throw err;
+    }
+    return { redis, dialled: url };
   }
 }
 

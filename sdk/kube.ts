@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
+import type { SentinelOptions } from '../queue/index.js';
 import { batchPath, type TaskBatch } from '../api/taskbatch.js';
 import { KubeApiError, KubeClient } from '../kube/client.js';
 import { BatchNotFoundError, ConnectionError, ForbiddenError, TaskBatchError } from './errors.js';
@@ -15,6 +16,8 @@ export interface RedisEndpoint {
   tls?: { ca?: string; caFile?: string; insecureSkipVerify?: boolean; serverName?: string };
   /** The URL names a seed node of a Redis Cluster. */
   cluster?: boolean;
+  /** Find the primary through Redis Sentinel (url is then optional: only its db and scheme count). */
+  sentinel?: SentinelOptions;
 }
 
 export interface KubeAccessOptions {

@@ -1,7 +1,17 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism, hostname } from 'node:os';
 import { parseArgs } from 'node:util';
-import { DEFAULT_CLAIM_MAX_BYTES, DEFAULT_LIMITS, MAX_CLAIM_MAX_BYTES, parseRedisUrl, validateBatchRef } from '../queue/index.js';
+import {
+  DEFAULT_CLAIM_MAX_BYTES,
+  DEFAULT_LIMITS,
+  DEFAULT_REPLICA_TIMEOUT_MS,
+  DURABILITY_LEVELS,
+  MAX_CLAIM_MAX_BYTES,
+  parseRedisUrl,
+  validateBatchRef,
+  type Durability,
+  type SentinelOptions,
+} from '../queue/index.js';
 import { validateWorkerId } from '../queue/presence.js';
 import { POOL_MODES, type PoolMode } from './executor/types.js';
 import { parseHandlerSpec, type HandlerSpec } from './handler/spec.js';
@@ -21,6 +31,11 @@ export interface WorkerConfig {
     passwordFile?: string;
     tls?: { caFile?: string; serverName?: string; insecureSkipVerify?: boolean };
     cluster: boolean;
+    /** The primary is found through these sentinels (url is then redis://<masterName>/<db>, not dialled). */
+    sentinel?: SentinelOptions;
+    /** 'replicated': every state change waits for a replica (queue.ts QueueOptions.durability). */
+    durability: Durability;
+    replicaTimeoutMs: number;
     prefix: string;
     commandTimeoutMs: number;
     /** Run on a Redis whose maxmemory-policy evicts keys (queue/eviction-policy.ts); refused by default. */
@@ -69,10 +84,15 @@ export interface SettingDef {
 }
 
 export const SETTINGS: readonly SettingDef[] = [
-  { env: 'TASKBATCH_REDIS_URL', flag: 'redis-url', default: '(required, or TASKBATCH_REDIS_HOST)', help: 'Redis address: redis://host:port[/db], rediss:// for TLS. No credentials in the URL.' },
+  {
+    env: 'TASKBATCH_REDIS_URL',
+    flag: 'redis-url',
+    default: '(required, or TASKBATCH_REDIS_HOST or TASKBATCH_REDIS_SENTINELS)',
+    help: 'Redis address: redis://host:port[/db], rediss:// for TLS. No credentials in the URL.',
+  },
   { env: 'TASKBATCH_REDIS_HOST', flag: 'redis-host', default: '', help: 'Redis host, instead of a URL.' },
   { env: 'TASKBATCH_REDIS_PORT', flag: 'redis-port', default: '6379', help: 'Redis port (with TASKBATCH_REDIS_HOST).' },
-  { env: 'TASKBATCH_REDIS_DB', flag: 'redis-db', default: '0', help: 'Redis database number (with TASKBATCH_REDIS_HOST).' },
+  { env: 'TASKBATCH_REDIS_DB', flag: 'redis-db', default: '0', help: 'Redis database number (with TASKBATCH_REDIS_HOST or TASKBATCH_REDIS_SENTINELS).' },
   { env: 'TASKBATCH_REDIS_USERNAME', flag: 'redis-username', default: '', help: 'Redis ACL user name.' },
   { env: 'TASKBATCH_REDIS_PASSWORD', flag: 'redis-password', default: '', help: 'Redis password (prefer TASKBATCH_REDIS_PASSWORD_FILE).', secret: true },
   {
@@ -93,6 +113,26 @@ export const SETTINGS: readonly SettingDef[] = [
   { env: 'TASKBATCH_REDIS_TLS_SERVER_NAME', flag: 'redis-tls-server-name', default: '', help: 'TLS server name (SNI) to verify.' },
   { env: 'TASKBATCH_REDIS_TLS_INSECURE', flag: 'redis-tls-insecure', default: 'false', boolean: true, help: 'Skip TLS certificate verification (testing only).' },
   { env: 'TASKBATCH_REDIS_CLUSTER', flag: 'redis-cluster', default: 'false', boolean: true, help: 'Connect to a Redis Cluster (the address is a seed node).' },
+  {
+    env: 'TASKBATCH_REDIS_SENTINELS',
+    flag: 'redis-sentinels',
+    default: '',
+    help: 'Find the primary through these Redis Sentinels: host:port,host:port (IPv6 as [addr]:port), instead of TASKBATCH_REDIS_URL/HOST; after a failover the worker reconnects to the new primary.',
+  },
+  { env: 'TASKBATCH_REDIS_SENTINEL_MASTER', flag: 'redis-sentinel-master', default: '(required with sentinels)', help: "The primary's name as the sentinels know it (sentinel monitor <name> ...)." },
+  { env: 'TASKBATCH_REDIS_SENTINEL_PASSWORD', flag: 'redis-sentinel-password', default: '', help: 'Password of the sentinels themselves, when they require AUTH.', secret: true },
+  {
+    env: 'TASKBATCH_REDIS_DURABILITY',
+    flag: 'redis-durability',
+    default: 'local',
+    help: 'local: a state change counts once the primary has it. replicated: each one also waits (WAIT) for one replica, so a failover loses no acknowledged change; see "Durability and failover".',
+  },
+  {
+    env: 'TASKBATCH_REDIS_REPLICA_TIMEOUT_MS',
+    flag: 'redis-replica-timeout-ms',
+    default: `${DEFAULT_REPLICA_TIMEOUT_MS}, at most half the command timeout`,
+    help: 'With replicated durability: how long a call waits for the replica; unacknowledged, it fails and is retried. Must be below TASKBATCH_REDIS_COMMAND_TIMEOUT_MS.',
+  },
   { env: 'TASKBATCH_REDIS_PREFIX', flag: 'redis-prefix', default: 'tb', help: 'Key prefix of the installation.' },
   {
     env: 'TASKBATCH_REDIS_ALLOW_EVICTION',
@@ -258,14 +298,35 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
   let url = raw('TASKBATCH_REDIS_URL');
   const host = raw('TASKBATCH_REDIS_HOST');
   const tlsFlag = bool('TASKBATCH_REDIS_TLS');
+  const sentinelList = raw('TASKBATCH_REDIS_SENTINELS');
+  const sentinelMaster = raw('TASKBATCH_REDIS_SENTINEL_MASTER');
+  const sentinelPassword = raw('TASKBATCH_REDIS_SENTINEL_PASSWORD');
+  let sentinel: SentinelOptions | undefined;
   if (url && host) problems.push(`set either ${name('TASKBATCH_REDIS_URL')} or ${name('TASKBATCH_REDIS_HOST')}, not both`);
+  if (sentinelList) {
+    if (url || host)
+      problems.push(`set either ${name('TASKBATCH_REDIS_SENTINELS')} or ${name(url ? 'TASKBATCH_REDIS_URL' : 'TASKBATCH_REDIS_HOST')}, not both: with sentinels the primary's address comes from them`);
+    if (bool('TASKBATCH_REDIS_CLUSTER')) problems.push(`${name('TASKBATCH_REDIS_SENTINELS')} and ${name('TASKBATCH_REDIS_CLUSTER')} exclude each other: a Redis Cluster fails over by itself`);
+    const addresses = parseSentinelAddresses(sentinelList);
+    if (typeof addresses === 'string') bad('TASKBATCH_REDIS_SENTINELS', `must be host:port[,host:port...] (IPv6 as [addr]:port): ${addresses}`, sentinelList);
+    if (!sentinelMaster)
+      problems.push(`${name('TASKBATCH_REDIS_SENTINEL_MASTER')} is required with ${name('TASKBATCH_REDIS_SENTINELS')}: the primary's name in the sentinels' 'sentinel monitor <name> ...'`);
+    else if (!/^[A-Za-z0-9_.-]{1,128}$/.test(sentinelMaster)) bad('TASKBATCH_REDIS_SENTINEL_MASTER', "must be 1-128 letters, digits, '_', '.' or '-'", sentinelMaster);
+    else if (typeof addresses !== 'string') {
+      sentinel = { addresses, masterName: sentinelMaster, ...(sentinelPassword ? { password: sentinelPassword } : {}) };
+      // Not dialled (the sentinels give the address); it carries the database and the TLS choice, and names the primary in logs.
+      url = `${tlsFlag ? 'rediss' : 'redis'}://${sentinelMaster}/${int('TASKBATCH_REDIS_DB', 0, 1_000_000, 0)}`;
+    }
+  } else if (sentinelMaster) problems.push(`${name('TASKBATCH_REDIS_SENTINEL_MASTER')} is set but ${name('TASKBATCH_REDIS_SENTINELS')} is not: list the sentinels (host:port,host:port)`);
   if (!url && host) {
     const port = int('TASKBATCH_REDIS_PORT', 1, 65535, 6379);
     const db = int('TASKBATCH_REDIS_DB', 0, 1_000_000, 0);
     url = `${tlsFlag ? 'rediss' : 'redis'}://${host.includes(':') ? `[${host}]` : host}:${port}/${db}`;
   }
-  if (!url) problems.push(`${name('TASKBATCH_REDIS_URL')} is required (redis://host:port or rediss://host:port), or set ${name('TASKBATCH_REDIS_HOST')}`);
-  else {
+  if (!url) {
+    if (!sentinelList)
+      problems.push(`${name('TASKBATCH_REDIS_URL')} is required (redis://host:port or rediss://host:port), or set ${name('TASKBATCH_REDIS_HOST')} or ${name('TASKBATCH_REDIS_SENTINELS')}`);
+  } else {
     try {
       parseRedisUrl(url);
     } catch (err) {
@@ -353,6 +414,14 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
   if (presenceStaleMs < 2 * heartbeatMs) problems.push(`${name('TASKBATCH_PRESENCE_STALE_SECONDS')} must be at least twice ${name('TASKBATCH_HEARTBEAT_SECONDS')}, or live workers would be pruned`);
   const stateLostExitMs = seconds('TASKBATCH_STATE_LOST_EXIT_SECONDS', 0, 7 * 86_400, 60);
   const commandTimeoutMs = int('TASKBATCH_REDIS_COMMAND_TIMEOUT_MS', 100, 600_000, defaultCommandTimeoutMs(leaseMs));
+  const durability = oneOf('TASKBATCH_REDIS_DURABILITY', DURABILITY_LEVELS, 'local');
+  // WAIT blocks its call for up to this long: it must end (and report the missing replica) before the command timeout cuts the call off.
+  const replicaTimeoutMs = int('TASKBATCH_REDIS_REPLICA_TIMEOUT_MS', 1, 600_000, Math.max(1, Math.min(DEFAULT_REPLICA_TIMEOUT_MS, Math.floor(commandTimeoutMs / 2))));
+  if (replicaTimeoutMs >= commandTimeoutMs) {
+    problems.push(
+      `${name('TASKBATCH_REDIS_REPLICA_TIMEOUT_MS')} must be below ${name('TASKBATCH_REDIS_COMMAND_TIMEOUT_MS')} (${commandTimeoutMs}), got ${replicaTimeoutMs}: the wait for a replica would be cut off as a hung call`,
+    );
+  }
   // A renewal sent just after the last good one has the rest of the lease (two thirds) to land:
   // a hung call must fail, and its connection be dropped and reopened, well before that.
   const leaseMarginMs = Math.floor((2 * leaseMs) / 3);
@@ -389,6 +458,9 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
       ...(passwordFile ? { passwordFile } : {}),
       ...(wantTls ? { tls: { ...(caFile ? { caFile } : {}), ...(serverName ? { serverName } : {}), ...(insecure ? { insecureSkipVerify: true } : {}) } } : {}),
       cluster: bool('TASKBATCH_REDIS_CLUSTER'),
+      ...(sentinel ? { sentinel } : {}),
+      durability,
+      replicaTimeoutMs,
       prefix,
       commandTimeoutMs,
       allowEviction: bool('TASKBATCH_REDIS_ALLOW_EVICTION'),
@@ -418,6 +490,18 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
     logLevel,
   };
   return deepFreeze(config);
+}
+
+/** "host:port,host:port" ([addr]:port for IPv6) as addresses, or what is wrong with it. */
+function parseSentinelAddresses(list: string): { host: string; port: number }[] | string {
+  const addresses: { host: string; port: number }[] = [];
+  for (const part of list.split(',').map((p) => p.trim())) {
+    const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(part);
+    const port = Number(m?.[3]);
+    if (!m || port < 1 || port > 65535) return `${JSON.stringify(part)} is not host:port with a port from 1 to 65535`;
+    addresses.push({ host: (m[1] ?? m[2]) as string, port });
+  }
+  return addresses;
 }
 
 /** A third of the lease (the renewal interval), at most 10 s: a hung call fails before the next renewal is due. */

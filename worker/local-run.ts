@@ -47,9 +47,10 @@ export async function runLocal(o: LocalRunOptions): Promise<LocalRunResult> {
     ...(config.redis.password ? { password: config.redis.password } : {}),
     ...(config.redis.tls ? { tls: config.redis.tls } : {}),
     cluster: config.redis.cluster,
+    ...(config.redis.sentinel ? { sentinel: config.redis.sentinel } : {}),
   });
   const ref = { namespace: config.batch.namespace, name: config.batch.name };
-  const queue = new BatchQueue(redis, ref, { prefix: config.redis.prefix });
+  const queue = new BatchQueue(redis, ref, { prefix: config.redis.prefix, durability: config.redis.durability, replicaTimeoutMs: config.redis.replicaTimeoutMs });
   const out = o.progress === undefined ? process.stderr : o.progress;
   let enqueued = 0;
   let display: NodeJS.Timeout | undefined;

@@ -31,6 +31,7 @@ export function connectWorkerRedis(config: WorkerConfig, logger: Logger): RedisC
     ...(config.redis.password ? { password: config.redis.password } : {}),
     ...(config.redis.tls ? { tls: config.redis.tls } : {}),
     cluster: config.redis.cluster,
+    ...(config.redis.sentinel ? { sentinel: config.redis.sentinel } : {}),
     redisOptions: {
       // Calls fail at once while disconnected; the worker's loops back off and retry.
       enableOfflineQueue: false,
@@ -127,7 +128,13 @@ export async function runWorker(config: WorkerConfig, options: RunWorkerOptions 
   worker = new BatchWorker({
     redis,
     batch: { namespace: config.batch.namespace, name: config.batch.name },
-    queueOptions: { prefix: config.redis.prefix, limits: { maxResultBytes: config.maxResultBytes }, ...(config.batch.expectedEpoch ? { expectedEpoch: config.batch.expectedEpoch } : {}) },
+    queueOptions: {
+      prefix: config.redis.prefix,
+      limits: { maxResultBytes: config.maxResultBytes },
+      durability: config.redis.durability,
+      replicaTimeoutMs: config.redis.replicaTimeoutMs,
+      ...(config.batch.expectedEpoch ? { expectedEpoch: config.batch.expectedEpoch } : {}),
+    },
     executor,
     workerId: config.workerId,
     itemTimeoutMs: config.itemTimeoutMs,

@@ -92,6 +92,50 @@ describe('worker configuration', () => {
     expect(c.handler).toEqual({ builtin: 'shell', command: ['echo', '{{item}}'] });
   });
 
+  test('sentinels instead of a URL: addresses, primary name, database and durability', () => {
+    const env = {
+      TASKBATCH_BATCH: 'demo',
+      TASKBATCH_HANDLER: 'noop',
+      TASKBATCH_REDIS_SENTINELS: 'sentinel-0:26379, [::1]:26380',
+      TASKBATCH_REDIS_SENTINEL_MASTER: 'tb-primary',
+      TASKBATCH_REDIS_DB: '2',
+    };
+    const c = loadConfig({ ...env, TASKBATCH_REDIS_DURABILITY: 'replicated', TASKBATCH_REDIS_SENTINEL_PASSWORD: 's3cret' });
+    expect(c.redis).toMatchObject({
+      url: 'redis://tb-primary/2',
+      sentinel: {
+        addresses: [
+          { host: 'sentinel-0', port: 26379 },
+          { host: '::1', port: 26380 },
+        ],
+        masterName: 'tb-primary',
+        password: 's3cret',
+      },
+      durability: 'replicated',
+      replicaTimeoutMs: 1000,
+    });
+    expect(loadConfig(base).redis).toMatchObject({ durability: 'local' });
+    expect(loadConfig(base).redis.sentinel).toBeUndefined();
+  });
+
+  test('sentinel and durability settings are checked, naming the variable and the expected form', () => {
+    const sentinels = { TASKBATCH_REDIS_SENTINELS: 'a:26379', TASKBATCH_REDIS_SENTINEL_MASTER: 'm' };
+    const { TASKBATCH_REDIS_URL: _url, ...noUrl } = base;
+    expect(problems({ ...noUrl, TASKBATCH_REDIS_SENTINELS: 'a:26379,b', TASKBATCH_REDIS_SENTINEL_MASTER: 'm' }).join('\n')).toMatch(
+      /TASKBATCH_REDIS_SENTINELS \(--redis-sentinels\) must be host:port\[,host:port\.\.\.\].*"b" is not host:port/,
+    );
+    expect(problems({ ...noUrl, TASKBATCH_REDIS_SENTINELS: 'a:26379' }).join('\n')).toContain('TASKBATCH_REDIS_SENTINEL_MASTER (--redis-sentinel-master) is required with TASKBATCH_REDIS_SENTINELS');
+    expect(problems({ ...base, ...sentinels }).join('\n')).toContain('set either TASKBATCH_REDIS_SENTINELS (--redis-sentinels) or TASKBATCH_REDIS_URL (--redis-url), not both');
+    expect(problems({ ...noUrl, ...sentinels, TASKBATCH_REDIS_CLUSTER: 'true' }).join('\n')).toContain('exclude each other');
+    expect(problems({ ...base, TASKBATCH_REDIS_SENTINEL_MASTER: 'm' }).join('\n')).toContain('TASKBATCH_REDIS_SENTINELS (--redis-sentinels) is not');
+    expect(problems({ ...base, TASKBATCH_REDIS_DURABILITY: 'quorum' })).toEqual(['TASKBATCH_REDIS_DURABILITY (--redis-durability) must be one of local, replicated, got "quorum"']);
+    expect(problems({ ...base, TASKBATCH_REDIS_COMMAND_TIMEOUT_MS: '2000', TASKBATCH_REDIS_REPLICA_TIMEOUT_MS: '2000' }).join('\n')).toContain(
+      'TASKBATCH_REDIS_REPLICA_TIMEOUT_MS (--redis-replica-timeout-ms) must be below TASKBATCH_REDIS_COMMAND_TIMEOUT_MS (--redis-command-timeout-ms) (2000), got 2000',
+    );
+    // The default follows a short command timeout down.
+    expect(loadConfig({ ...base, TASKBATCH_LEASE_SECONDS: '1.5' }).redis.replicaTimeoutMs).toBe(250);
+  });
+
   test('docs/worker.md documents every environment variable', () => {
     const doc = readFileSync(fileURLToPath(new URL('../../../docs/worker.md', import.meta.url)), 'utf8');
     const missing = SETTINGS.filter((s) => !doc.includes(`\`${s.env}\``)).map((s) => s.env);
