@@ -29,6 +29,12 @@ export interface BatchWorkerOptions {
   idlePollMs: number;
   /** Byte budget of one claim reply (the queue's default, 8 MiB, when absent). */
   claimMaxBytes?: number;
+  /**
+   * Mark prefetched items started in Redis (queue.start) just before they run, so that if this
+   * worker dies only what was running is charged an attempt. Costs a Redis round trip before each
+   * wave of prefetched items; off: every claimed item is marked started when claimed.
+   */
+  chargeOnlyStarted?: boolean;
   heartbeatMs: number;
   /** Registry entries older than this are pruned (by any worker, and by the operator). */
   presenceStaleMs: number;
@@ -339,7 +345,7 @@ export class BatchWorker {
     let result;
     // Items that can start at once are marked started by the claim itself; the rest are prefetched.
     // Prefetched items go first; slots being filled by a start() call are not free.
-    const free = Math.min(count, Math.max(0, this.freeSlots - this.waiting.length));
+    const free = this.o.chargeOnlyStarted ? Math.min(count, Math.max(0, this.freeSlots - this.waiting.length)) : count;
     this.claimReserved = free;
     try {
       result = await this.queue.claim(count, this.o.leaseMs, { startNow: free, ...(this.o.claimMaxBytes === undefined ? {} : { maxBytes: this.o.claimMaxBytes }) });

@@ -56,6 +56,8 @@ export interface WorkerConfig {
   idlePollMs: number;
   /** Byte budget of one claim reply (payloads + tokens); one larger item is still claimed alone. */
   claimMaxBytes: number;
+  /** Mark prefetched items started just before they run (only those are charged if the worker dies). */
+  chargeOnlyStarted: boolean;
   /** Largest result (JSON bytes) an item may return; checked in the executor before it is sent. */
   maxResultBytes: number;
   /** Handler log lines per item: refill rate (0 = no limit) and burst. */
@@ -178,6 +180,13 @@ export const SETTINGS: readonly SettingDef[] = [
   { env: 'TASKBATCH_ACK_MAX_ITEMS', flag: 'ack-max-items', default: '100', help: 'Flush acknowledgements once this many wait.' },
   { env: 'TASKBATCH_ACK_MAX_DELAY_MS', flag: 'ack-max-delay-ms', default: '5', help: 'Flush acknowledgements at most this late.' },
   { env: 'TASKBATCH_IDLE_POLL_MS', flag: 'idle-poll-ms', default: '1000', help: 'Longest wait between claims when nothing is pending.' },
+  {
+    env: 'TASKBATCH_CHARGE_ONLY_STARTED',
+    flag: 'charge-only-started',
+    default: 'false',
+    boolean: true,
+    help: 'If the worker dies, charge an attempt only to items that had started (prefetched ones go back free); costs a Redis round trip before each wave of prefetched items.',
+  },
   {
     env: 'TASKBATCH_CLAIM_MAX_BYTES',
     flag: 'claim-max-bytes',
@@ -478,6 +487,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
     ackMaxDelayMs,
     idlePollMs,
     claimMaxBytes,
+    chargeOnlyStarted: bool('TASKBATCH_CHARGE_ONLY_STARTED'),
     maxResultBytes,
     handlerLog,
     heartbeatMs,

@@ -145,6 +145,7 @@ export async function runWorker(config: WorkerConfig, options: RunWorkerOptions 
     ackMaxDelayMs: config.ackMaxDelayMs,
     idlePollMs: config.idlePollMs,
     claimMaxBytes: config.claimMaxBytes,
+    chargeOnlyStarted: config.chargeOnlyStarted,
     heartbeatMs: config.heartbeatMs,
     presenceStaleMs: config.presenceStaleMs,
     stateLostExitMs: config.stateLostExitMs,

@@ -30,7 +30,7 @@ test('one poison item among 1,000 kills its worker; only it is dead-lettered, th
   const { queue, name } = await aBatch(redis).withItems(items).maxAttempts(1).closed().create();
   // Pool size 1: the poison item is the only one running when the process dies; fast items make
   // the worker prefetch (up to TASKBATCH_PREFETCH_MAX) ahead of it.
-  const env = { TASKBATCH_POOL_MODE: 'async', TASKBATCH_POOL_SIZE: '1', TASKBATCH_LEASE_SECONDS: '1', TASKBATCH_PREFETCH_MAX: '64' };
+  const env = { TASKBATCH_POOL_MODE: 'async', TASKBATCH_POOL_SIZE: '1', TASKBATCH_LEASE_SECONDS: '1', TASKBATCH_PREFETCH_MAX: '64', TASKBATCH_CHARGE_ONLY_STARTED: 'true' };
   const first = spawnWorker(workerEnv(server.url, name, fixture('killsWorkerOnPoison'), env));
   workers.push(first);
   expect((await first.exited).signal).toBe('SIGKILL');
