@@ -1,8 +1,6 @@
 import { jest } from '@jest/globals';
-import { Redis } from 'ioredis';
-import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { ERROR_NAME_MAX } from '../../worker/handler/error-info.js';
-import { aBatch, FIXTURES, spawnWorker, waitFor, workerEnv, type SpawnedWorker } from '../support/worker-harness.js';
+import { aBatch, FIXTURES, spawnWorker, waitFor, workerEnv, useWorkerRedis } from '../support/worker-harness.js';
 
 // Async mode against a real redis-server: handlers that throw values which are not Errors,
 // or break when read, fail their items with the attempt counted (retried, then
@@ -14,27 +12,10 @@ const DISPATCH = JSON.stringify({ module: FIXTURES, dispatch: 'fn' });
 const KINDS = ['nullProtoMessage', 'null', 'undefined', 'symbol', 'bigint', 'proxy', 'throwingGetters', 'throwingToString', 'circularCause', 'longName'];
 const MAX_ATTEMPTS = 3;
 
-let server: RedisServer;
-let redis: Redis;
-const workers: SpawnedWorker[] = [];
-
-beforeAll(async () => {
-  server = await startRedisServer();
-  redis = new Redis(server.port, server.host);
-});
-afterEach(async () => {
-  for (const w of workers.splice(0)) {
-    w.kill('SIGKILL');
-    await w.exited;
-  }
-});
-afterAll(async () => {
-  redis.disconnect();
-  await server.stop();
-});
+const h = useWorkerRedis();
 
 test('items that throw nasty values are retried and dead-lettered with attempts counted; the others succeed on a pool of one', async () => {
-  const builder = aBatch(redis).maxAttempts(MAX_ATTEMPTS);
+  const builder = aBatch(h.redis).maxAttempts(MAX_ATTEMPTS);
   // Nasty items first: on a pool of one, a leaked slot would stop every item behind them.
   for (const kind of KINDS) {
     builder.withItem(`sync-${kind}`, { fn: 'throwsNasty', args: [{ kind }] });
@@ -48,8 +29,8 @@ test('items that throw nasty values are retried and dead-lettered with attempts 
   const { queue, name } = await builder.closed().create();
   const nasty = KINDS.length * 2;
 
-  const w = spawnWorker(workerEnv(server.url, name, DISPATCH, { TASKBATCH_POOL_MODE: 'async', TASKBATCH_POOL_SIZE: '1' }));
-  workers.push(w);
+  const w = spawnWorker(workerEnv(h.server.url, name, DISPATCH, { TASKBATCH_POOL_MODE: 'async', TASKBATCH_POOL_SIZE: '1' }));
+  h.track(w);
   // Bounded so a hot loop (the item handed back without an attempt, forever) fails here, not at the jest timeout.
   await waitFor('the batch to complete', async () => (await queue.snapshot()).complete, 60_000, 100).catch(async (err: unknown) => {
     throw new Error(`${(err as Error).message}; snapshot ${JSON.stringify(await queue.snapshot())}; stderr: ${w.stderr().slice(-2000)}`);

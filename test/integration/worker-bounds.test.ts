@@ -1,7 +1,5 @@
 import { jest } from '@jest/globals';
-import { Redis } from 'ioredis';
-import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
-import { aBatch, FIXTURES, httpGet, metricValue, spawnWorker, waitFor, workerEnv, type SpawnedWorker } from '../support/worker-harness.js';
+import { aBatch, FIXTURES, httpGet, metricValue, spawnWorker, waitFor, workerEnv, useWorkerRedis } from '../support/worker-harness.js';
 
 // Bounds on what crosses from a handler to the worker (issue 13, item 6), per pool mode on a
 // real redis-server with a real worker process: an oversized result is refused in the executor
@@ -14,28 +12,11 @@ jest.setTimeout(180_000);
 const DISPATCH = JSON.stringify({ module: FIXTURES, dispatch: 'fn' });
 const MODES = ['thread', 'process', 'async'] as const;
 
-let server: RedisServer;
-let redis: Redis;
-const workers: SpawnedWorker[] = [];
-
-beforeAll(async () => {
-  server = await startRedisServer();
-  redis = new Redis(server.port, server.host);
-});
-afterEach(async () => {
-  for (const w of workers.splice(0)) {
-    w.kill('SIGKILL');
-    await w.exited;
-  }
-});
-afterAll(async () => {
-  redis.disconnect();
-  await server.stop();
-});
+const h = useWorkerRedis();
 
 test.each(MODES)('%s mode: an over-limit result fails its item with ResultTooLarge, refused in the executor; the worker carries on', async (mode) => {
   const good = 5;
-  const { queue, name } = await aBatch(redis)
+  const { queue, name } = await aBatch(h.redis)
     .withItem('big', { fn: 'bigResult', args: [{ chars: 5000 }] })
     .withItems(
       Array.from({ length: good }, (_, i) => ({ fn: 'ok', args: [{ n: i }] })),
@@ -43,8 +24,8 @@ test.each(MODES)('%s mode: an over-limit result fails its item with ResultTooLar
     )
     .closed()
     .create();
-  const w = spawnWorker(workerEnv(server.url, name, DISPATCH, { TASKBATCH_POOL_MODE: mode, TASKBATCH_POOL_SIZE: '1', TASKBATCH_MAX_RESULT_BYTES: '1000' }));
-  workers.push(w);
+  const w = spawnWorker(workerEnv(h.server.url, name, DISPATCH, { TASKBATCH_POOL_MODE: mode, TASKBATCH_POOL_SIZE: '1', TASKBATCH_MAX_RESULT_BYTES: '1000' }));
+  h.track(w);
   await waitFor('the batch to complete', async () => (await queue.snapshot()).complete, 60_000, 100);
   expect(await w.exited).toEqual({ code: 0, signal: null });
 
@@ -62,13 +43,13 @@ test.each(MODES)('%s mode: an over-limit result fails its item with ResultTooLar
 
 test.each(MODES)('%s mode: a handler writing 100,000 log lines gets its burst and rate; the rest are dropped, summarised once and counted', async (mode) => {
   const lines = 100_000;
-  const { queue, name } = await aBatch(redis)
+  const { queue, name } = await aBatch(h.redis)
     .withItem('chatty', { fn: 'chatty', args: [{ lines, huge: 1024 * 1024 }] })
     .create(); // not closed: the worker stays up for its metrics to be read
   const w = spawnWorker(
-    workerEnv(server.url, name, DISPATCH, { TASKBATCH_POOL_MODE: mode, TASKBATCH_POOL_SIZE: '1', TASKBATCH_HANDLER_LOG_LINES_PER_SECOND: '1', TASKBATCH_HANDLER_LOG_BURST: '100' }),
+    workerEnv(h.server.url, name, DISPATCH, { TASKBATCH_POOL_MODE: mode, TASKBATCH_POOL_SIZE: '1', TASKBATCH_HANDLER_LOG_LINES_PER_SECOND: '1', TASKBATCH_HANDLER_LOG_BURST: '100' }),
   );
-  workers.push(w);
+  h.track(w);
   const summary = await w.waitForLog((l) => l.msg === 'Dropped handler log lines over the rate limit', 60_000);
   await waitFor('the item to succeed', async () => (await queue.snapshot()).succeeded === 1, 30_000);
 

@@ -2,45 +2,26 @@
 // to that item (it started) and to nothing it had merely prefetched. Real redis-server, real
 // worker processes; maxAttempts 1, so any charged item is dead-lettered at once and a wrongly
 // charged neighbour shows as a second failure.
-import { Redis } from 'ioredis';
-import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
-import { aBatch, fixture, spawnWorker, waitFor, workerEnv, type SpawnedWorker } from '../support/worker-harness.js';
+import { aBatch, fixture, spawnWorker, waitFor, workerEnv, useWorkerRedis } from '../support/worker-harness.js';
 
-let server: RedisServer;
-let redis: Redis;
-const workers: SpawnedWorker[] = [];
-
-beforeAll(async () => {
-  server = await startRedisServer();
-  redis = new Redis(server.port, server.host);
-});
-afterEach(async () => {
-  for (const w of workers.splice(0)) {
-    w.kill('SIGKILL');
-    await w.exited;
-  }
-});
-afterAll(async () => {
-  redis.disconnect();
-  await server.stop();
-});
+const h = useWorkerRedis();
 
 test('one poison item among 1,000 kills its worker; only it is dead-lettered, the items the worker had prefetched go back uncharged', async () => {
   const items = Array.from({ length: 1000 }, (_, i) => (i === 500 ? { poison: true } : { i }));
-  const { queue, name } = await aBatch(redis).withItems(items).maxAttempts(1).closed().create();
+  const { queue, name } = await aBatch(h.redis).withItems(items).maxAttempts(1).closed().create();
   // Pool size 1: the poison item is the only one running when the process dies; fast items make
   // the worker prefetch (up to TASKBATCH_PREFETCH_MAX) ahead of it.
   const env = { TASKBATCH_POOL_MODE: 'async', TASKBATCH_POOL_SIZE: '1', TASKBATCH_LEASE_SECONDS: '1', TASKBATCH_PREFETCH_MAX: '64', TASKBATCH_CHARGE_ONLY_STARTED: 'true' };
-  const first = spawnWorker(workerEnv(server.url, name, fixture('killsWorkerOnPoison'), env));
-  workers.push(first);
+  const first = spawnWorker(workerEnv(h.server.url, name, fixture('killsWorkerOnPoison'), env));
+  h.track(first);
   expect((await first.exited).signal).toBe('SIGKILL');
   const held = await queue.snapshot();
   // The dead worker still holds the poison item and what it had prefetched, until the leases lapse.
   expect(held.running).toBeGreaterThan(1);
   console.log(`poison item: the killed worker held ${held.running} leases (1 running, ${held.running - 1} prefetched)`);
 
-  const second = spawnWorker(workerEnv(server.url, name, fixture('killsWorkerOnPoison'), env));
-  workers.push(second);
+  const second = spawnWorker(workerEnv(h.server.url, name, fixture('killsWorkerOnPoison'), env));
+  h.track(second);
   expect((await second.exited).code).toBe(0);
   const done = await queue.snapshot();
   expect(done).toMatchObject({ total: 1000, succeeded: 999, failed: 1, complete: true });

@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import type { Redis } from 'ioredis';
+import { Redis } from 'ioredis';
+import { startRedisServer, type RedisServer, type RedisServerOptions } from '../../localcluster/redis-server.js';
 import { BatchQueue, type BatchSnapshot, type ItemInput } from '../../queue/index.js';
 
 /** Test helpers for the worker: fixture handler specs, batch builders, spawned workers. */
@@ -235,4 +236,42 @@ export function metricValue(text: string, name: string, labels: Record<string, s
     return Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return undefined;
+}
+
+/**
+ * A test file's real redis-server (started before its tests, stopped after) and the worker
+ * processes its tests spawn (tracked, SIGKILLed after each test).
+ */
+export function useWorkerRedis(options: RedisServerOptions = {}): { readonly redis: Redis; readonly server: RedisServer; track(w: SpawnedWorker): SpawnedWorker } {
+  let server: RedisServer | undefined;
+  let redis: Redis | undefined;
+  const workers: SpawnedWorker[] = [];
+  beforeAll(async () => {
+    server = await startRedisServer(options);
+    redis = new Redis(server.port, server.host);
+  });
+  afterEach(async () => {
+    for (const w of workers.splice(0)) {
+      w.kill('SIGKILL');
+      await w.exited;
+    }
+  });
+  afterAll(async () => {
+    redis?.disconnect();
+    await server?.stop();
+  });
+  return {
+    get redis(): Redis {
+      if (!redis) throw new Error('useWorkerRedis: the redis-server starts in beforeAll');
+      return redis;
+    },
+    get server(): RedisServer {
+      if (!server) throw new Error('useWorkerRedis: the redis-server starts in beforeAll');
+      return server;
+    },
+    track(w: SpawnedWorker): SpawnedWorker {
+      workers.push(w);
+      return w;
+    },
+  };
 }
