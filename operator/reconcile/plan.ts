@@ -53,6 +53,13 @@ export interface PlanMemory {
   /** Consecutive pod-create failures, for the create backoff. */
   createFailures: number;
   lastCreateFailureAt: number;
+  /** The API's refusal of the last pod create, shown as Degraded until a create succeeds. */
+  lastCreateFailure?: string;
+}
+
+/** How long after the n-th refused pod create in a row the next is tried: 1 s doubling to 5 min. */
+export function createBackoff(failures: number): number {
+  return failures > 0 ? Math.min(300_000, 1000 * 2 ** (failures - 1)) : 0;
 }
 
 export function emptyMemory(): PlanMemory {
@@ -447,7 +454,7 @@ class Planner {
       mem.expectedPods = {};
     } else if (snapshot && desired > supply) {
       const backoffMs = failures > 0 ? Math.min(300_000, 2000 * 2 ** (failures - 1)) : 0;
-      const createBackoffMs = mem.createFailures > 0 ? Math.min(300_000, 1000 * 2 ** (mem.createFailures - 1)) : 0;
+      const createBackoffMs = createBackoff(mem.createFailures);
       const wait = Math.max(mem.lastFailureAt + backoffMs, mem.lastCreateFailureAt + createBackoffMs) - now;
       // Never more pods than workers.max, counting pods that are still draining or exiting.
       const room = max - (live.length + expected);
@@ -466,6 +473,11 @@ class Planner {
       }
     }
     if (snapshot && !suspended && !failed) for (const name of unconfirmedDrains) this.actions.push({ kind: 'drainWorker', name });
+    if (suspended || failed || (snapshot && desired <= supply)) {
+      // No pod is wanted now: an old refusal no longer says anything about the batch.
+      mem.createFailures = 0;
+      mem.lastCreateFailure = undefined;
+    }
 
     if (stuck.length > 0) this.stuckPods = stuck;
     const ready = live.filter((p) => isPodReady(p)).length;
@@ -530,7 +542,11 @@ class Planner {
 
   private degraded(): void {
     const failures = this.status.workers?.failures ?? 0;
-    if (failures > 0) {
+    const refused = this.memory.createFailures > 0 ? this.memory.lastCreateFailure : undefined;
+    // A refusal stays visible through the create backoff, not only on the pass that met it.
+    if (refused) {
+      this.cond({ type: 'Degraded', status: 'True', reason: 'PodCreateFailed', message: refused });
+    } else if (failures > 0) {
       this.cond({ type: 'Degraded', status: 'True', reason: 'WorkerPodsFailing', message: `${failures} worker pods failed since items last made progress` });
     } else if (this.stuckPods.length > 0) {
       this.cond({ type: 'Degraded', status: 'True', reason: 'WorkerPodsPending', message: `Worker pods are not starting: ${this.stuckPods.join('; ')}` });

@@ -10,7 +10,7 @@ import type { Logger } from '../log.js';
 import type { OperatorMetrics } from '../metrics.js';
 import type { Clock } from '../workqueue.js';
 import { jsonEqual, setCondition, sortConditions } from './conditions.js';
-import { emptyMemory, planBatch, stateWord, type BatchAction, type BatchPlan, type ObservedBatch, type PlanConfig, type PlanMemory, type QueueObservation, type SourceObservation } from './plan.js';
+import { createBackoff, emptyMemory, planBatch, stateWord, type BatchAction, type BatchPlan, type ObservedBatch, type PlanConfig, type PlanMemory, type QueueObservation, type SourceObservation } from './plan.js';
 import type { Pod } from '../../kube/pod.js';
 import { buildWorkerPod } from './pods.js';
 import { itemsHeldByOthers, type HeldBatch } from './quota.js';
@@ -248,6 +248,7 @@ export class Reconciler {
               this.ctx.log.info('Created worker pod', { batch: keyOf(batch), pod: created.metadata.name });
             }
             mem.plan.createFailures = 0;
+            mem.plan.lastCreateFailure = undefined;
             break;
           case 'deletePod':
             await this.ctx.kube.delete(`/api/v1/namespaces/${ns}/pods/${action.name}`).catch((err: unknown) => {
@@ -270,6 +271,8 @@ export class Reconciler {
           out.createFailure = `Error creating worker pod: ${err.message}`;
           mem.plan.createFailures++;
           mem.plan.lastCreateFailureAt = this.ctx.clock.now();
+          mem.plan.lastCreateFailure = out.createFailure;
+          this.ctx.log.warn('The API refused a worker pod', { batch: keyOf(batch), error: err.message, retryInMs: createBackoff(mem.plan.createFailures) });
         } else if (isQueueAction(action) && !(err instanceof KubeApiError)) {
           out.queueFailure = this.ctx.redis.redact(batch, error.message);
           break; // later queue actions depend on this one

@@ -79,18 +79,28 @@ test('a pod the API refuses (a ResourceQuota) shows Degraded/PodCreateFailed and
     'the quota to refuse pods',
   );
   await apply(aTaskBatch(ns, 'quota', { range: { end: 50 }, workers: { max: 1 } }));
-  const degraded = await waitForCondition(env.kube, ns, 'quota', 'Degraded', 60_000);
-  const cond = degraded.status?.conditions?.find((c) => c.type === 'Degraded');
-  expect(cond?.reason).toBe('PodCreateFailed');
-  expect(cond?.message).toMatch(/forbidden|quota/i);
-  // Status is complete despite the failure: the state, the counts, a start time for the deadline.
-  expect(degraded.status).toMatchObject({ state: 'Pending', seeded: true, items: { total: 50, pending: 50 } });
-  expect(degraded.status?.startTime).toBeDefined();
-  const failedCreate = await eventually(async () => (await events('quota')).find((e) => e.reason === 'FailedCreate'), 30_000, 'a FailedCreate event');
-  expect(failedCreate).toMatchObject({ type: 'Warning', message: expect.stringMatching(/Error creating worker pod: .*quota/i) });
-  await env.kube.delete(`${quotaPath}/no-pods`);
-  const done = await waitForCondition(env.kube, ns, 'quota', 'Complete', 120_000);
-  expect(done.status?.conditions?.find((c) => c.type === 'Degraded')).toMatchObject({ status: 'False' });
+  // The quota goes whatever happens: left behind, it would fail every later test in the namespace.
+  const removeQuota = () => env.kube.delete(`${quotaPath}/no-pods`).catch(() => undefined);
+  try {
+    await refusedThenFinished();
+  } finally {
+    await removeQuota();
+  }
+
+  async function refusedThenFinished(): Promise<void> {
+    const degraded = await waitForCondition(env.kube, ns, 'quota', 'Degraded', 60_000);
+    const cond = degraded.status?.conditions?.find((c) => c.type === 'Degraded');
+    expect(cond?.reason).toBe('PodCreateFailed');
+    expect(cond?.message).toMatch(/forbidden|quota/i);
+    // Status is complete despite the failure: the state, the counts, a start time for the deadline.
+    expect(degraded.status).toMatchObject({ state: 'Pending', seeded: true, items: { total: 50, pending: 50 } });
+    expect(degraded.status?.startTime).toBeDefined();
+    const failedCreate = await eventually(async () => (await events('quota')).find((e) => e.reason === 'FailedCreate'), 30_000, 'a FailedCreate event');
+    expect(failedCreate).toMatchObject({ type: 'Warning', message: expect.stringMatching(/Error creating worker pod: .*quota/i) });
+    await removeQuota();
+    const done = await waitForCondition(env.kube, ns, 'quota', 'Complete', 120_000);
+    expect(done.status?.conditions?.find((c) => c.type === 'Degraded')).toMatchObject({ status: 'False' });
+  }
 });
 
 test('a pod that cannot start (a missing Secret) shows Degraded/WorkerPodsPending with the kubelet reason, then counts as a failed worker; creating the Secret lets the batch finish', async () => {

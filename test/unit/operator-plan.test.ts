@@ -409,6 +409,20 @@ describe('withOutcome', () => {
     expect(s.state).toBeDefined();
   });
 
+  test('a refusal stays Degraded/PodCreateFailed through the create backoff, until no pod is wanted', () => {
+    const refused = 'Error creating worker pod: pods "b-x" is forbidden: exceeded quota';
+    const memory = { ...emptyMemory(), createFailures: 1, lastCreateFailureAt: NOW - 100, lastCreateFailure: refused };
+    const p = planBatch(observe({ memory, queue: { kind: 'ok', snapshot: snap({ pending: 100 }), workers: [] } }));
+    expect(created(p)).toBe(0);
+    expect(cond(p, 'Degraded')).toEqual(expect.objectContaining({ status: 'True', reason: 'PodCreateFailed', message: refused }));
+    const later = planBatch(observe({ memory: p.memory, now: NOW + 2000, queue: { kind: 'ok', snapshot: snap({ pending: 100 }), workers: [] } }));
+    expect(created(later)).toBeGreaterThan(0);
+    expect(cond(later, 'Degraded')?.reason).toBe('PodCreateFailed');
+    const suspended = planBatch(observe({ memory: p.memory, batch: batch({ suspend: true }), queue: { kind: 'ok', snapshot: snap({ pending: 100 }), workers: [] } }));
+    expect(suspended.memory.createFailures).toBe(0);
+    expect(suspended.memory.lastCreateFailure).toBeUndefined();
+  });
+
   test('the epoch just created is recorded; items invalid while seeding fail the batch', () => {
     const p = planBatch(observe({ batch: batch({}, null), queue: { kind: 'absent' } }));
     expect(withOutcome(p.status, { errors: [], epoch: 'e9' }, batch(), NOW).queueEpoch).toBe('e9');
