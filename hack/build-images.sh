@@ -434,8 +434,9 @@ if [[ $CHECK == 1 ]]; then
   log "check worker: present in the image: $(echo $paths | tr '\n' ' ')"
   for i in $(seq 0 49); do echo "{\"i\": $i}"; done >"$CHECK_DIR/collatz.jsonl"
   chmod -R a+rX "$CHECK_DIR"
-  pm run --rm "${RUNF[@]}" -v "$CHECK_DIR/collatz.jsonl:/items/collatz.jsonl:ro" --entrypoint node "$WORKER_IMAGE" \
-    /app/dist/worker/main.js --local --redis-url "redis://127.0.0.1:$PORT" --batch x \
+  # Through the image's ENTRYPOINT (tini -- node /app/dist/worker/main.js), as pods run it.
+  pm run --rm "${RUNF[@]}" -v "$CHECK_DIR/collatz.jsonl:/items/collatz.jsonl:ro" "$WORKER_IMAGE" \
+    --local --redis-url "redis://127.0.0.1:$PORT" --batch x \
     --handler dist/examples/handlers/collatz.js --items /items/collatz.jsonl >&2 \
     || die "check worker: the collatz example failed in $WORKER_IMAGE"
   log "check worker: $WORKER_IMAGE runs as 1000, read-only, no capabilities; the collatz example completed 50 items ($(since "$t0"))"

@@ -23,6 +23,12 @@ export interface ImageRule {
   workingDir?: string;
   /** The image's ENV (the pod's env overrides it). */
   env?: Record<string, string>;
+  /**
+   * The image's init (e.g. `tini`): a command that starts with it runs what follows its `--`
+   * directly. A container here is a child of the agent, not PID 1 of a PID namespace, so an init
+   * would have nothing to reap, and the image's init is not installed on this machine.
+   */
+  init?: string;
 }
 
 /**
@@ -34,7 +40,7 @@ export function defaultImageMap(repoRoot: string, nodePath: string = process.exe
   const commands = { node: nodePath };
   return [
     { image: '*taskbatch*operator*', paths, commands, entrypoint: ['node', '/app/dist/operator/main.js'], workingDir: '/app' },
-    { image: '*taskbatch*worker*', paths, commands, entrypoint: ['node', '/app/dist/worker/main.js'], workingDir: '/app' },
+    { image: '*taskbatch*worker*', paths, commands, init: 'tini', entrypoint: ['tini', '--', 'node', '/app/dist/worker/main.js'], workingDir: '/app' },
   ];
 }
 
@@ -97,6 +103,16 @@ function which(name: string, pathEnv: string): string | undefined {
   return undefined;
 }
 
+/** argv without a leading init and its options (up to the first non-option, or `--`). */
+function withoutInit(argv: string[], init: string | undefined): string[] {
+  if (!init || argv[0] !== init) return argv;
+  let first = 1;
+  while (first < argv.length && argv[first]!.startsWith('-')) {
+    if (argv[first++] === '--') break;
+  }
+  return argv.slice(first);
+}
+
 /**
  * What to execute for a container, Docker's way: the container's command replaces the image's
  * ENTRYPOINT (and drops its CMD); its args replace the CMD.
@@ -115,7 +131,10 @@ export function resolveContainerCommand(spec: ContainerCommandSpec, rules: reado
     };
   }
   const paths = rule?.paths ?? {};
-  const mapped = argv.map((a) => rewritePath(a, paths));
+  const mapped = withoutInit(
+    argv.map((a) => rewritePath(a, paths)),
+    rule?.init,
+  );
   const exeName = mapped[0] ?? '';
   const replaced = rule?.commands?.[exeName] ?? exeName;
   const executable = which(replaced, pathEnv);

@@ -77,8 +77,12 @@ function podSecurityLevel(env: NodeJS.ProcessEnv, name: string, dflt: PodSecurit
   return level;
 }
 
+/** The worker image's ENTRYPOINT (Dockerfile.worker), set explicitly: an image a template names may have replaced it. */
+const DEFAULT_WORKER_COMMAND = ['tini', '--', 'node', '/app/dist/worker/main.js'];
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<OperatorConfig> {
-  const cmd = env.TASKBATCH_WORKER_COMMAND ?? '["node","/app/dist/worker/main.js"]';
+  // tini as PID 1 reaps what handlers orphan (Node cannot); the worker image ships it.
+  const cmd = env.TASKBATCH_WORKER_COMMAND ?? JSON.stringify(DEFAULT_WORKER_COMMAND);
   let workerCommand: string[];
   try {
     workerCommand = JSON.parse(cmd) as string[];

@@ -90,8 +90,11 @@ describe.each(Object.keys(IMAGES) as Component[])('the %s image', (component) =>
     const runtime = s.at(-1)!;
     expect(runtime.name).toBeUndefined();
     expect(runtime.lines).toContain('USER 1000:1000');
-    // The runtime stage installs nothing itself: node_modules comes from a --omit=dev stage.
-    expect(runtime.lines.filter((l) => l.startsWith('RUN '))).toEqual([]);
+    // The runtime stage installs no npm package itself: node_modules comes from a --omit=dev
+    // stage. The worker's installs its init (tini, from Debian) and nothing else.
+    const runs = runtime.lines.filter((l) => l.startsWith('RUN '));
+    expect(runs.filter((l) => /\bnpm\b/.test(l))).toEqual([]);
+    expect(runs.map((l) => /apt-get install -y --no-install-recommends (.+?);/.exec(l)?.[1] ?? l)).toEqual(component === 'worker' ? ['tini'] : []);
     const modules = runtime.lines.find((l) => /^COPY --from=(\S+) \S*node_modules\/? /.test(l));
     const depsStage = s.find((st) => st.name === /--from=(\S+)/.exec(modules ?? '')?.[1]);
     expect(depsStage?.lines.some((l) => /npm ci .*--omit=dev/.test(l))).toBe(true);

@@ -15,6 +15,9 @@ describe('image map', () => {
     ['taskbatch/worker:dev', ['node', '/app/dist/worker/main.js', '--x'], NODE, ['/repo/dist/worker/main.js', '--x'], '/repo'],
     ['ghcr.io/acme/taskbatch-operator:0.1.0', undefined, NODE, ['/repo/dist/operator/main.js'], '/repo'],
     ['ghcr.io/taskbatch/worker:0.1.0', undefined, NODE, ['/repo/dist/worker/main.js'], '/repo'],
+    // The worker image's init runs what follows it: the agent's processes have no PID 1 to be.
+    ['ghcr.io/taskbatch/worker:0.1.0', ['tini', '--', 'node', '/app/dist/worker/main.js'], NODE, ['/repo/dist/worker/main.js'], '/repo'],
+    ['ghcr.io/taskbatch/worker:0.1.0', ['tini', '-s', 'node', '/app/dist/worker/main.js', '--', '-x'], NODE, ['/repo/dist/worker/main.js', '--', '-x'], '/repo'],
   ])('%s with command %j runs %s %j in %s', (image, command, exe, args, cwd) => {
     const r = resolveContainerCommand({ image, ...(command ? { command } : {}) }, rules, '/usr/bin:/bin');
     expect(r).toMatchObject({ ok: true, executable: exe, args, workingDir: cwd });

@@ -260,6 +260,34 @@ d('on a real node (kubelet + containerd + runc)', () => {
       expect(out.addr).toMatch(/^10\.0\.0\.\d+$/);
       expect(out.uid).toBe(1000);
       expect(out.ro).toBe('EROFS');
+
+      // PID 1 is tini, which reaps what is orphaned in the container; Node as PID 1 could not.
+      const exec = (script: string): Promise<string> => kubectl(['exec', '-n', EXAMPLES_NS, worker.metadata.name!, '--', 'node', '-e', script]);
+      const procs = async (): Promise<{ pid: number; ppid: number; state: string; comm: string }[]> =>
+        JSON.parse(
+          await exec(
+            String.raw`const fs=require('node:fs');const out=[];for(const d of fs.readdirSync('/proc')){if(!/^\d+$/.test(d))continue;try{const st=fs.readFileSync('/proc/'+d+'/status','utf8');const f=(k)=>new RegExp('^'+k+':\\s*(\\S+)','m').exec(st)[1];out.push({pid:+d,ppid:+f('PPid'),state:f('State'),comm:f('Name')})}catch{}}console.log(JSON.stringify(out))`,
+          ),
+        ) as { pid: number; ppid: number; state: string; comm: string }[];
+      expect((await procs()).find((p) => p.pid === 1)?.comm).toBe('tini');
+      // Three processes whose parent exits at once: the kernel gives them to PID 1.
+      const orphans = JSON.parse(
+        await exec(`const {spawn}=require('node:child_process');console.log(JSON.stringify([1,2,3].map(()=>{const c=spawn('sleep',['2'],{detached:true,stdio:'ignore'});c.unref();return c.pid})))`),
+      ) as number[];
+      const adopted = (await procs()).filter((p) => orphans.includes(p.pid));
+      expect(adopted.map((p) => p.ppid)).toEqual([1, 1, 1]);
+      // Once they exit, nothing is left of them: no zombie waits for a parent that never reaps.
+      const left = await eventually(
+        async () => {
+          const still = (await procs()).filter((p) => orphans.includes(p.pid));
+          return still.length === 0 ? still : undefined;
+        },
+        30_000,
+        `the orphaned processes ${orphans.join(', ')} to be reaped by PID 1`,
+      ).catch(async (err: Error) => {
+        throw new Error(`${err.message}; they are: ${JSON.stringify((await procs()).filter((p) => orphans.includes(p.pid)))}`);
+      });
+      expect(left).toEqual([]);
     },
     T,
   );
@@ -286,7 +314,8 @@ d('on a real node (kubelet + containerd + runc)', () => {
         120_000,
         'two running workers',
       );
-      // The kubelet sends SIGTERM to the container's PID 1 (node): it must finish its items and exit 0.
+      // The kubelet sends SIGTERM to the container's PID 1 (tini), which passes it to node: the
+      // worker must finish its items and exit 0.
       await kubectl(['delete', 'pod', '-n', WORK_NS, victim.metadata.name!, '--wait=false']);
       const done = await waitForCondition(kube, WORK_NS, name, 'Complete', 300_000);
       expect(done.status?.items).toMatchObject({ total: 300, succeeded: 300, failed: 0, retries: 0 });

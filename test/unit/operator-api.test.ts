@@ -141,6 +141,8 @@ describe('worker pods', () => {
 describe('operator config', () => {
   test('defaults and validation errors name the variable', () => {
     expect(loadConfig({}).concurrency).toBe(4);
+    // The worker image's init, so that orphaned processes are reaped (Dockerfile.worker's ENTRYPOINT).
+    expect(loadConfig({}).workerCommand).toEqual(['tini', '--', 'node', '/app/dist/worker/main.js']);
     expect(() => loadConfig({ TASKBATCH_CONCURRENCY: 'lots' })).toThrow(/TASKBATCH_CONCURRENCY="lots" is invalid: expected an integer between 1 and 64/);
     expect(() => loadConfig({ TASKBATCH_WORKER_COMMAND: 'node x.js' })).toThrow(/TASKBATCH_WORKER_COMMAND=.* expected a JSON array of strings/);
     expect(() => loadConfig({ TASKBATCH_LEADER_ELECTION: 'yes' })).toThrow(/expected true or false/);
