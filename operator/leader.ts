@@ -185,7 +185,11 @@ export class LeaderElector {
     this.clock.clearTimeout(this.deadlineTimer);
     this.deadlineTimer = this.clock.setTimeout(
       () => {
-        if (this.leading && !this.stopped && this.clock.now() >= this.leadingUntil) this.lose(`no renewal succeeded within ${this.deadlineMs}ms`);
+        if (!this.leading || this.stopped) return;
+        // A timer can fire a millisecond early by the wall clock: then wait out the rest, or the
+        // deadline would pass unnoticed and this replica would never step down.
+        if (this.clock.now() >= this.leadingUntil) this.lose(`no renewal succeeded within ${this.deadlineMs}ms`);
+        else this.armDeadline();
       },
       Math.max(0, this.leadingUntil - this.clock.now()),
     );

@@ -10,7 +10,19 @@ import type { Logger } from '../log.js';
 import type { OperatorMetrics } from '../metrics.js';
 import type { Clock } from '../workqueue.js';
 import { jsonEqual, setCondition, sortConditions } from './conditions.js';
-import { createBackoff, emptyMemory, planBatch, stateWord, type BatchAction, type BatchPlan, type ObservedBatch, type PlanConfig, type PlanMemory, type QueueObservation, type SourceObservation } from './plan.js';
+import {
+  createBackoff,
+  emptyMemory,
+  planBatch,
+  stateWord,
+  type BatchAction,
+  type BatchPlan,
+  type ObservedBatch,
+  type PlanConfig,
+  type PlanMemory,
+  type QueueObservation,
+  type SourceObservation,
+} from './plan.js';
 import type { Pod } from '../../kube/pod.js';
 import { buildWorkerPod } from './pods.js';
 import { itemsHeldByOthers, type HeldBatch } from './quota.js';

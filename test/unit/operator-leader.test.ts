@@ -253,6 +253,17 @@ test('a leader whose renewals fail (API errors) keeps leading until the deadline
   expect(a.elector.isLeader).toBe(false);
 });
 
+test('a deadline timer that fires early by the wall clock (as Node timers can) still ends the leadership, once', async () => {
+  // Timers run 150 ms before the replica's clock says they are due.
+  const early: Clock = { now: () => clock.now(), setTimeout: (fn, ms) => clock.setTimeout(fn, Math.max(0, ms - 150)), clearTimeout: (h) => clock.clearTimeout(h) };
+  const a = await startLeader('a', early);
+  await clock.advance(RETRY_MS);
+  a.api.down(true);
+  await clock.advance(DEADLINE_MS + RETRY_MS);
+  expect(a.elector.isLeader).toBe(false);
+  expect(a.stopped).toBe(1);
+});
+
 test('stop() closes the fence first, releases the lease after beforeRelease, and a follower takes the empty lease at once', async () => {
   const a = await startLeader('a');
   const b = startFollower('b');
