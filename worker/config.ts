@@ -124,6 +124,12 @@ export const SETTINGS: readonly SettingDef[] = [
   { env: 'TASKBATCH_REDIS_SENTINEL_MASTER', flag: 'redis-sentinel-master', default: '(required with sentinels)', help: "The primary's name as the sentinels know it (sentinel monitor <name> ...)." },
   { env: 'TASKBATCH_REDIS_SENTINEL_PASSWORD', flag: 'redis-sentinel-password', default: '', help: 'Password of the sentinels themselves, when they require AUTH.', secret: true },
   {
+    env: 'TASKBATCH_REDIS_SENTINEL_PASSWORD_FILE',
+    flag: 'redis-sentinel-password-file',
+    default: '',
+    help: "File holding the sentinels' password (a mounted Secret; what the operator sets for spec.redis.sentinel.passwordKey).",
+  },
+  {
     env: 'TASKBATCH_REDIS_DURABILITY',
     flag: 'redis-durability',
     default: 'local',
@@ -309,7 +315,16 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
   const tlsFlag = bool('TASKBATCH_REDIS_TLS');
   const sentinelList = raw('TASKBATCH_REDIS_SENTINELS');
   const sentinelMaster = raw('TASKBATCH_REDIS_SENTINEL_MASTER');
-  const sentinelPassword = raw('TASKBATCH_REDIS_SENTINEL_PASSWORD');
+  let sentinelPassword = raw('TASKBATCH_REDIS_SENTINEL_PASSWORD');
+  const sentinelPasswordFile = raw('TASKBATCH_REDIS_SENTINEL_PASSWORD_FILE');
+  if (sentinelPassword && sentinelPasswordFile) problems.push(`set either ${name('TASKBATCH_REDIS_SENTINEL_PASSWORD')} or ${name('TASKBATCH_REDIS_SENTINEL_PASSWORD_FILE')}, not both`);
+  else if (sentinelPasswordFile) {
+    try {
+      sentinelPassword = readPasswordFile(sentinelPasswordFile);
+    } catch (err) {
+      problems.push(`${name('TASKBATCH_REDIS_SENTINEL_PASSWORD_FILE')} could not be read: ${(err as Error).message}`);
+    }
+  }
   let sentinel: SentinelOptions | undefined;
   if (url && host) problems.push(`set either ${name('TASKBATCH_REDIS_URL')} or ${name('TASKBATCH_REDIS_HOST')}, not both`);
   if (sentinelList) {

@@ -70,6 +70,9 @@ export class RedisEndpoint {
     if (this.client.isCluster) (this.client as unknown as ClusterRetry).options.clusterRetryStrategy = () => this.attemptFailed();
     this.client.on('error', (err: unknown) => this.noteError(err));
     this.client.on('node error', (err: unknown) => this.noteError(err));
+    // Through Sentinel, each sentinel that could not name the primary says why here (the round's
+    // 'error' comes after the round's retry strategy has already recorded the attempt).
+    this.client.on('sentinelError', (err: unknown) => this.noteError(err));
     this.client.on('connecting', () => {
       // Errors arrive after this (from the socket), so whatever is noted belongs to an earlier connection.
       this.attemptStartedAt = this.clock.now();
