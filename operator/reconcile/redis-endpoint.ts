@@ -201,6 +201,10 @@ export class RedisEndpoint {
    * carries a system or server code, which is the one a user can act on.
    */
   private noteError(err: unknown): void {
+    // ioredis' summary of a failed round of sentinels, sent after the round's retry strategy
+    // recorded it: it would stand for the next round, with a delay in its words that changes.
+    const message = (err as { message?: unknown } | undefined)?.message;
+    if (typeof message === 'string' && message.startsWith('All sentinels are unreachable')) return;
     // The ready check timing out (commandTimeout) is the same silence the handshake timer catches.
     if (this.client.status === 'connect' && (err as { message?: unknown } | undefined)?.message === 'Command timed out') {
       err = Object.assign(new Error('the Redis handshake timed out'), { code: 'ETIMEDOUT', phase: 'handshake' });
