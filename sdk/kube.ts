@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
-import type { SentinelOptions } from '../queue/index.js';
+import { parseSentinelAddress, type SentinelOptions } from '../queue/index.js';
 import { batchPath, type TaskBatch } from '../api/taskbatch.js';
 import { KubeApiError, KubeClient } from '../kube/client.js';
 import { BatchNotFoundError, ConnectionError, ForbiddenError, TaskBatchError } from './errors.js';
@@ -225,10 +225,9 @@ export async function redisEndpointFor(access: KubeAccess, tb: TaskBatch, overri
 
 /** host:port ([addr]:port for IPv6) of a sentinel, as the CRD allows it. */
 function sentinelAddress(entry: string, field: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(entry);
-  const port = Number(m?.[3]);
-  if (!m || port < 1 || port > 65535) throw new TaskBatchError('Usage', `${field}: ${JSON.stringify(entry)} is not host:port with a port from 1 to 65535`);
-  return { host: (m[1] ?? m[2]) as string, port };
+  const address = parseSentinelAddress(entry);
+  if (!address) throw new TaskBatchError('Usage', `${field}: ${JSON.stringify(entry)} is not host:port with a port from 1 to 65535`);
+  return address;
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

@@ -8,6 +8,7 @@ import {
   DURABILITY_LEVELS,
   MAX_CLAIM_MAX_BYTES,
   parseRedisUrl,
+  parseSentinelAddress,
   validateBatchRef,
   type Durability,
   type SentinelOptions,
@@ -521,10 +522,9 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
 function parseSentinelAddresses(list: string): { host: string; port: number }[] | string {
   const addresses: { host: string; port: number }[] = [];
   for (const part of list.split(',').map((p) => p.trim())) {
-    const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(part);
-    const port = Number(m?.[3]);
-    if (!m || port < 1 || port > 65535) return `${JSON.stringify(part)} is not host:port with a port from 1 to 65535`;
-    addresses.push({ host: (m[1] ?? m[2]) as string, port });
+    const address = parseSentinelAddress(part);
+    if (!address) return `${JSON.stringify(part)} is not host:port with a port from 1 to 65535`;
+    addresses.push(address);
   }
   return addresses;
 }

@@ -1,5 +1,5 @@
 import { createHash, X509Certificate } from 'node:crypto';
-import { connectRedis, type RedisClient, type RedisConnectionOptions, type SentinelOptions } from '../../queue/index.js';
+import { connectRedis, parseSentinelAddress, type RedisClient, type RedisConnectionOptions, type SentinelOptions } from '../../queue/index.js';
 import type { KubeClient } from '../../kube/client.js';
 import type { TaskBatch } from '../../api/taskbatch.js';
 import type { Logger } from '../log.js';
@@ -376,10 +376,9 @@ export class RedisPool {
 
 /** One spec.redis.sentinel.addresses entry (the CRD checked its shape; the port's range is checked here). */
 function sentinelAddress(entry: string, i: number): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(entry);
-  const port = Number(m?.[3]);
-  if (!m || port < 1 || port > 65535) throw new RedisConfigError(`spec.redis.sentinel.addresses[${i}]: ${JSON.stringify(entry)} is not host:port with a port from 1 to 65535 (IPv6 as [addr]:port)`);
-  return { host: (m[1] ?? m[2]) as string, port };
+  const address = parseSentinelAddress(entry);
+  if (!address) throw new RedisConfigError(`spec.redis.sentinel.addresses[${i}]: ${JSON.stringify(entry)} is not host:port with a port from 1 to 65535 (IPv6 as [addr]:port)`);
+  return address;
 }
 
 function hostPort(a: { host: string; port: number }): string {
