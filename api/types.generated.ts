@@ -359,6 +359,19 @@ export type TaskBatchSpec = {
     };
     /** The URL names a seed node of a Redis Cluster */
     cluster?: boolean;
+    /** Find the primary through Redis Sentinel (instead of url); workers and the operator follow it across failovers */
+    sentinel?: {
+      /** Sentinels to ask, host:port ([IPv6]:port); each must be in the installer's allowed Redis addresses, and so must the primaries they name */
+      addresses: string[];
+      /** The primary's name in the sentinels' 'sentinel monitor <name> ...' */
+      masterName: string;
+      /** Key of the spec.redis.secretRef Secret holding the sentinels' own password, when they require AUTH */
+      passwordKey?: string;
+    };
+    /** Database number, with sentinel (default 0); with url it is the URL's path */
+    db?: number;
+    /** local: a state change counts once the primary has it. replicated: each one also waits for a replica (WAIT 1), so a failover loses no acknowledged change */
+    durability?: "local" | "replicated";
   };
 };
 
@@ -437,4 +450,5 @@ export const SPEC_DEFAULTS = {
   "redis.tls.caSecretRef.key": "ca.crt",
   "redis.tls.insecureSkipVerify": false,
   "redis.cluster": false,
+  "redis.durability": "local",
 } as const;

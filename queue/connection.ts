@@ -106,6 +106,14 @@ export function connectRedis(options: RedisConnectionOptions): RedisClient {
   return bounded(new Redis({ ...common, host: parsed.host, port: parsed.port, db: parsed.db }), options.maxReplyBytes);
 }
 
+/** One sentinel's `host:port` (`[addr]:port` for IPv6, port 1-65535), or undefined when it is not one. */
+export function parseSentinelAddress(entry: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(entry.trim());
+  const port = Number(m?.[3]);
+  if (!m || port < 1 || port > 65535) return undefined;
+  return { host: (m[1] ?? m[2]) as string, port };
+}
+
 function sentinelOptions(s: SentinelOptions): RedisOptions {
   if (!Array.isArray(s.addresses) || s.addresses.length === 0) throw new InvalidArgumentError('sentinel.addresses must list at least one sentinel {host, port}');
   for (const a of s.addresses) {

@@ -30,7 +30,8 @@ export interface ConnectOptions {
   /** Key prefix of the installation (default "tb"). */
   prefix?: string;
   /**
-   * 'local' (default): a call succeeds once the Redis primary applied it. 'replicated': each
+   * Default: the TaskBatch's spec.redis.durability, else 'local'.
+   * 'local': a call succeeds once the Redis primary applied it. 'replicated': each
    * state change (submit, close, cancel, ...) also waits for one replica (WAIT), so a failover
    * loses nothing the SDK reported as done; a call no replica acknowledged within
    * `replicaTimeoutMs` (default 1000) fails with ReplicaNotAcknowledgedError. Use it with the
@@ -226,6 +227,13 @@ export class TaskBatchClient {
       await sleep(500);
       tb = await readTaskBatch(this.kube, ref.namespace, ref.name);
     }
-    return { queue: new BatchQueue(redis, ref, { prefix, ...durability, expectedEpoch: tb.status.queueEpoch }), redis, endpoint, taskBatch: tb };
+    // The batch's own spec.redis.durability unless the caller chose: what it submits is then as safe as what its workers write.
+    const batchDurability = this.options.durability ?? tb.spec.redis?.durability;
+    return {
+      queue: new BatchQueue(redis, ref, { prefix, ...durability, ...(batchDurability ? { durability: batchDurability } : {}), expectedEpoch: tb.status.queueEpoch }),
+      redis,
+      endpoint,
+      taskBatch: tb,
+    };
   }
 }

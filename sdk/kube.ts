@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
-import type { SentinelOptions } from '../queue/index.js';
+import { parseSentinelAddress, type SentinelOptions } from '../queue/index.js';
 import { batchPath, type TaskBatch } from '../api/taskbatch.js';
 import { KubeApiError, KubeClient } from '../kube/client.js';
 import { BatchNotFoundError, ConnectionError, ForbiddenError, TaskBatchError } from './errors.js';
@@ -180,8 +180,19 @@ export async function redisEndpointFor(access: KubeAccess, tb: TaskBatch, overri
   let ep: RedisEndpoint | undefined;
   if (r) {
     let url = r.url;
-    if (!url && r.secretRef?.urlKey && !override.url) url = await secretKey(access, ns, r.secretRef.name, r.secretRef.urlKey, 'spec.redis.secretRef.urlKey');
+    if (!url && r.secretRef?.urlKey && !r.sentinel && !override.url) url = await secretKey(access, ns, r.secretRef.name, r.secretRef.urlKey, 'spec.redis.secretRef.urlKey');
+    // Through Sentinel the URL is never dialled: it carries the database (the primary comes from the sentinels).
+    if (r.sentinel) url = `redis://${r.sentinel.masterName}/${r.db ?? 0}`;
     ep = { url: url ?? '' };
+    if (r.sentinel && !override.sentinel) {
+      const s = r.sentinel;
+      const password = s.passwordKey && r.secretRef ? await secretKey(access, ns, r.secretRef.name, s.passwordKey, 'spec.redis.sentinel.passwordKey') : undefined;
+      ep.sentinel = {
+        addresses: s.addresses.map((a, i) => sentinelAddress(a, `TaskBatch ${ns}/${name} spec.redis.sentinel.addresses[${i}]`)),
+        masterName: s.masterName,
+        ...(password ? { password } : {}),
+      };
+    }
     if (r.username) ep.username = r.username;
     if (r.secretRef && override.password === undefined) {
       const pw = await secretKey(access, ns, r.secretRef.name, r.secretRef.passwordKey ?? 'password', 'spec.redis.secretRef', true);
@@ -210,6 +221,13 @@ export async function redisEndpointFor(access: KubeAccess, tb: TaskBatch, overri
     );
   }
   return merged;
+}
+
+/** host:port ([addr]:port for IPv6) of a sentinel, as the CRD allows it. */
+function sentinelAddress(entry: string, field: string): { host: string; port: number } {
+  const address = parseSentinelAddress(entry);
+  if (!address) throw new TaskBatchError('Usage', `${field}: ${JSON.stringify(entry)} is not host:port with a port from 1 to 65535`);
+  return address;
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

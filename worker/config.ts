@@ -8,6 +8,7 @@ import {
   DURABILITY_LEVELS,
   MAX_CLAIM_MAX_BYTES,
   parseRedisUrl,
+  parseSentinelAddress,
   validateBatchRef,
   type Durability,
   type SentinelOptions,
@@ -123,6 +124,12 @@ export const SETTINGS: readonly SettingDef[] = [
   },
   { env: 'TASKBATCH_REDIS_SENTINEL_MASTER', flag: 'redis-sentinel-master', default: '(required with sentinels)', help: "The primary's name as the sentinels know it (sentinel monitor <name> ...)." },
   { env: 'TASKBATCH_REDIS_SENTINEL_PASSWORD', flag: 'redis-sentinel-password', default: '', help: 'Password of the sentinels themselves, when they require AUTH.', secret: true },
+  {
+    env: 'TASKBATCH_REDIS_SENTINEL_PASSWORD_FILE',
+    flag: 'redis-sentinel-password-file',
+    default: '',
+    help: "File holding the sentinels' password (a mounted Secret; what the operator sets for spec.redis.sentinel.passwordKey).",
+  },
   {
     env: 'TASKBATCH_REDIS_DURABILITY',
     flag: 'redis-durability',
@@ -309,7 +316,16 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
   const tlsFlag = bool('TASKBATCH_REDIS_TLS');
   const sentinelList = raw('TASKBATCH_REDIS_SENTINELS');
   const sentinelMaster = raw('TASKBATCH_REDIS_SENTINEL_MASTER');
-  const sentinelPassword = raw('TASKBATCH_REDIS_SENTINEL_PASSWORD');
+  let sentinelPassword = raw('TASKBATCH_REDIS_SENTINEL_PASSWORD');
+  const sentinelPasswordFile = raw('TASKBATCH_REDIS_SENTINEL_PASSWORD_FILE');
+  if (sentinelPassword && sentinelPasswordFile) problems.push(`set either ${name('TASKBATCH_REDIS_SENTINEL_PASSWORD')} or ${name('TASKBATCH_REDIS_SENTINEL_PASSWORD_FILE')}, not both`);
+  else if (sentinelPasswordFile) {
+    try {
+      sentinelPassword = readPasswordFile(sentinelPasswordFile);
+    } catch (err) {
+      problems.push(`${name('TASKBATCH_REDIS_SENTINEL_PASSWORD_FILE')} could not be read: ${(err as Error).message}`);
+    }
+  }
   let sentinel: SentinelOptions | undefined;
   if (url && host) problems.push(`set either ${name('TASKBATCH_REDIS_URL')} or ${name('TASKBATCH_REDIS_HOST')}, not both`);
   if (sentinelList) {
@@ -506,10 +522,9 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
 function parseSentinelAddresses(list: string): { host: string; port: number }[] | string {
   const addresses: { host: string; port: number }[] = [];
   for (const part of list.split(',').map((p) => p.trim())) {
-    const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(part);
-    const port = Number(m?.[3]);
-    if (!m || port < 1 || port > 65535) return `${JSON.stringify(part)} is not host:port with a port from 1 to 65535`;
-    addresses.push({ host: (m[1] ?? m[2]) as string, port });
+    const address = parseSentinelAddress(part);
+    if (!address) return `${JSON.stringify(part)} is not host:port with a port from 1 to 65535`;
+    addresses.push(address);
   }
   return addresses;
 }

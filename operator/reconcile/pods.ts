@@ -56,8 +56,16 @@ function workerEnv(batch: TaskBatch, epoch: string, cfg: WorkerPodConfig): EnvVa
   if (credentials) env.push({ name: 'TASKBATCH_REDIS_PASSWORD_FILE', value: `${REDIS_CREDENTIALS_DIR}/password` });
   if (credentials?.optional) env.push({ name: 'TASKBATCH_REDIS_PASSWORD_OPTIONAL', value: 'true' });
   if (redis) {
+    if (redis.sentinel) {
+      // The primary's address comes from the sentinels: no TASKBATCH_REDIS_URL (the worker refuses both).
+      env.push({ name: 'TASKBATCH_REDIS_SENTINELS', value: redis.sentinel.addresses.join(',') });
+      env.push({ name: 'TASKBATCH_REDIS_SENTINEL_MASTER', value: redis.sentinel.masterName });
+      if (redis.db !== undefined) env.push({ name: 'TASKBATCH_REDIS_DB', value: String(redis.db) });
+      if (credentials?.sentinelPassword) env.push({ name: 'TASKBATCH_REDIS_SENTINEL_PASSWORD_FILE', value: `${REDIS_CREDENTIALS_DIR}/${SENTINEL_PASSWORD_FILE}` });
+    }
+    if (redis.durability === 'replicated') env.push({ name: 'TASKBATCH_REDIS_DURABILITY', value: 'replicated' });
     if (redis.url) env.push({ name: 'TASKBATCH_REDIS_URL', value: redis.url });
-    else if (redis.secretRef?.urlKey) env.push({ name: 'TASKBATCH_REDIS_URL', valueFrom: { secretKeyRef: { name: redis.secretRef.name, key: redis.secretRef.urlKey } } });
+    else if (redis.secretRef?.urlKey && !redis.sentinel) env.push({ name: 'TASKBATCH_REDIS_URL', valueFrom: { secretKeyRef: { name: redis.secretRef.name, key: redis.secretRef.urlKey } } });
     if (redis.username) env.push({ name: 'TASKBATCH_REDIS_USERNAME', value: redis.username });
     if (redis.tls?.enabled) env.push({ name: 'TASKBATCH_REDIS_TLS', value: 'true' });
     if (redis.tls?.insecureSkipVerify) env.push({ name: 'TASKBATCH_REDIS_TLS_INSECURE', value: 'true' });
@@ -77,6 +85,8 @@ function workerEnv(batch: TaskBatch, epoch: string, cfg: WorkerPodConfig): EnvVa
 /** Where the worker container finds the Redis password (a Secret volume, read-only). */
 export const REDIS_CREDENTIALS_DIR = '/var/run/taskbatch/redis';
 const REDIS_CREDENTIALS_VOLUME = 'taskbatch-redis-credentials';
+/** The sentinels' own password (spec.redis.sentinel.passwordKey), in the same volume. */
+const SENTINEL_PASSWORD_FILE = 'sentinel-password';
 
 /**
  * The Secret volume carrying the batch's Redis password: spec.redis.secretRef (its password key
@@ -84,7 +94,7 @@ const REDIS_CREDENTIALS_VOLUME = 'taskbatch-redis-credentials';
  * Secret of an unmanaged default Redis. Mounted without subPath, so the kubelet refreshes the
  * file after a rotation.
  */
-function redisCredentialsVolume(batch: TaskBatch, cfg: Pick<WorkerPodConfig, 'defaultRedis'>): { volume: Record<string, unknown>; optional: boolean } | undefined {
+function redisCredentialsVolume(batch: TaskBatch, cfg: Pick<WorkerPodConfig, 'defaultRedis'>): { volume: Record<string, unknown>; optional: boolean; sentinelPassword: boolean } | undefined {
   const r = batch.spec.redis;
   let secret: { name: string; key: string; optional: boolean } | undefined;
   if (r) {
@@ -95,9 +105,15 @@ function redisCredentialsVolume(batch: TaskBatch, cfg: Pick<WorkerPodConfig, 'de
     secret = { ...cfg.defaultRedis.passwordSecret, optional: false };
   }
   if (!secret) return undefined;
+  const items = [{ key: secret.key, path: 'password' }];
+  // Only with spec.redis.secretRef (the CRD requires it for passwordKey). The volume stays optional
+  // for the data password's sake; a missing sentinel key makes the worker fail naming its file.
+  const sentinelKey = r?.secretRef ? r.sentinel?.passwordKey : undefined;
+  if (sentinelKey) items.push({ key: sentinelKey, path: SENTINEL_PASSWORD_FILE });
   return {
-    volume: { name: REDIS_CREDENTIALS_VOLUME, secret: { secretName: secret.name, items: [{ key: secret.key, path: 'password' }], ...(secret.optional ? { optional: true } : {}) } },
+    volume: { name: REDIS_CREDENTIALS_VOLUME, secret: { secretName: secret.name, items, ...(secret.optional ? { optional: true } : {}) } },
     optional: secret.optional,
+    sentinelPassword: sentinelKey !== undefined,
   };
 }
 

@@ -225,7 +225,7 @@ export class Reconciler {
     const out: Outcome = { errors: [] };
     let queue: BatchQueue | undefined;
     const queueFor = async (): Promise<BatchQueue> => {
-      queue ??= new BatchQueue(await this.ctx.redis.forBatch(batch), refOf(batch), { expectedEpoch: out.epoch ?? batch.status?.queueEpoch ?? '' });
+      queue ??= new BatchQueue(await this.ctx.redis.forBatch(batch), refOf(batch), { expectedEpoch: out.epoch ?? batch.status?.queueEpoch ?? '', ...writesOf(batch) });
       return queue;
     };
     const ns = batch.metadata.namespace!;
@@ -235,8 +235,8 @@ export class Reconciler {
           case 'createQueue':
           case 'resetQueue': {
             const redis = await this.ctx.redis.forBatch(batch);
-            if (action.kind === 'resetQueue') await new BatchQueue(redis, refOf(batch)).purge();
-            const q = new BatchQueue(redis, refOf(batch));
+            if (action.kind === 'resetQueue') await new BatchQueue(redis, refOf(batch), writesOf(batch)).purge();
+            const q = new BatchQueue(redis, refOf(batch), writesOf(batch));
             out.epoch = (await q.create({ maxAttempts: action.maxAttempts, backoff: action.backoff })).epoch;
             queue = q;
             break;
@@ -466,6 +466,15 @@ function stripMessages(conditions: TaskBatchStatus['conditions']): unknown {
 
 function refOf(batch: TaskBatch): { namespace: string; name: string } {
   return { namespace: batch.metadata.namespace!, name: batch.metadata.name! };
+}
+
+/**
+ * How the operator's own writes (creating, resetting and seeding the queue) are acknowledged:
+ * as the batch's workers' (spec.redis.durability), so a seed the operator recorded in status
+ * survives a failover. Reads and the cleanup's purge need no replica.
+ */
+function writesOf(batch: TaskBatch): { durability: 'local' | 'replicated' } {
+  return { durability: batch.spec.redis?.durability ?? 'local' };
 }
 
 function keyOf(batch: TaskBatch): string {

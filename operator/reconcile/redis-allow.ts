@@ -120,6 +120,8 @@ interface BatchRedisRef {
   spec: { redis?: { url?: string; secretRef?: { name: string; urlKey?: string } } };
 }
 
+const NOT_ALLOWED_ADVICE = 'the operator did not connect to it. Leave spec.redis unset to use the default Redis, or ask the installer to add the address (Helm value redis.allowedAddresses)';
+
 /** What the operator's Redis clients are held to (constructed once from the operator's config). */
 export class RedisGuard {
   constructor(
@@ -140,16 +142,47 @@ export class RedisGuard {
     if (!r) return;
     const at = parseHostPort(url);
     if (!at) return;
-    const dflt = this.defaultUrl ? parseHostPort(this.defaultUrl) : undefined;
-    if (dflt && normaliseHost(dflt.host) === normaliseHost(at.host) && dflt.port === at.port) return;
-    if (isRedisAddressAllowed(this.rules, at.host, at.port)) return;
-    const advice = 'the operator did not connect to it. Leave spec.redis unset to use the default Redis, or ask the installer to add the address (Helm value redis.allowedAddresses)';
+    if (this.allows(at.host, at.port)) return;
+    const advice = NOT_ALLOWED_ADVICE;
     if (r.url) throw new RedisNotAllowedError(`spec.redis.url: host ${JSON.stringify(at.host)} port ${at.port} is not in the installer's allowed Redis addresses (TASKBATCH_ALLOWED_REDIS); ${advice}`);
     // From a Secret: name the Secret and the key, never the value.
     const ref = r.secretRef;
     throw new RedisNotAllowedError(
       `spec.redis.secretRef: the URL in key ${ref?.urlKey ?? 'url'} of Secret ${batch.metadata.namespace}/${ref?.name ?? ''} names a Redis address that is not in the installer's allowed Redis addresses (TASKBATCH_ALLOWED_REDIS; the value is not shown); ${advice}`,
     );
+  }
+
+  /**
+   * Throws RedisNotAllowedError naming spec.redis.sentinel.addresses[i] for the first sentinel
+   * outside the list. Called before any connection: no sentinel is asked anything until every
+   * one listed is allowed.
+   */
+  checkSentinels(addresses: readonly { host: string; port: number }[]): void {
+    addresses.forEach((a, i) => {
+      if (this.allows(a.host, a.port)) return;
+      throw new RedisNotAllowedError(
+        `spec.redis.sentinel.addresses[${i}]: host ${JSON.stringify(a.host)} port ${a.port} is not in the installer's allowed Redis addresses (TASKBATCH_ALLOWED_REDIS), which must list every sentinel; ${NOT_ALLOWED_ADVICE}`,
+      );
+    });
+  }
+
+  /**
+   * The primary the sentinels named for `masterName`, checked before the operator dials it (on
+   * every connection, so after each failover too): whoever can reach a sentinel can make it
+   * monitor any address (SENTINEL MONITOR), so an allowed sentinel does not make its answer allowed.
+   */
+  checkSentinelPrimary(masterName: string, host: string, port: number): void {
+    if (this.allows(host, port)) return;
+    throw new RedisNotAllowedError(
+      `spec.redis.sentinel: the sentinels name host ${JSON.stringify(host)} port ${port} as primary ${JSON.stringify(masterName)}, which is not in the installer's allowed Redis addresses (TASKBATCH_ALLOWED_REDIS); the operator did not connect to it and asks the sentinels again with backoff. Ask the installer to add the data nodes' addresses too (Helm value redis.allowedAddresses)`,
+    );
+  }
+
+  /** host:port is the installer's default Redis or on the list. */
+  private allows(host: string, port: number): boolean {
+    const dflt = this.defaultUrl ? parseHostPort(this.defaultUrl) : undefined;
+    if (dflt && normaliseHost(dflt.host) === normaliseHost(host) && dflt.port === port) return true;
+    return isRedisAddressAllowed(this.rules, host, port);
   }
 }
 

@@ -70,6 +70,9 @@ export class RedisEndpoint {
     if (this.client.isCluster) (this.client as unknown as ClusterRetry).options.clusterRetryStrategy = () => this.attemptFailed();
     this.client.on('error', (err: unknown) => this.noteError(err));
     this.client.on('node error', (err: unknown) => this.noteError(err));
+    // Through Sentinel, each sentinel that could not name the primary says why here (the round's
+    // 'error' comes after the round's retry strategy has already recorded the attempt).
+    this.client.on('sentinelError', (err: unknown) => this.noteError(err));
     this.client.on('connecting', () => {
       // Errors arrive after this (from the socket), so whatever is noted belongs to an earlier connection.
       this.attemptStartedAt = this.clock.now();
@@ -198,6 +201,10 @@ export class RedisEndpoint {
    * carries a system or server code, which is the one a user can act on.
    */
   private noteError(err: unknown): void {
+    // ioredis' summary of a failed round of sentinels, sent after the round's retry strategy
+    // recorded it: it would stand for the next round, with a delay in its words that changes.
+    const message = (err as { message?: unknown } | undefined)?.message;
+    if (typeof message === 'string' && message.startsWith('All sentinels are unreachable')) return;
     // The ready check timing out (commandTimeout) is the same silence the handshake timer catches.
     if (this.client.status === 'connect' && (err as { message?: unknown } | undefined)?.message === 'Command timed out') {
       err = Object.assign(new Error('the Redis handshake timed out'), { code: 'ETIMEDOUT', phase: 'handshake' });

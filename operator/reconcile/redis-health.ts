@@ -95,6 +95,16 @@ export function describeFailure(err: unknown, { connectTimeoutMs, tls }: Attempt
       return { kind: 'unreachable', code, text: "is unreachable from the operator's network" };
   }
   if (TLS_TRUST[code]) return { kind: 'tls', code, text: TLS_TRUST[code] };
+  // ioredis words a sentinel's failure itself and drops the cause's code.
+  const sentinel = /^failed to connect to sentinel (\S+) because ([\s\S]*)$/.exec(message);
+  if (sentinel) {
+    const [, at = '', why = ''] = sentinel;
+    if (why.startsWith('spec.redis.sentinel:')) return { kind: 'other', code: 'PRIMARY_NOT_ALLOWED', text: `is refused: ${why}` };
+    const inner = /\b(E[A-Z]{3,}|[A-Z]{4,})\b/.exec(why)?.[1];
+    return { kind: 'other', code: inner ?? 'SENTINEL', text: `could not be found: sentinel ${at} failed: ${why}` };
+  }
+  const unknown = /^connected to sentinel (\S+) successfully, but got an invalid reply/.exec(message);
+  if (unknown) return { kind: 'other', code: 'NO_PRIMARY', text: `could not be found: sentinel ${unknown[1]} knows no primary of that name (check spec.redis.sentinel.masterName)` };
   if (code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_') || /\bTLS\b|\bSSL\b|certificate/i.test(message)) {
     // Plain Redis on the port (or TLS where plain was expected) is the usual cause.
     const hint = /wrong version number|packet length|before secure TLS connection/i.test(message) ? ': is TLS enabled on that port? (spec.redis.tls, or rediss://)' : `: ${message}`;

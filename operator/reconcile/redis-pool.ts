@@ -1,5 +1,5 @@
 import { createHash, X509Certificate } from 'node:crypto';
-import { connectRedis, type RedisClient } from '../../queue/index.js';
+import { connectRedis, parseSentinelAddress, type RedisClient, type RedisConnectionOptions, type SentinelOptions } from '../../queue/index.js';
 import type { KubeClient } from '../../kube/client.js';
 import type { TaskBatch } from '../../api/taskbatch.js';
 import type { Logger } from '../log.js';
@@ -47,6 +47,8 @@ interface Target {
   password?: string;
   tls?: { ca?: string; insecureSkipVerify?: boolean };
   cluster: boolean;
+  /** spec.redis.sentinel: the primary is found through these (then `url` only carries the database). */
+  sentinel?: SentinelOptions;
   /** The address came out of a Secret: logs must not show it. */
   secretAddress: boolean;
 }
@@ -147,14 +149,22 @@ export class RedisPool {
     let tls: { ca?: string; insecureSkipVerify?: boolean } | undefined;
     let cluster = false;
     let secretAddress = false;
+    let sentinel: SentinelOptions | undefined;
     if (r) {
       const secret = r.secretRef ? await this.secret(ns, r.secretRef.name, 'spec.redis.secretRef') : undefined;
-      url = r.url ?? (r.secretRef?.urlKey ? decode(secret, r.secretRef.urlKey, `spec.redis.secretRef (key ${r.secretRef.urlKey})`) : undefined);
+      if (r.sentinel) {
+        const sentinelPassword = r.sentinel.passwordKey ? decode(secret, r.sentinel.passwordKey, 'spec.redis.sentinel.passwordKey') : undefined;
+        sentinel = { addresses: r.sentinel.addresses.map(sentinelAddress), masterName: r.sentinel.masterName, ...(sentinelPassword ? { password: sentinelPassword } : {}) };
+        // Never dialled (the sentinels give the primary's address): it carries the database.
+        url = `redis://${r.sentinel.masterName}/${r.db ?? 0}`;
+      } else {
+        url = r.url ?? (r.secretRef?.urlKey ? decode(secret, r.secretRef.urlKey, `spec.redis.secretRef (key ${r.secretRef.urlKey})`) : undefined);
+      }
       if (r.secretRef) password = decodeOptional(secret, r.secretRef.passwordKey ?? 'password');
       if (r.secretRef) {
-        const fromSecret = !r.url && r.secretRef.urlKey ? url : undefined;
+        const fromSecret = !r.url && !r.sentinel && r.secretRef.urlKey ? url : undefined;
         const source = `Secret ${ns}/${r.secretRef.name}`;
-        const values = [password, fromSecret].filter((v): v is string => Boolean(v));
+        const values = [password, fromSecret, sentinel?.password].filter((v): v is string => Boolean(v));
         if (fromSecret) {
           secretAddress = true;
           const problem = redisUrlProblem(fromSecret);
@@ -199,18 +209,21 @@ export class RedisPool {
       if (problem) throw new RedisConfigError(`the operator's default Redis URL (TASKBATCH_DEFAULT_REDIS_URL, Helm value redis.url) ${problem}; the installer must fix it, or set spec.redis`);
     }
     if (!url) throw new RedisConfigError('no Redis configured: set spec.redis.url (or spec.redis.secretRef with urlKey), or install the operator with a default Redis');
-    // Before any connection: a Redis outside the installer's list is never contacted.
-    this.guard?.check(batch, url);
-    return { url, ...(username ? { username } : {}), ...(password ? { password } : {}), ...(tls ? { tls } : {}), cluster, secretAddress };
+    // Before any connection: a Redis outside the installer's list is never contacted (the primary
+    // sentinels name is checked when they name it, in endpointFor).
+    if (sentinel) this.guard?.checkSentinels(sentinel.addresses);
+    else this.guard?.check(batch, url);
+    return { url, ...(username ? { username } : {}), ...(password ? { password } : {}), ...(tls ? { tls } : {}), cluster, ...(sentinel ? { sentinel } : {}), secretAddress };
   }
 
   /** The endpoint for these settings, created (and connecting in the background) on first use. */
   private endpointFor(target: Target): RedisEndpoint {
-    const key = JSON.stringify([target.url, target.username, target.password, target.tls, target.cluster]);
+    const key = JSON.stringify([target.url, target.username, target.password, target.tls, target.cluster, target.sentinel]);
     const existing = this.endpoints.get(key);
     if (existing && !existing.ended) return existing;
     const parsed = new URL(target.url);
-    const address = `${parsed.hostname}:${parsed.port || 6379}`;
+    const s = target.sentinel;
+    const address = s ? `primary ${s.masterName} via sentinels ${s.addresses.map(hostPort).join(',')}` : `${parsed.hostname}:${parsed.port || 6379}`;
     // Log lines correlate by id; the address only when no Secret supplied it.
     const id = createHash('sha256').update(key).digest('hex').slice(0, 12);
     const logged = target.secretAddress ? { endpoint: id, address: '(from a Secret, not shown)' } : { endpoint: id, address };
@@ -223,8 +236,16 @@ export class RedisPool {
             ...(target.password ? { password: target.password } : {}),
             ...(target.tls ? { tls: target.tls } : {}),
             cluster: target.cluster,
+            ...(s ? { sentinel: s } : {}),
             ...(this.guard ? { maxReplyBytes: this.guard.maxReplyBytes } : {}),
-            redisOptions: { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: this.timings.connectTimeoutMs, commandTimeout: this.commandTimeoutMs, retryStrategy: retryDelayMs },
+            redisOptions: {
+              maxRetriesPerRequest: 1,
+              enableOfflineQueue: false,
+              connectTimeout: this.timings.connectTimeoutMs,
+              commandTimeout: this.commandTimeoutMs,
+              retryStrategy: retryDelayMs,
+              ...(s ? this.sentinelOptions(s, retryDelayMs) : {}),
+            },
           });
         } catch (err) {
           // redisUrlProblem accepted the URL, so this is a check the two disagree on: still a settings error.
@@ -248,6 +269,32 @@ export class RedisPool {
     this.endpoints.set(key, endpoint);
     this.armSweep();
     return endpoint;
+  }
+
+  /**
+   * How the operator talks to a batch's sentinels: only the listed ones (ioredis would add the
+   * others a sentinel reports, which nobody checked against the allow-list); the primary they
+   * name is checked before it is dialled, on every connection; a round of sentinels that all
+   * failed counts as one failed attempt of the endpoint, on its backoff; a sentinel that accepts
+   * and stays silent is cut off like a silent Redis.
+   */
+  private sentinelOptions(s: SentinelOptions, retryDelayMs: () => number): RedisConnectionOptions['redisOptions'] {
+    const guard = this.guard;
+    return {
+      updateSentinels: false,
+      sentinelRetryStrategy: retryDelayMs,
+      sentinelCommandTimeout: this.timings.connectTimeoutMs,
+      ...(guard
+        ? {
+            natMap: (key: string) => {
+              const i = key.lastIndexOf(':');
+              // Throwing makes ioredis count this sentinel's answer as a failure and ask the next one.
+              guard.checkSentinelPrimary(s.masterName, key.slice(0, i), Number(key.slice(i + 1)));
+              return null;
+            },
+          }
+        : {}),
+    };
   }
 
   /** The error with the batch's Secret values replaced (the address too, when a Secret supplied it). */
@@ -325,6 +372,17 @@ export class RedisPool {
     this.secrets.set(key, { at: this.clock.now(), secret: s });
     return s;
   }
+}
+
+/** One spec.redis.sentinel.addresses entry (the CRD checked its shape; the port's range is checked here). */
+function sentinelAddress(entry: string, i: number): { host: string; port: number } {
+  const address = parseSentinelAddress(entry);
+  if (!address) throw new RedisConfigError(`spec.redis.sentinel.addresses[${i}]: ${JSON.stringify(entry)} is not host:port with a port from 1 to 65535 (IPv6 as [addr]:port)`);
+  return address;
+}
+
+function hostPort(a: { host: string; port: number }): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
 function decodeOptional(secret: Secret | undefined, key: string): string | undefined {

@@ -110,6 +110,27 @@ describe('the Redis a TaskBatch uses', () => {
     await expect(redisEndpointFor(access, tb({}))).rejects.toThrow(/uses the operator's default Redis, and its address is not recorded on the resource; pass it with --redis-url/);
   });
 
+  test("spec.redis.sentinel: the sentinels, the primary's name and the database; the sentinels' password from the Secret", async () => {
+    const b64 = (v: string): string => Buffer.from(v).toString('base64');
+    const withSecret = { ...access, kube: { find: async () => ({ data: { password: b64('data-pw'), spw: b64('sentinel-pw') } }) } } as unknown as KubeAccess;
+    const sentinel = { addresses: ['s-0.redis.svc:26379', '[fd00::5]:26380'], masterName: 'tb-primary', passwordKey: 'spw' };
+    expect(await redisEndpointFor(withSecret, tb({ redis: { sentinel, secretRef: { name: 'creds' }, db: 2 } }))).toEqual({
+      url: 'redis://tb-primary/2',
+      password: 'data-pw',
+      sentinel: {
+        addresses: [
+          { host: 's-0.redis.svc', port: 26379 },
+          { host: 'fd00::5', port: 26380 },
+        ],
+        masterName: 'tb-primary',
+        password: 'sentinel-pw',
+      },
+    });
+    await expect(redisEndpointFor(access, tb({ redis: { sentinel: { addresses: ['s:0'], masterName: 'm' } } }))).rejects.toThrow(
+      'TaskBatch ns/b spec.redis.sentinel.addresses[0]: "s:0" is not host:port with a port from 1 to 65535',
+    );
+  });
+
   test("on a managed default Redis: the namespace's user from Secret taskbatch-redis, read with the caller's rights", async () => {
     const read: string[] = [];
     const secret = { data: { username: Buffer.from('tb-ns-ns').toString('base64'), password: Buffer.from('ns-pw').toString('base64') } };
