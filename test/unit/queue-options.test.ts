@@ -1,5 +1,6 @@
 import {
   batchKeys,
+  connectRedis,
   parseRedisUrl,
   resolveBatchOptions,
   resolveLimits,
@@ -69,6 +70,12 @@ describe('Redis URLs', () => {
     ['redis://redis.example/x', /database "\/x" must be a non-negative integer/],
   ])('rejects %s', (url, message) => {
     expect(() => parseRedisUrl(url)).toThrow(message);
+  });
+
+  test('TLS through sentinels is refused before anything is dialled, rather than sent in plain text', () => {
+    const sentinel = { addresses: [{ host: '127.0.0.1', port: 1 }], masterName: 'm' };
+    expect(() => connectRedis({ url: 'rediss://m/0', sentinel })).toThrow(/TLS through Redis Sentinel is not supported yet/);
+    expect(() => connectRedis({ url: 'redis://m/0', sentinel, tls: {} })).toThrow(InvalidArgumentError);
   });
 });
 

@@ -127,6 +127,7 @@ describe('worker configuration', () => {
     expect(problems({ ...noUrl, TASKBATCH_REDIS_SENTINELS: 'a:26379' }).join('\n')).toContain('TASKBATCH_REDIS_SENTINEL_MASTER (--redis-sentinel-master) is required with TASKBATCH_REDIS_SENTINELS');
     expect(problems({ ...base, ...sentinels }).join('\n')).toContain('set either TASKBATCH_REDIS_SENTINELS (--redis-sentinels) or TASKBATCH_REDIS_URL (--redis-url), not both');
     expect(problems({ ...noUrl, ...sentinels, TASKBATCH_REDIS_CLUSTER: 'true' }).join('\n')).toContain('exclude each other');
+    expect(problems({ ...noUrl, ...sentinels, TASKBATCH_REDIS_TLS: 'true' }).join('\n')).toContain('TLS through Redis Sentinel is not supported yet');
     expect(problems({ ...base, TASKBATCH_REDIS_SENTINEL_MASTER: 'm' }).join('\n')).toContain('TASKBATCH_REDIS_SENTINELS (--redis-sentinels) is not');
     expect(problems({ ...base, TASKBATCH_REDIS_DURABILITY: 'quorum' })).toEqual(['TASKBATCH_REDIS_DURABILITY (--redis-durability) must be one of local, replicated, got "quorum"']);
     expect(problems({ ...base, TASKBATCH_REDIS_COMMAND_TIMEOUT_MS: '2000', TASKBATCH_REDIS_REPLICA_TIMEOUT_MS: '2000' }).join('\n')).toContain(
