@@ -332,7 +332,10 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
     if (url || host)
       problems.push(`set either ${name('TASKBATCH_REDIS_SENTINELS')} or ${name(url ? 'TASKBATCH_REDIS_URL' : 'TASKBATCH_REDIS_HOST')}, not both: with sentinels the primary's address comes from them`);
     if (bool('TASKBATCH_REDIS_CLUSTER')) problems.push(`${name('TASKBATCH_REDIS_SENTINELS')} and ${name('TASKBATCH_REDIS_CLUSTER')} exclude each other: a Redis Cluster fails over by itself`);
-    if (tlsFlag) problems.push(`${name('TASKBATCH_REDIS_SENTINELS')} and ${name('TASKBATCH_REDIS_TLS')}: TLS through Redis Sentinel is not supported yet (the primary would be dialled in plain text); unset one of them`);
+    if (tlsFlag)
+      problems.push(
+        `${name('TASKBATCH_REDIS_SENTINELS')} and ${name('TASKBATCH_REDIS_TLS')}: TLS through Redis Sentinel is not supported yet (the primary would be dialled in plain text); unset one of them`,
+      );
     const addresses = parseSentinelAddresses(sentinelList);
     if (typeof addresses === 'string') bad('TASKBATCH_REDIS_SENTINELS', `must be host:port[,host:port...] (IPv6 as [addr]:port): ${addresses}`, sentinelList);
     if (!sentinelMaster)
