@@ -35,6 +35,8 @@ async function runTaskbatch(): Promise<number> {
     TASKBATCH_METRICS_PORT: 'off',
     TASKBATCH_WORKER_ID: name,
     TASKBATCH_LOG_LEVEL: 'info',
+    // Passed through so a run can compare the two ways of charging a dead worker's items.
+    ...(process.env.TASKBATCH_CHARGE_ONLY_STARTED ? { TASKBATCH_CHARGE_ONLY_STARTED: process.env.TASKBATCH_CHARGE_ONLY_STARTED } : {}),
   });
   let t0 = 0;
   let t1 = 0;

@@ -413,9 +413,13 @@ export class BatchWorker {
     );
   }
 
-  /** Executor slots nothing is on its way to fill. */
+  /**
+   * Room in the executors (running plus pipelined) nothing is on its way to fill: what may be
+   * marked started. Pipelined items count as started, so a pool of fast items keeps its
+   * pipelining, and a dead worker is charged at most its executors' pipelines.
+   */
   private get freeSlots(): number {
-    return this.o.executor.size - this.executing - this.markingCount - this.claimReserved;
+    return this.o.executor.pipelineCapacity - this.executing - this.markingCount - this.claimReserved;
   }
 
   private hold(claim: Claim): Held {

@@ -31,3 +31,30 @@ test('one poison item among 1,000 kills its worker; only it is dead-lettered, th
   expect(JSON.stringify(dead[0])).toContain('LeaseExpired');
   await waitFor('no lease left', async () => (await queue.snapshot()).running === 0);
 });
+
+test('by default in thread mode, a dead worker is charged only what its executor held (running or pipelined), not its prefetch', async () => {
+  const items = Array.from({ length: 1000 }, (_, i) => (i === 500 ? { poison: true } : { i }));
+  const { queue, name } = await aBatch(h.redis).withItems(items).maxAttempts(1).closed().create();
+  // No TASKBATCH_CHARGE_ONLY_STARTED: the default. The poison item SIGKILLs the worker process
+  // from its thread. Fast items fill the executor's pipeline (at most 32 deep) and the prefetch.
+  const env = { TASKBATCH_POOL_MODE: 'thread', TASKBATCH_POOL_SIZE: '1', TASKBATCH_LEASE_SECONDS: '1', TASKBATCH_PREFETCH_MAX: '256', TASKBATCH_ACK_MAX_ITEMS: '8' };
+  const first = spawnWorker(workerEnv(h.server.url, name, fixture('killsWorkerOnPoison'), env));
+  h.track(first);
+  expect((await first.exited).signal).toBe('SIGKILL');
+  const held = (await queue.snapshot()).running;
+
+  const second = spawnWorker(workerEnv(h.server.url, name, fixture('killsWorkerOnPoison'), env));
+  h.track(second);
+  expect((await second.exited).code).toBe(0);
+  const done = await queue.snapshot();
+  console.log(`poison item, thread mode by default: the killed worker held ${held} leases; ${done.failed} charged and dead-lettered, ${done.handedBack} handed back uncharged`);
+  expect(done).toMatchObject({ total: 1000, succeeded: 1000 - done.failed, complete: true });
+  const { items: dead } = await queue.deadLetters('0', 1000);
+  expect(dead.map((d) => d.id)).toContain('item-501');
+  // Charged: what had started — the poison item, what was pipelined behind it in the one
+  // executor (at most 32 deep), and items that had finished but whose acknowledgement had not
+  // landed (8 waiting, 8 more in flight at most). Never the prefetch.
+  expect(done.failed).toBeLessThanOrEqual(32 + 16);
+  expect(done.handedBack).toBe(held - done.failed);
+  expect(done.handedBack).toBeGreaterThan(0);
+});

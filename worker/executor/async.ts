@@ -46,6 +46,11 @@ export class AsyncExecutor implements Executor {
   private idleWaiters: (() => void)[] = [];
   private readonly abortGraceMs: number;
 
+  /** No pipelining: a call is either running or waiting in this pool's queue. */
+  get pipelineCapacity(): number {
+    return this.size;
+  }
+
   constructor(private readonly options: ExecutorOptions) {
     validateExecutorOptions('async', options);
     this.size = options.size;

@@ -266,6 +266,10 @@ export class RemotePool implements Executor {
     }
   }
 
+  get pipelineCapacity(): number {
+    return this.size * this.depth;
+  }
+
   private onDone(slot: Slot, seq: number, m: Extract<FromExecutor, { t: 'done' }>): void {
     const i = slot.assigned.findIndex((x) => x.seq === seq);
     if (i < 0) return;

@@ -86,6 +86,11 @@ export interface ExecutorStats {
 export interface Executor {
   readonly mode: PoolMode;
   readonly size: number;
+  /**
+   * Items it holds usefully at once: running, plus pipelined to an executor (async: the pool
+   * size; thread/process: size x the current pipeline depth, 2 for items of 1 ms or more).
+   */
+  readonly pipelineCapacity: number;
   /** Starts every executor and loads the handler; rejects with ExecutorStartError. */
   start(): Promise<void>;
   run(task: TaskInput, options: RunOptions): Promise<Outcome>;
