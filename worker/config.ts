@@ -303,6 +303,20 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
     if (/^(false|0|no|off)$/i.test(v)) return false;
     return bad(envName, 'must be true or false', v) ?? false;
   };
+  /** A secret given as ENV or as a file named by ENV_FILE (a Secret volume), not both; a missing optional file is no secret. */
+  const secret = (envName: string, missingFileOk: boolean): string | undefined => {
+    const value = raw(envName);
+    const file = raw(`${envName}_FILE`);
+    if (value && file) problems.push(`set either ${name(envName)} or ${name(`${envName}_FILE`)}, not both`);
+    if (value || !file) return value;
+    try {
+      return readPasswordFile(file);
+    } catch (err) {
+      const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+      if (!(missing && missingFileOk)) problems.push(`${name(`${envName}_FILE`)} could not be read: ${(err as Error).message}`);
+      return undefined;
+    }
+  };
   const oneOf = <T extends string>(envName: string, values: readonly T[], dflt: T): T => {
     const v = raw(envName);
     if (v === undefined) return dflt;
@@ -316,16 +330,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
   const tlsFlag = bool('TASKBATCH_REDIS_TLS');
   const sentinelList = raw('TASKBATCH_REDIS_SENTINELS');
   const sentinelMaster = raw('TASKBATCH_REDIS_SENTINEL_MASTER');
-  let sentinelPassword = raw('TASKBATCH_REDIS_SENTINEL_PASSWORD');
-  const sentinelPasswordFile = raw('TASKBATCH_REDIS_SENTINEL_PASSWORD_FILE');
-  if (sentinelPassword && sentinelPasswordFile) problems.push(`set either ${name('TASKBATCH_REDIS_SENTINEL_PASSWORD')} or ${name('TASKBATCH_REDIS_SENTINEL_PASSWORD_FILE')}, not both`);
-  else if (sentinelPasswordFile) {
-    try {
-      sentinelPassword = readPasswordFile(sentinelPasswordFile);
-    } catch (err) {
-      problems.push(`${name('TASKBATCH_REDIS_SENTINEL_PASSWORD_FILE')} could not be read: ${(err as Error).message}`);
-    }
-  }
+  const sentinelPassword = secret('TASKBATCH_REDIS_SENTINEL_PASSWORD', false);
   let sentinel: SentinelOptions | undefined;
   if (url && host) problems.push(`set either ${name('TASKBATCH_REDIS_URL')} or ${name('TASKBATCH_REDIS_HOST')}, not both`);
   if (sentinelList) {
@@ -362,17 +367,9 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
       problems.push(`${name(host ? 'TASKBATCH_REDIS_HOST' : 'TASKBATCH_REDIS_URL')}: ${(err as Error).message}`);
     }
   }
-  let password = raw('TASKBATCH_REDIS_PASSWORD');
+  const password = secret('TASKBATCH_REDIS_PASSWORD', bool('TASKBATCH_REDIS_PASSWORD_OPTIONAL'));
+  // Kept so the worker can read the file again after a rotation.
   const passwordFile = raw('TASKBATCH_REDIS_PASSWORD_FILE');
-  if (password && passwordFile) problems.push(`set either ${name('TASKBATCH_REDIS_PASSWORD')} or ${name('TASKBATCH_REDIS_PASSWORD_FILE')}, not both`);
-  else if (passwordFile) {
-    try {
-      password = readPasswordFile(passwordFile);
-    } catch (err) {
-      const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
-      if (!(missing && bool('TASKBATCH_REDIS_PASSWORD_OPTIONAL'))) problems.push(`${name('TASKBATCH_REDIS_PASSWORD_FILE')} could not be read: ${(err as Error).message}`);
-    }
-  }
   const caFile = raw('TASKBATCH_REDIS_TLS_CA_FILE');
   if (caFile && !existsSync(caFile)) problems.push(`${name('TASKBATCH_REDIS_TLS_CA_FILE')} does not exist: ${caFile}`);
   const serverName = raw('TASKBATCH_REDIS_TLS_SERVER_NAME');

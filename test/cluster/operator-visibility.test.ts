@@ -82,12 +82,6 @@ test('a pod the API refuses (a ResourceQuota) shows Degraded/PodCreateFailed and
   // The quota goes whatever happens: left behind, it would fail every later test in the namespace.
   const removeQuota = () => env.kube.delete(`${quotaPath}/no-pods`).catch(() => undefined);
   try {
-    await refusedThenFinished();
-  } finally {
-    await removeQuota();
-  }
-
-  async function refusedThenFinished(): Promise<void> {
     const degraded = await waitForCondition(env.kube, ns, 'quota', 'Degraded', 60_000);
     const cond = degraded.status?.conditions?.find((c) => c.type === 'Degraded');
     expect(cond?.reason).toBe('PodCreateFailed');
@@ -97,9 +91,15 @@ test('a pod the API refuses (a ResourceQuota) shows Degraded/PodCreateFailed and
     expect(degraded.status?.startTime).toBeDefined();
     const failedCreate = await eventually(async () => (await events('quota')).find((e) => e.reason === 'FailedCreate'), 30_000, 'a FailedCreate event');
     expect(failedCreate).toMatchObject({ type: 'Warning', message: expect.stringMatching(/Error creating worker pod: .*quota/i) });
+    // After the event, on later passes too, the refusal is still what the batch shows (it used to
+    // flip back to AsExpected on the very next pass).
+    const later = (await getBatch(env.kube, ns, 'quota')).status?.conditions?.find((c) => c.type === 'Degraded');
+    expect(later).toMatchObject({ status: 'True', reason: 'PodCreateFailed' });
     await removeQuota();
     const done = await waitForCondition(env.kube, ns, 'quota', 'Complete', 120_000);
     expect(done.status?.conditions?.find((c) => c.type === 'Degraded')).toMatchObject({ status: 'False' });
+  } finally {
+    await removeQuota();
   }
 });
 

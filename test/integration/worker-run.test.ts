@@ -2,11 +2,9 @@ import { jest } from '@jest/globals';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
 import { heartbeat, listWorkers, requestDrain } from '../../queue/presence.js';
 import { freePort } from '../../localcluster/ports.js';
-import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
-import { aBatch, BAD_FIXTURE, FIXTURES, fixture, httpGet, metricValue, spawnWorker, waitFor, workerEnv, type SpawnedWorker } from '../support/worker-harness.js';
+import { aBatch, BAD_FIXTURE, FIXTURES, fixture, httpGet, metricValue, spawnWorker, useWorkerRedis, waitFor, workerEnv, type SpawnedWorker } from '../support/worker-harness.js';
 
 // The worker as a process (node dist/worker/main.js) against a real redis-server: every
 // test asserts on counts in Redis and on what the process did (exit code, logs, metrics).
@@ -14,33 +12,16 @@ import { aBatch, BAD_FIXTURE, FIXTURES, fixture, httpGet, metricValue, spawnWork
 jest.setTimeout(60_000);
 
 const DISPATCH = JSON.stringify({ module: FIXTURES, dispatch: 'fn' });
-let server: RedisServer;
-let redis: Redis;
-const workers: SpawnedWorker[] = [];
-
-beforeAll(async () => {
-  server = await startRedisServer();
-  redis = new Redis(server.port, server.host);
-});
-afterEach(async () => {
-  for (const w of workers.splice(0)) {
-    w.kill('SIGKILL');
-    await w.exited;
-  }
-});
-afterAll(async () => {
-  redis.disconnect();
-  await server.stop();
-});
+const h = useWorkerRedis();
 
 function start(batch: string, handler: string, extra: Record<string, string> = {}): SpawnedWorker {
-  const w = spawnWorker(workerEnv(server.url, batch, handler, extra));
-  workers.push(w);
+  const w = spawnWorker(workerEnv(h.server.url, batch, handler, extra));
+  h.track(w);
   return w;
 }
 
 test('completes a batch: counts, results, metrics, health, presence; exits 0 when the batch is complete', async () => {
-  const { queue, name } = await aBatch(redis)
+  const { queue, name } = await aBatch(h.redis)
     .withItems(Array.from({ length: 50 }, (_, i) => ({ n: i })))
     .create();
   const w = start(name, fixture('ok'), { TASKBATCH_POOL_MODE: 'thread', TASKBATCH_POOL_SIZE: '2' });
@@ -65,7 +46,7 @@ test('completes a batch: counts, results, metrics, health, presence; exits 0 whe
 });
 
 test('retries failures per the batch policy and dead-letters non-retryable ones', async () => {
-  const { queue, name } = await aBatch(redis)
+  const { queue, name } = await aBatch(h.redis)
     .withItems([1, 2, 3].map(() => ({ fn: 'failsUntilAttempt', args: [{ okOnAttempt: 2 }] })))
     .withItem('fatal', { fn: 'nonRetryable' })
     .maxAttempts(3)
@@ -81,7 +62,7 @@ test('retries failures per the batch policy and dead-letters non-retryable ones'
 describe.each(['thread', 'process', 'async'] as const)('%s mode', (mode) => {
   test('an item that exceeds its timeout is failed as timed out and retried; the rest of the batch goes on', async () => {
     const stuck = mode === 'async' ? { fn: 'slowUntilAttempt', args: [{ okOnAttempt: 2, ms: 60_000 }] } : { fn: 'hangsUntilAttempt', args: [{ okOnAttempt: 2 }] };
-    const { queue, name } = await aBatch(redis)
+    const { queue, name } = await aBatch(h.redis)
       .withItem('stuck', stuck)
       .withItems([1, 2, 3, 4].map((n) => ({ fn: 'add', args: [n, 1] })))
       .maxAttempts(2)
@@ -98,7 +79,7 @@ describe.each(['thread', 'process', 'async'] as const)('%s mode', (mode) => {
 
   if (mode !== 'async') {
     test('a CPU-bound item longer than the lease keeps its lease (renewed from the main thread)', async () => {
-      const { queue, name } = await aBatch(redis).withItem('cpu', { ms: 2500 }).closed().create();
+      const { queue, name } = await aBatch(h.redis).withItem('cpu', { ms: 2500 }).closed().create();
       const w = start(name, fixture('cpu'), { TASKBATCH_POOL_MODE: mode, TASKBATCH_POOL_SIZE: '1', TASKBATCH_LEASE_SECONDS: '0.6' });
       expect((await w.exited).code).toBe(0);
       expect(await queue.snapshot()).toMatchObject({ succeeded: 1, retries: 0 });
@@ -108,7 +89,7 @@ describe.each(['thread', 'process', 'async'] as const)('%s mode', (mode) => {
 });
 
 test('async mode: a handler that blocks the event loop gets the worker killed by its watchdog; another worker finishes the item', async () => {
-  const { queue, name } = await aBatch(redis)
+  const { queue, name } = await aBatch(h.redis)
     .withItem('blocker', { fn: 'hangsUntilAttempt', args: [{ okOnAttempt: 2 }] })
     .closed()
     .create();
@@ -123,7 +104,7 @@ test('async mode: a handler that blocks the event loop gets the worker killed by
 });
 
 test('kill -9 of a worker mid-item: another worker completes the item after the lease lapses', async () => {
-  const { queue, name } = await aBatch(redis).withItem('long', { ms: 1500 }).closed().create();
+  const { queue, name } = await aBatch(h.redis).withItem('long', { ms: 1500 }).closed().create();
   const env = { TASKBATCH_POOL_MODE: 'thread', TASKBATCH_POOL_SIZE: '1', TASKBATCH_LEASE_SECONDS: '1' };
   const a = start(name, fixture('slow'), env);
   await waitFor('the item to run', async () => (await queue.snapshot()).running === 1);
@@ -135,7 +116,7 @@ test('kill -9 of a worker mid-item: another worker completes the item after the 
 });
 
 test("a stalled worker's late result is rejected (fencing): the item is recorded once", async () => {
-  const { queue, name } = await aBatch(redis).withItem('contested', { ms: 2000 }).create();
+  const { queue, name } = await aBatch(h.redis).withItem('contested', { ms: 2000 }).create();
   // Two workers side by side on one port, on different loopback addresses (as pods on the test node).
   const port = String(await freePort('127.0.0.2'));
   const env = { TASKBATCH_POOL_MODE: 'thread', TASKBATCH_POOL_SIZE: '1', TASKBATCH_LEASE_SECONDS: '1', TASKBATCH_WATCHDOG_SECONDS: '0', TASKBATCH_METRICS_PORT: port };
@@ -159,14 +140,14 @@ test("a stalled worker's late result is rejected (fencing): the item is recorded
 });
 
 test('a lease lost while running aborts the item; it is then run again', async () => {
-  const { queue, name } = await aBatch(redis).withItem('fenced', { ms: 1500 }).closed().create();
+  const { queue, name } = await aBatch(h.redis).withItem('fenced', { ms: 1500 }).closed().create();
   const w = start(name, fixture('slow'), { TASKBATCH_POOL_MODE: 'process', TASKBATCH_POOL_SIZE: '1', TASKBATCH_LEASE_SECONDS: '0.9' });
   await waitFor('the item to run', async () => (await queue.snapshot()).running === 1);
   // Expire the lease behind the worker's back and let the sweeper requeue it.
   // The worker renews every 0.3 s and may move the score back between the two calls: try again then.
-  const [member] = await redis.zrange(queue.keys.running, 0, 0);
+  const [member] = await h.redis.zrange(queue.keys.running, 0, 0);
   await waitFor('the lease to be reclaimed', async () => {
-    await redis.zadd(queue.keys.running, 'XX', 1, member as string);
+    await h.redis.zadd(queue.keys.running, 'XX', 1, member as string);
     return (await queue.reclaimExpired()).reclaimed === 1;
   });
   await w.waitForLog((l) => l.msg.startsWith('Lost the lease'));
@@ -177,7 +158,7 @@ test('a lease lost while running aborts the item; it is then run again', async (
 });
 
 test('SIGTERM: running items finish within the grace, unstarted ones are released; exit 0', async () => {
-  const { queue, name } = await aBatch(redis)
+  const { queue, name } = await aBatch(h.redis)
     .withItems(Array.from({ length: 6 }, () => ({ ms: 700 })))
     .closed()
     .create();
@@ -190,11 +171,11 @@ test('SIGTERM: running items finish within the grace, unstarted ones are release
   expect(Date.now() - t0).toBeLessThan(3000);
   const s = await queue.snapshot();
   expect(s).toMatchObject({ total: 6, succeeded: 2, running: 0, pending: 4, failed: 0, retries: 0 });
-  expect(await redis.hlen(queue.keys.att)).toBe(0); // released items keep their attempt count
+  expect(await h.redis.hlen(queue.keys.att)).toBe(0); // released items keep their attempt count
 });
 
 test('SIGTERM: items still running after the grace are released, not failed; a second signal exits at once', async () => {
-  const { queue, name } = await aBatch(redis)
+  const { queue, name } = await aBatch(h.redis)
     .withItems([{ ms: 30_000 }])
     .closed()
     .create();
@@ -216,7 +197,7 @@ test('SIGTERM: items still running after the grace are released, not failed; a s
 
 test('presence: the registry lists live workers; a drain request stops claiming and lets running items finish; stale entries are pruned', async () => {
   const marker = join(mkdtempSync(join(tmpdir(), 'tb-presence-')), 'done');
-  const { queue, name } = await aBatch(redis)
+  const { queue, name } = await aBatch(h.redis)
     .withItems(Array.from({ length: 4 }, () => ({ file: marker })))
     .closed()
     .create();
@@ -237,7 +218,7 @@ test('presence: the registry lists live workers; a drain request stops claiming 
   await heartbeat(queue, 'ghost', { inflight: 1, running: 1, capacity: 1, mode: 'thread', draining: false, startedAt: 0 });
   await new Promise((r) => setTimeout(r, 1000));
   expect((await listWorkers(queue, { staleMs: 700 })).map((x) => x.id)).toEqual([`pod-${name}`]);
-  expect(await redis.hexists(queue.keys.workers, 'ghost')).toBe(0);
+  expect(await h.redis.hexists(queue.keys.workers, 'ghost')).toBe(0);
 
   expect(await requestDrain(queue, `pod-${name}`)).toBe(true);
   await w.waitForLog((l) => l.msg === 'Received a drain request');
@@ -245,11 +226,11 @@ test('presence: the registry lists live workers; a drain request stops claiming 
   expect(await w.exited).toEqual({ code: 0, signal: null });
   expect(await queue.snapshot()).toMatchObject({ succeeded: 2, pending: 2, running: 0, retries: 0, failed: 0, handedBack: 2 });
   expect(await listWorkers(queue)).toEqual([]);
-  expect(await redis.scard(queue.keys.drain)).toBe(0);
+  expect(await h.redis.scard(queue.keys.drain)).toBe(0);
 });
 
 test('a handler that cannot be loaded: exit 3, nothing claimed', async () => {
-  const { queue, name } = await aBatch(redis).withItems([1, 2]).closed().create();
+  const { queue, name } = await aBatch(h.redis).withItems([1, 2]).closed().create();
   const w = start(name, JSON.stringify({ module: BAD_FIXTURE }), { TASKBATCH_POOL_MODE: 'thread', TASKBATCH_POOL_SIZE: '2' });
   expect((await w.exited).code).toBe(3);
   expect(w.logs.some((l) => l.msg === 'Failed to start the executors' && /this module cannot be loaded/.test(JSON.stringify(l.error)))).toBe(true);
@@ -257,8 +238,8 @@ test('a handler that cannot be loaded: exit 3, nothing claimed', async () => {
 });
 
 test('invalid configuration: exit 2, naming each variable', async () => {
-  const w = spawnWorker({ TASKBATCH_REDIS_URL: server.url, TASKBATCH_POOL_SIZE: 'lots' });
-  workers.push(w);
+  const w = spawnWorker({ TASKBATCH_REDIS_URL: h.server.url, TASKBATCH_POOL_SIZE: 'lots' });
+  h.track(w);
   expect((await w.exited).code).toBe(2);
   expect(w.stderr()).toMatch(/TASKBATCH_BATCH \(--batch\) is required/);
   expect(w.stderr()).toMatch(/TASKBATCH_POOL_SIZE \(--pool-size\) must be an integer from 1 to 1024, got "lots"/);

@@ -2,11 +2,9 @@ import { jest } from '@jest/globals';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
-import { startRedisServer, type RedisServer } from '../../localcluster/redis-server.js';
 import { createExecutor, type Executor, type Outcome } from '../../worker/executor/index.js';
 import type { ShellSpec } from '../../worker/handler/spec.js';
-import { aBatch, spawnWorker, workerEnv, type SpawnedWorker } from '../support/worker-harness.js';
+import { aBatch, spawnWorker, useWorkerRedis, workerEnv } from '../support/worker-harness.js';
 
 // The shell builtin: one command per item, argv templated from the item, never through a
 // shell; stdout is the result, a non-zero exit fails the item with the tail of stderr.
@@ -91,31 +89,15 @@ describe.each(['async', 'process'] as const)('shell handler (%s mode)', (mode) =
 
 // The same rule end to end: a real worker process claims the items from a real redis-server.
 describe('shell handler in a worker on a real redis-server', () => {
-  let server: RedisServer;
-  let redis: Redis;
-  const workers: SpawnedWorker[] = [];
-  beforeAll(async () => {
-    server = await startRedisServer();
-    redis = new Redis(server.port, server.host);
-  });
-  afterEach(async () => {
-    for (const w of workers.splice(0)) {
-      w.kill('SIGKILL');
-      await w.exited;
-    }
-  });
-  afterAll(async () => {
-    redis.disconnect();
-    await server.stop();
-  });
+  const h = useWorkerRedis();
 
   async function runBatch(command: string[], items: Record<string, unknown>) {
-    const b = aBatch(redis).maxAttempts(1).closed();
+    const b = aBatch(h.redis).maxAttempts(1).closed();
     for (const [id, data] of Object.entries(items)) b.withItem(id, data);
     const { queue, name } = await b.create();
     const handler = JSON.stringify({ builtin: 'shell', cwd: dir, command });
-    const w = spawnWorker(workerEnv(server.url, name, handler, { TASKBATCH_POOL_MODE: 'process', TASKBATCH_POOL_SIZE: '1' }));
-    workers.push(w);
+    const w = spawnWorker(workerEnv(h.server.url, name, handler, { TASKBATCH_POOL_MODE: 'process', TASKBATCH_POOL_SIZE: '1' }));
+    h.track(w);
     expect(await w.exited).toEqual({ code: 0, signal: null });
     return queue;
   }
