@@ -76,6 +76,7 @@ export const NAMESPACE_ACL_COMMANDS: readonly string[] = [
   'publish',
   'spublish',
   // direct calls
+  'blpop', // an idle worker waiting for a wake-up (its batch's wake lists only)
   'hsetnx',
   'hscan',
   'info',

@@ -3,7 +3,9 @@ import { InvalidArgumentError } from './errors.js';
 /** Bumped on any incompatible change of the key layout or the scripts' contracts. */
 // 2: the started hash (only started items are charged for a lapsed lease), signed call replies,
 // the state-change count and byte-bounded claims.
-export const PROTOCOL_VERSION = '2';
+// 3: wake-ups: every writer that makes items claimable pushes tokens on the wake list, on which
+// idle workers block (a version-2 writer would leave them asleep).
+export const PROTOCOL_VERSION = '3';
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -47,6 +49,7 @@ export interface BatchKeys {
   drain: string; // set of worker ids asked to drain
   started: string; // hash id -> lease member under which its handler started (a prefetched item has none)
   calls: string; // zset call id -> when what the finished call left behind expires (ms); see call-replies.ts
+  wake: string; // list of wake-up tokens idle workers block on (see tb_wake in queue/lua/_prelude.lua)
 }
 
 export function batchKeys(ref: BatchRef, prefix = 'tb'): BatchKeys {
@@ -67,7 +70,13 @@ export function batchKeys(ref: BatchRef, prefix = 'tb'): BatchKeys {
     drain: `${base}drain`,
     started: `${base}started`,
     calls: `${base}calls`,
+    wake: `${base}wake`,
   };
+}
+
+/** One worker's own wake list: pushed to stop it at once while it is blocked (wake-worker.lua). */
+export function workerWakeKey(keys: BatchKeys, workerId: string): string {
+  return `${keys.wake}:${workerId}`;
 }
 
 export function allKeys(keys: BatchKeys): string[] {

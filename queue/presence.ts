@@ -1,4 +1,4 @@
-import { PROTOCOL_VERSION } from './keys.js';
+import { PROTOCOL_VERSION, workerWakeKey } from './keys.js';
 import { InvalidArgumentError, translateScriptError } from './errors.js';
 import { requireNumber } from './options.js';
 import { runScript, type ScriptName } from './scripts.js';
@@ -114,13 +114,13 @@ export async function listWorkers(queue: BatchQueue, options: { staleMs?: number
  */
 export async function requestDrain(queue: BatchQueue, workerId: string): Promise<boolean> {
   validateWorkerId(workerId);
-  return Number(await run(queue, 'presence-drain', [workerId])) === 1;
+  return Number(await run(queue, 'presence-drain', [workerId], [workerWakeKey(queue.keys, workerId)])) === 1;
 }
 
 /** Removes a worker's entry and drain request (called by a worker as it exits). */
 export async function leave(queue: BatchQueue, workerId: string): Promise<boolean> {
   validateWorkerId(workerId);
-  return Number(await run(queue, 'presence-leave', [workerId])) === 1;
+  return Number(await run(queue, 'presence-leave', [workerId], [workerWakeKey(queue.keys, workerId)])) === 1;
 }
 
 function presenceKeys(queue: BatchQueue): string[] {
@@ -139,9 +139,9 @@ function requireStale(staleMs: number): number {
   }
 }
 
-async function run(queue: BatchQueue, script: ScriptName, args: (string | number)[]): Promise<unknown> {
+async function run(queue: BatchQueue, script: ScriptName, args: (string | number)[], extraKeys: string[] = []): Promise<unknown> {
   try {
-    return await runScript(queue.redis, script, presenceKeys(queue), [PROTOCOL_VERSION, queue.expectedEpoch, ...args]);
+    return await runScript(queue.redis, script, [...presenceKeys(queue), ...extraKeys], [PROTOCOL_VERSION, queue.expectedEpoch, ...args]);
   } catch (err) {
     throw translateScriptError(err, batchName(queue));
   }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Cluster, type ChainableCommander } from 'ioredis';
-import { allKeys, batchId, batchKeys, PROTOCOL_VERSION, validateBatchRef, type BatchKeys, type BatchRef } from './keys.js';
+import { allKeys, batchId, batchKeys, PROTOCOL_VERSION, validateBatchRef, workerWakeKey, type BatchKeys, type BatchRef } from './keys.js';
 import { InvalidArgumentError, translateScriptError } from './errors.js';
 import { requireNumber, resolveBatchOptions, resolveLimits, type BatchOptionsInput, type QueueLimits } from './options.js';
 import { defineScripts, runScript, type RedisClient, type ScriptName, type ScriptReply } from './scripts.js';
@@ -86,6 +86,22 @@ export interface ClaimResult {
    * the reply's byte budget was reached; 0 when the budget did not bind. Claim again for them.
    */
   leftByBudget: number;
+  /** Ms until the earliest lease (any worker's) expires, or -1 when none is held. */
+  nextExpiryMs: number;
+  /** For a claim that waited (ClaimOptions.wait): what ended the wait. */
+  wokenBy?: 'batch' | 'worker' | 'timeout';
+}
+
+/**
+ * Block until woken before claiming: the claim is pipelined behind a BLPOP on the batch's wake
+ * list and this worker's own wake list (workerWakeKey), on a connection of its own (a blocked
+ * connection can serve nothing else, and must have no command timeout shorter than the wait).
+ */
+export interface ClaimWait {
+  client: RedisClient;
+  workerId: string;
+  /** Longest wait; Redis times blocking calls out at its `hz` (0.1 s by default), so not exact. */
+  timeoutMs: number;
 }
 
 export interface ClaimOptions {
@@ -97,6 +113,8 @@ export interface ClaimOptions {
   maxBytes?: number;
   /** How many of the claimed items start at once (marked started); the rest must go through start(). Default: all. */
   startNow?: number;
+  /** Wait for a wake-up first (an idle worker); without it the claim runs at once. */
+  wait?: ClaimWait;
 }
 
 export interface Counts {
@@ -268,7 +286,7 @@ export class BatchQueue {
     const replies = await this.durable('enqueue', (pipeline) => {
       encoded.forEach((c, i) => {
         const cursor = i === encoded.length - 1 && options.cursor !== undefined ? options.cursor : '';
-        void runScript(pipeline, 'enqueue', [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.items, this.keys.seen], [PROTOCOL_VERSION, this.epoch, cursor, c.length / 3, ...c]);
+        void runScript(pipeline, 'enqueue', [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.items, this.keys.seen, this.keys.wake], [PROTOCOL_VERSION, this.epoch, cursor, c.length / 3, ...c]);
       });
     });
     const result: EnqueueResult = { added: 0, duplicates: 0, generatedIds: [] };
@@ -296,17 +314,62 @@ export class BatchQueue {
     requireNumberFor(this.name, 'leaseMs', leaseMs, 100, 86_400_000);
     const maxBytes = requireNumberFor(this.name, 'claim maxBytes', options.maxBytes ?? DEFAULT_CLAIM_MAX_BYTES, 1, MAX_CLAIM_MAX_BYTES);
     const startNow = requireNumberFor(this.name, 'claim startNow', options.startNow ?? count, 0, MAX_CLAIM);
-    const reply = (await this.run(
-      'claim',
-      [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.running, this.keys.items, this.keys.att, this.keys.dead, this.keys.errors, this.keys.started, this.keys.calls],
-      [count, leaseMs, 100, maxBytes, startNow],
-    )) as (string | number)[];
+    const keys = [
+      this.keys.meta,
+      this.keys.pending,
+      this.keys.delayed,
+      this.keys.running,
+      this.keys.items,
+      this.keys.att,
+      this.keys.dead,
+      this.keys.errors,
+      this.keys.started,
+      this.keys.calls,
+      this.keys.wake,
+      this.keys.workers,
+    ];
+    const args = [count, leaseMs, 100, maxBytes, startNow];
+    let wokenBy: ClaimResult['wokenBy'];
+    let reply: (string | number)[];
+    if (options.wait) {
+      const woken = await this.claimWhenWoken(options.wait, keys, args);
+      reply = woken.reply as (string | number)[];
+      wokenBy = woken.key === null ? 'timeout' : woken.key === this.keys.wake ? 'batch' : 'worker';
+    } else reply = (await this.run('claim', keys, args)) as (string | number)[];
     const items: Claim[] = [];
-    for (let i = 3; i < reply.length; i += 3) {
+    for (let i = 4; i < reply.length; i += 3) {
       const token = reply[i] as string;
       items.push({ id: token.slice(token.indexOf(':') + 1), token, attempt: Number(reply[i + 1]) + 1, payload: reply[i + 2] as string });
     }
-    return { items, closed: reply[0] === 1, nextDueMs: Number(reply[1]), leftByBudget: Number(reply[2]) };
+    return { items, closed: reply[0] === 1, nextDueMs: Number(reply[1]), leftByBudget: Number(reply[2]), nextExpiryMs: Number(reply[3]), ...(wokenBy ? { wokenBy } : {}) };
+  }
+
+  /** One flight: BLPOP on the wake lists, then (when Redis unblocks it) the claim script. */
+  private async claimWhenWoken(wait: ClaimWait, keys: string[], args: (string | number)[]): Promise<{ key: string | null; reply: ScriptReply }> {
+    // A timeout under 1 ms would be sent as 0, which Redis reads as "block forever".
+    const seconds = Math.max(0.01, wait.timeoutMs / 1000).toFixed(3);
+    defineScripts(wait.client);
+    try {
+      const replies = await this.durable(
+        'claim',
+        (p) => {
+          p.blpop(this.keys.wake, workerWakeKey(this.keys, wait.workerId), seconds);
+          void runScript(p, 'claim', keys, [PROTOCOL_VERSION, this.epoch, ...args]);
+        },
+        wait.client,
+      );
+      const [[blockErr, popped] = [null, null], [claimErr, reply] = [null, null]] = replies;
+      if (claimErr) throw claimErr;
+      if (blockErr) throw blockErr;
+      return { key: (popped as [string, string] | null)?.[0] ?? null, reply: reply as ScriptReply };
+    } catch (err) {
+      throw translateScriptError(err, this.name);
+    }
+  }
+
+  /** Wakes a worker blocked in claim({wait}) at once (it is stopping): see wake-worker.lua. */
+  async wakeWorker(workerId: string): Promise<void> {
+    await this.run('wake-worker', [this.keys.meta, workerWakeKey(this.keys, workerId)], [], false);
   }
 
   /** Extends leases; returns the tokens whose lease was lost (their items must be abandoned). */
@@ -333,7 +396,7 @@ export class BatchQueue {
     if (claims.length === 0) return { released: 0, lost: [] };
     const lost = (await this.run(
       'release',
-      [this.keys.meta, this.keys.running, this.keys.pending, this.keys.started],
+      [this.keys.meta, this.keys.running, this.keys.pending, this.keys.started, this.keys.wake],
       claims.map((c) => c.token),
     )) as string[];
     return { released: claims.length - lost.length, lost };
@@ -364,6 +427,8 @@ export class BatchQueue {
         this.keys.dead,
         this.keys.calls,
         this.keys.started,
+        this.keys.wake,
+        this.keys.workers,
       ],
       args,
     )) as string[];
@@ -393,26 +458,45 @@ export class BatchQueue {
         this.keys.results,
         this.keys.resultsIdx,
         this.keys.started,
+        this.keys.wake,
+        this.keys.workers,
       ],
       args,
     )) as (number | string)[];
     return { retried: Number(reply[0]), deadLettered: Number(reply[1]), rejected: reply.slice(2) as string[] };
   }
 
-  /** The sweeper: requeue or dead-letter items with expired leases; promote due delayed items. */
-  async reclaimExpired(limit = 1000): Promise<{ reclaimed: number; promoted: number }> {
+  /**
+   * The sweeper: requeue or dead-letter items with expired leases; promote due delayed items;
+   * wake as many idle workers as items became pending. Idle workers run it at the times claim
+   * returned (nextDueMs, nextExpiryMs); it returns the next such times.
+   */
+  async reclaimExpired(limit = 1000): Promise<{ reclaimed: number; promoted: number; nextDueMs: number; nextExpiryMs: number }> {
     requireNumberFor(this.name, 'reclaim limit', limit, 1, 100_000);
-    const [reclaimed, promoted] = (await this.run(
+    const [reclaimed, promoted, nextDueMs, nextExpiryMs] = (await this.run(
       'reclaim',
-      [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.running, this.keys.att, this.keys.dead, this.keys.errors, this.keys.started, this.keys.items, this.keys.calls],
+      [
+        this.keys.meta,
+        this.keys.pending,
+        this.keys.delayed,
+        this.keys.running,
+        this.keys.att,
+        this.keys.dead,
+        this.keys.errors,
+        this.keys.started,
+        this.keys.items,
+        this.keys.calls,
+        this.keys.wake,
+        this.keys.workers,
+      ],
       [limit, limit],
-    )) as [number, number];
-    return { reclaimed, promoted };
+    )) as [number, number, number, number];
+    return { reclaimed, promoted, nextDueMs, nextExpiryMs };
   }
 
   /** No more items will be added; the batch is complete once it drains. */
   async close(): Promise<void> {
-    await this.run('close', [this.keys.meta], []);
+    await this.run('close', [this.keys.meta, this.keys.wake, this.keys.workers], []);
   }
 
   /** Counters in O(1), checked against the expected epoch. */
@@ -462,7 +546,7 @@ export class BatchQueue {
   async replay(ids: readonly string[]): Promise<number> {
     let moved = 0;
     for (let i = 0; i < ids.length; i += ENQUEUE_CHUNK) {
-      moved += Number(await this.run('replay', [this.keys.meta, this.keys.dead, this.keys.att, this.keys.pending], ids.slice(i, i + ENQUEUE_CHUNK)));
+      moved += Number(await this.run('replay', [this.keys.meta, this.keys.dead, this.keys.att, this.keys.pending, this.keys.wake], ids.slice(i, i + ENQUEUE_CHUNK)));
     }
     return moved;
   }
@@ -590,8 +674,8 @@ export class BatchQueue {
    * primary). Throws ReplicaNotAcknowledgedError when every command succeeded but no replica
    * acknowledged them in time; a command's own error is left in the replies for the caller.
    */
-  private async durable(operation: string, queue: (pipeline: ChainableCommander) => void): Promise<[Error | null, unknown][]> {
-    const pipeline = this.redis.pipeline();
+  private async durable(operation: string, queue: (pipeline: ChainableCommander) => void, client: RedisClient = this.redis): Promise<[Error | null, unknown][]> {
+    const pipeline = client.pipeline();
     queue(pipeline);
     const replicated = this.durability === 'replicated';
     if (replicated) pipeline.call('WAIT', 1, this.replicaTimeoutMs);

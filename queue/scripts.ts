@@ -25,6 +25,7 @@ const SCRIPT_NAMES = [
   'presence-prune',
   'presence-drain',
   'presence-leave',
+  'wake-worker',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -66,31 +67,32 @@ export function defineScripts(client: RedisClient): void {
 function scriptKeyCount(name: ScriptName): number {
   switch (name) {
     case 'create':
-    case 'close':
       return 1;
     case 'renew':
+    case 'wake-worker':
       return 2;
+    case 'close':
     case 'start':
     case 'presence-beat':
     case 'presence-list':
     case 'presence-prune':
+      return 3;
     case 'presence-drain':
     case 'presence-leave':
-      return 3;
+      return 4;
     case 'release':
     case 'replay':
-      return 4;
-    case 'enqueue':
       return 5;
+    case 'enqueue':
     case 'counts':
       return 6;
     case 'reclaim':
     case 'claim':
-      return 10;
-    case 'complete':
-      return 11;
-    case 'fail':
       return 12;
+    case 'complete':
+      return 13;
+    case 'fail':
+      return 14;
     case 'purge':
       return 0;
   }

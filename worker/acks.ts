@@ -6,7 +6,10 @@ export type AckKind = 'complete' | 'fail' | 'release';
 export interface AckOptions {
   /** Flush as soon as this many acknowledgements are waiting. */
   maxItems: number;
-  /** Flush at most this long after the first acknowledgement arrived. */
+  /**
+   * Flush at most this long after the first acknowledgement arrived. 0: at the end of the
+   * current turn of the event loop (outcomes that arrive together go together).
+   */
   maxDelayMs: number;
 }
 
@@ -40,6 +43,7 @@ export class AckBatcher {
   private releases: { token: string }[] = [];
   private flushing: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private immediate: NodeJS.Immediate | undefined;
   private readonly backoff = new Backoff(100, 5000);
   private retryTimer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -109,28 +113,35 @@ export class AckBatcher {
 
   stop(): void {
     this.stopped = true;
-    clearTimeout(this.timer);
+    this.clearTimer();
     clearTimeout(this.retryTimer);
+  }
+
+  private clearTimer(): void {
+    clearTimeout(this.timer);
+    clearImmediate(this.immediate);
+    this.timer = undefined;
+    this.immediate = undefined;
   }
 
   private schedule(): void {
     if (this.flushing || this.retryTimer || this.stopped) return;
     if (this.pending >= this.options.maxItems) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
+      this.clearTimer();
       this.start();
-    } else if (!this.timer) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
+    } else if (!this.timer && !this.immediate) {
+      const fire = (): void => {
+        this.clearTimer();
         if (!this.flushing && !this.retryTimer) this.start();
-      }, this.options.maxDelayMs);
+      };
+      if (this.options.maxDelayMs === 0) this.immediate = setImmediate(fire);
+      else this.timer = setTimeout(fire, this.options.maxDelayMs);
     }
   }
 
   private start(): void {
     if (this.pending === 0 || this.stopped) return;
-    clearTimeout(this.timer);
-    this.timer = undefined;
+    this.clearTimer();
     const completes = this.completes;
     const fails = this.fails;
     const releases = this.releases;

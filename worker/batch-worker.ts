@@ -12,6 +12,12 @@ import { WORKER_VERSION } from './version.js';
 
 export interface BatchWorkerOptions {
   redis: RedisClient;
+  /**
+   * A second connection to the same Redis, for waiting: an idle worker blocks on it (BLPOP on
+   * the batch's wake lists) until work arrives. It needs no command timeout shorter than
+   * idlePollMs. The worker closes it when it finishes.
+   */
+  wakeRedis: RedisClient;
   batch: BatchRef;
   /** Expected epoch, key prefix, limits. Without an epoch, the worker pins the one it first sees. */
   queueOptions?: QueueOptions;
@@ -25,7 +31,10 @@ export interface BatchWorkerOptions {
   prefetchMax: number;
   ackMaxItems: number;
   ackMaxDelayMs: number;
-  /** Longest wait between claims while the batch has nothing to run. */
+  /**
+   * Longest an idle worker stays blocked before it claims anyway (a safety net: writers wake
+   * it as work arrives, and it wakes itself when a delayed item falls due or a lease expires).
+   */
   idlePollMs: number;
   /** Byte budget of one claim reply (the queue's default, 8 MiB, when absent). */
   claimMaxBytes?: number;
@@ -83,6 +92,10 @@ const RENEW_CHUNK = 1000;
 /** The queue's largest claim (queue.ts). */
 const MAX_CLAIM = 10_000;
 const FINALIZE_MS = 10_000;
+/** How long past its own timeout a blocked claim may stay unanswered before its connection is dropped. */
+const WAKE_GRACE_MS = 5000;
+/** The poll interval while the wake connection is down (it reconnects on its own). */
+const WAKE_DOWN_POLL_MS = 250;
 const PRUNE_EVERY_BEATS = 6;
 
 /**
@@ -118,6 +131,14 @@ export class BatchWorker {
   private finishing: Promise<WorkerResult> | undefined;
   private lost: { since: number; error: unknown } | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
+  /** The last claim found nothing more to take: the next one waits for a wake-up. */
+  private waitNext = false;
+  /** A claim waiting for a wake-up is in flight on the wake connection. */
+  private blocked = false;
+  /** When a delayed item falls due or a lease expires (a reclaim.lua sweep). */
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private sweepAt = Infinity;
+  private sweeping = false;
   private graceTimer: NodeJS.Timeout | undefined;
   private renewTimer: NodeJS.Timeout | undefined;
   private beatTimer: NodeJS.Timeout | undefined;
@@ -126,7 +147,6 @@ export class BatchWorker {
   private renewFailingSince: number | undefined;
   private beating = false;
   private beats = 0;
-  private emptyStreak = 0;
   private readonly claimBackoff = new Backoff(100, 5000);
   private redisTrouble = false;
   private lastTick = Date.now();
@@ -223,6 +243,9 @@ export class BatchWorker {
     });
     clearTimeout(this.pollTimer);
     this.pollTimer = undefined;
+    this.stopSweeps();
+    // A claim blocked waiting for work returns now (and hands back what it got).
+    if (this.blocked) this.wakeSelf();
     if (!this.started) return; // startUp() notices and finishes
     for (const h of this.held.values()) if (h.state === 'queued') this.abortHeld(h, 'WorkerShutdown');
     // For a drain only a backstop: an item past its own timeout should have ended already.
@@ -347,24 +370,40 @@ export class BatchWorker {
     // Prefetched items go first; slots being filled by a start() call are not free.
     const free = this.o.chargeOnlyStarted ? Math.min(count, Math.max(0, this.freeSlots - this.waiting.length)) : count;
     this.claimReserved = free;
+    // While the wake connection is down (it reconnects on its own), poll as before.
+    const block = this.waitNext && this.o.wakeRedis.status === 'ready';
+    const wait = block ? { client: this.o.wakeRedis, workerId: this.o.workerId, timeoutMs: this.o.idlePollMs } : undefined;
+    this.blocked = block;
     try {
-      result = await this.queue.claim(count, this.o.leaseMs, { startNow: free, ...(this.o.claimMaxBytes === undefined ? {} : { maxBytes: this.o.claimMaxBytes }) });
+      const claim = this.queue.claim(count, this.o.leaseMs, { startNow: free, ...(this.o.claimMaxBytes === undefined ? {} : { maxBytes: this.o.claimMaxBytes }), ...(wait ? { wait } : {}) });
+      // A blocked connection sends nothing until it is woken, so it has no socket timeout: a
+      // hung one is found here, dropped and reopened.
+      result = wait ? await withDeadline(claim, wait.timeoutMs + WAKE_GRACE_MS, 'claim waiting for a wake-up') : await claim;
     } catch (err) {
       this.tick();
+      if (wait && (err as Error)?.name === 'TimeoutError') this.o.wakeRedis.disconnect(true);
       if (!this.onQueueError('claim', err)) this.onRedisError('claim', err);
+      this.waitNext = false;
       if (!this.lost && !this.finishing) this.schedulePoll(this.claimBackoff.next());
       return;
     } finally {
       // The marked items are dispatched (or released) synchronously below.
       this.claimReserved = 0;
+      this.blocked = false;
     }
     const rtt = performance.now() - t0;
     this.tick();
     this.redisOk();
     this.claimBackoff.reset();
-    this.claimRttMs = this.claimRttMs * 0.8 + rtt * 0.2;
+    // A blocked claim's time is mostly waiting, not a round trip.
+    if (!block) {
+      this.claimRttMs = this.claimRttMs * 0.8 + rtt * 0.2;
+      this.metrics?.claimDuration.observe(rtt / 1000);
+    }
     this.metrics?.claimRoundTrips.inc();
-    this.metrics?.claimDuration.observe(rtt / 1000);
+    this.armSweep(result.nextDueMs, result.nextExpiryMs);
+    // Woken through its own list: a drain may have been requested (presence-drain.lua).
+    if (result.wokenBy === 'worker' && !this.stopping) void this.beat();
     this.metrics?.claimedItems.inc(result.items.length);
     if (this.stopping || this.finishing || this.lost) {
       for (const c of result.items) this.acks.release(c.token);
@@ -390,16 +429,68 @@ export class BatchWorker {
           if (!this.onQueueError('snapshot', err)) this.onRedisError('snapshot', err);
         }
       }
-      this.emptyStreak++;
-      let wait = Math.min(this.o.idlePollMs, 10 * 2 ** Math.min(this.emptyStreak, 10));
-      if (result.nextDueMs >= 0) wait = Math.min(wait, result.nextDueMs + 5);
-      this.schedulePoll(Math.round(wait * (0.75 + Math.random() * 0.5)));
+      this.idleAfter();
     } else if (result.items.length < count && result.leftByBudget === 0) {
-      // The queue ran dry: poll again soon rather than on every completion (never later
-      // than the configured idle poll, which bounds the latency of remote calls).
-      this.emptyStreak = 1;
-      this.schedulePoll(Math.min(20, this.o.idlePollMs));
-    } else this.emptyStreak = 0;
+      // The queue ran dry: the next claim waits to be woken (by the writer of the next item).
+      this.idleAfter();
+    } else this.waitNext = false;
+  }
+
+  /** Nothing more to claim: the next claim (pump() runs next) waits for a wake-up. */
+  private idleAfter(): void {
+    this.waitNext = true;
+    // While the wake connection is down (it reconnects on its own), poll instead.
+    if (this.o.wakeRedis.status !== 'ready') this.schedulePoll(Math.min(this.o.idlePollMs, WAKE_DOWN_POLL_MS));
+  }
+
+  /**
+   * Arms a timer for the soonest of the given delays (ms, -1 = none): a delayed item falling
+   * due or a lease expiring. It runs reclaim.lua, which promotes and reclaims and wakes as many
+   * workers as items became pending: no worker polls for either.
+   */
+  private armSweep(...delays: number[]): void {
+    const soonest = Math.min(...delays.filter((ms) => ms >= 0));
+    if (!Number.isFinite(soonest) || this.stopping || this.finishing) return;
+    const at = Date.now() + soonest;
+    if (this.sweepTimer && this.sweepAt <= at) return;
+    clearTimeout(this.sweepTimer);
+    this.sweepAt = at;
+    // +1: Redis's clock counts whole ms, and the item is due from its exact ms on.
+    this.sweepTimer = setTimeout(() => {
+      this.sweepTimer = undefined;
+      this.sweepAt = Infinity;
+      void this.sweep();
+    }, soonest + 1);
+  }
+
+  private async sweep(): Promise<void> {
+    if (this.sweeping || !this.started || this.stopping || this.finishing || this.lost) return;
+    this.sweeping = true;
+    try {
+      const r = await this.queue.reclaimExpired();
+      this.tick();
+      if (r.reclaimed > 0) this.log.info('Reclaimed items whose lease expired', { items: r.reclaimed });
+      this.armSweep(r.nextDueMs, r.nextExpiryMs);
+    } catch (err) {
+      this.tick();
+      if (!this.onQueueError('reclaim', err)) this.onRedisError('reclaim', err);
+      this.armSweep(this.claimBackoff.next());
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  private stopSweeps(): void {
+    clearTimeout(this.sweepTimer);
+    this.sweepTimer = undefined;
+    this.sweepAt = Infinity;
+  }
+
+  private wakeSelf(): void {
+    this.queue.wakeWorker(this.o.workerId).catch((err: unknown) => {
+      // Unanswered, the blocked claim still returns within idlePollMs.
+      this.log.debug('Could not wake the blocked claim', { error: errorFields(err) });
+    });
   }
 
   private schedulePoll(ms: number): void {
@@ -782,6 +873,7 @@ export class BatchWorker {
     });
     clearTimeout(this.pollTimer);
     this.pollTimer = undefined;
+    this.stopSweeps();
     for (const h of this.held.values()) if (h.state !== 'done') this.abortHeld(h, 'StateLost');
     for (const t of this.acks.clear()) this.held.delete(t);
     void this.watchLostState();
@@ -835,11 +927,13 @@ export class BatchWorker {
     this.metrics?.ready.set(0);
     clearTimeout(this.pollTimer);
     clearTimeout(this.graceTimer);
+    this.stopSweeps();
+    if (this.blocked) this.wakeSelf();
     const graceful = reason === 'complete' || reason === 'shutdown' || reason === 'drain';
     // Non-graceful stops: anything still running is stopped (released if we still can).
     for (const h of this.held.values()) if (h.state !== 'done') this.abortHeld(h, reason === 'stateLost' ? 'StateLost' : 'WorkerShutdown');
     const until = Date.now() + FINALIZE_MS;
-    while ((this.executing > 0 || this.marking) && Date.now() < until) await delay(10);
+    while ((this.executing > 0 || this.marking || this.blocked) && Date.now() < until) await delay(10);
     if (reason !== 'stateLost' && reason !== 'protocolMismatch') {
       const flushed = await this.acks.flush(Math.max(0, until - Date.now()));
       if (!flushed) this.log.warn('Could not record every outcome in Redis before exiting; those items will be retried after their leases lapse', { pending: this.acks.pending });
@@ -854,6 +948,7 @@ export class BatchWorker {
         false,
       );
     }
+    this.o.wakeRedis.disconnect();
     try {
       await withTimeout(this.o.executor.close(), 5000, undefined);
     } finally {

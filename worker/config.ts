@@ -185,8 +185,8 @@ export const SETTINGS: readonly SettingDef[] = [
   { env: 'TASKBATCH_ABORT_GRACE_SECONDS', flag: 'abort-grace-seconds', default: '1', help: 'After a timeout or abort, how long user code may take to stop before its thread/process is killed.' },
   { env: 'TASKBATCH_PREFETCH_MAX', flag: 'prefetch-max', default: '256', help: 'Most claimed items waiting for an executor (the adaptive prefetch stays below).' },
   { env: 'TASKBATCH_ACK_MAX_ITEMS', flag: 'ack-max-items', default: '100', help: 'Flush acknowledgements once this many wait.' },
-  { env: 'TASKBATCH_ACK_MAX_DELAY_MS', flag: 'ack-max-delay-ms', default: '5', help: 'Flush acknowledgements at most this late.' },
-  { env: 'TASKBATCH_IDLE_POLL_MS', flag: 'idle-poll-ms', default: '1000', help: 'Longest wait between claims when nothing is pending.' },
+  { env: 'TASKBATCH_ACK_MAX_DELAY_MS', flag: 'ack-max-delay-ms', default: '0', help: 'Flush acknowledgements at most this late (0: as soon as no flush is in flight).' },
+  { env: 'TASKBATCH_IDLE_POLL_MS', flag: 'idle-poll-ms', default: '5000', help: 'Longest an idle worker waits for a wake-up before it claims anyway (a safety net).' },
   {
     env: 'TASKBATCH_CHARGE_ONLY_STARTED',
     flag: 'charge-only-started',
@@ -428,8 +428,8 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
   const abortGraceMs = seconds('TASKBATCH_ABORT_GRACE_SECONDS', 0, 600, 1);
   const prefetchMax = int('TASKBATCH_PREFETCH_MAX', 1, 10_000, 256);
   const ackMaxItems = int('TASKBATCH_ACK_MAX_ITEMS', 1, 10_000, 100);
-  const ackMaxDelayMs = int('TASKBATCH_ACK_MAX_DELAY_MS', 0, 10_000, 5);
-  const idlePollMs = int('TASKBATCH_IDLE_POLL_MS', 10, 600_000, 1000);
+  const ackMaxDelayMs = int('TASKBATCH_ACK_MAX_DELAY_MS', 0, 10_000, 0);
+  const idlePollMs = int('TASKBATCH_IDLE_POLL_MS', 10, 600_000, 5000);
   // Bytes, so that the error names the exact bounds (1 KiB to Redis' 512 MiB bulk-string limit).
   const claimMaxBytes = int('TASKBATCH_CLAIM_MAX_BYTES', 1024, MAX_CLAIM_MAX_BYTES, DEFAULT_CLAIM_MAX_BYTES);
   // The queue's own bounds on limits.maxResultBytes (queue/options.ts).

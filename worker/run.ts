@@ -23,8 +23,13 @@ export interface RunWorkerOptions {
   onProgress?(itemId: string, value: number): void;
 }
 
-/** Opens the Redis connection the way the worker needs it: fail fast while disconnected, retry forever. */
-export function connectWorkerRedis(config: WorkerConfig, logger: Logger): RedisClient {
+/**
+ * Opens the Redis connection the way the worker needs it: fail fast while disconnected, retry
+ * forever. `forWaiting`: the connection an idle worker blocks on (BatchWorkerOptions.wakeRedis),
+ * without the command and socket timeouts (a blocked call answers nothing while it waits; the
+ * worker bounds the wait itself).
+ */
+export function connectWorkerRedis(config: WorkerConfig, logger: Logger, forWaiting = false): RedisClient {
   const redis = connectRedis({
     url: config.redis.url,
     ...(config.redis.username ? { username: config.redis.username } : {}),
@@ -41,8 +46,7 @@ export function connectWorkerRedis(config: WorkerConfig, logger: Logger): RedisC
       // closes: each call fails after the command timeout, and the socket is dropped (and
       // reopened) once it has sent nothing back for as long, so leases are renewed on a new
       // connection before they lapse. config.ts keeps the timeout below two thirds of the lease.
-      commandTimeout: config.redis.commandTimeoutMs,
-      socketTimeout: config.redis.commandTimeoutMs,
+      ...(forWaiting ? {} : { commandTimeout: config.redis.commandTimeoutMs, socketTimeout: config.redis.commandTimeoutMs }),
       connectTimeout: 5000,
       // TCP keepalive finds a peer that is gone while the connection is idle (no call to time out).
       keepAlive: 1000,
@@ -90,6 +94,7 @@ export async function runWorker(config: WorkerConfig, options: RunWorkerOptions 
   const logger = options.logger ?? createLogger({ level: config.logLevel, base: { worker: config.workerId, namespace: config.batch.namespace, batch: config.batch.name } });
   const metrics = new WorkerMetrics({ namespace: config.batch.namespace, batch: config.batch.name, mode: config.pool.mode });
   const redis = connectWorkerRedis(config, logger);
+  const wakeRedis = connectWorkerRedis(config, logger, true);
   let worker: BatchWorker | undefined;
   let evictionRefused: string | undefined;
   const evictionChecked = config.redis.allowEviction
@@ -127,6 +132,7 @@ export async function runWorker(config: WorkerConfig, options: RunWorkerOptions 
   });
   worker = new BatchWorker({
     redis,
+    wakeRedis,
     batch: { namespace: config.batch.namespace, name: config.batch.name },
     queueOptions: {
       prefix: config.redis.prefix,
@@ -184,6 +190,7 @@ export async function runWorker(config: WorkerConfig, options: RunWorkerOptions 
       logger.error('Could not start the HTTP server', { error: err, host: config.http.host, port: config.http.port });
       await executor.destroy();
       redis.disconnect();
+      wakeRedis.disconnect();
       return { reason: 'fatal', exitCode: EXIT_CODES.internal, message: `HTTP server: ${(err as Error).message}` };
     }
   }

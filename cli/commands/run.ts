@@ -81,7 +81,7 @@ Examples:
     const progressOut = bool(p, 'no-progress') ? undefined : io.stderr;
     try {
       // What the operator sets on a worker pod wins over the template's env; the template's other
-      // TASKBATCH_* settings (e.g. TASKBATCH_IDLE_POLL_MS) win over these local defaults.
+      // TASKBATCH_* settings (e.g. TASKBATCH_POOL_MODE) win over these local defaults.
       const operatorSet: Record<string, string> = {
         TASKBATCH_REDIS_URL: redisUrl,
         TASKBATCH_NAMESPACE: ns,
@@ -95,7 +95,6 @@ Examples:
         TASKBATCH_LOG_LEVEL: 'warn',
         TASKBATCH_STATE_LOST_EXIT_SECONDS: '5',
         TASKBATCH_SHUTDOWN_GRACE_SECONDS: '5',
-        TASKBATCH_IDLE_POLL_MS: '50',
       };
       const fromTemplate = templateEnv(spec);
       const env: Record<string, string> = { ...localDefaults, ...fromTemplate, ...operatorSet, ...(str(p, 'log-level') ? { TASKBATCH_LOG_LEVEL: str(p, 'log-level')! } : {}) };

@@ -173,3 +173,55 @@ local function tb_expire_calls(calls, seen, items, dead, att, results, resultsId
   end
   tb_call_chunked('ZREM', calls, due, 1000)
 end
+
+-- Wake-ups. An idle worker blocks on the list `wake` (BLPOP, with a claim pipelined behind it)
+-- instead of polling. Whoever makes items claimable tops the list up to one token per pending
+-- item, at most TB_WAKE_CAP: one new call wakes one worker, not all of them, and the list stays
+-- small while every worker is busy. claim empties it once nothing is pending. A token may be
+-- stale (another worker took the item first); it costs one empty claim, never an item.
+local TB_WAKE_CAP = 32
+
+local function tb_push_tokens(wake, n)
+  while n > 0 do
+    local k = math.min(n, 1000)
+    local t = {}
+    for i = 1, k do t[i] = '1' end
+    redis.call('RPUSH', wake, unpack(t))
+    n = n - k
+  end
+end
+
+-- After items were added to `pending`.
+local function tb_wake(pending, wake)
+  local n = redis.call('LLEN', pending)
+  if n > 0 then tb_push_tokens(wake, math.min(n, TB_WAKE_CAP) - redis.call('LLEN', wake)) end
+end
+
+-- After a delayed item was added: one worker wakes, learns its due time from the claim's reply,
+-- and arms a timer for it (the worker then runs reclaim.lua, which promotes it and wakes others).
+local function tb_nudge(wake)
+  if redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, '1') end
+end
+
+-- Once a closed batch has nothing left, every idle worker must look (and exit): one token per
+-- registered worker, plus one. Returns whether the batch is done.
+local function tb_wake_if_done(meta, wake, workers)
+  local m = redis.call('HMGET', meta, 'closed', 'pending', 'delayed', 'running')
+  if m[1] ~= '1' or tonumber(m[2] or 0) + tonumber(m[3] or 0) + tonumber(m[4] or 0) > 0 then return false end
+  tb_push_tokens(wake, redis.call('HLEN', workers) + 1 - redis.call('LLEN', wake))
+  return true
+end
+
+-- Ms until the earliest lease in `running` expires (-1: none): an idle worker wakes then to
+-- reclaim it, as nothing else would.
+local function tb_next_expiry(running, now)
+  local first = redis.call('ZRANGE', running, 0, 0, 'WITHSCORES')
+  if not first[2] then return -1 end
+  return math.max(0, tonumber(first[2]) - now)
+end
+
+local function tb_next_due(delayed, now)
+  local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+  if not first[2] then return -1 end
+  return math.max(0, tonumber(first[2]) - now)
+end

@@ -1,7 +1,8 @@
 -- claim: reclaim expired leases, promote due delayed items, then lease up to n items whose
 -- payloads fit in a byte budget.
 -- KEYS[1] meta, KEYS[2] pending, KEYS[3] delayed, KEYS[4] running, KEYS[5] items,
--- KEYS[6] att, KEYS[7] dead, KEYS[8] errors, KEYS[9] started, KEYS[10] calls
+-- KEYS[6] att, KEYS[7] dead, KEYS[8] errors, KEYS[9] started, KEYS[10] calls, KEYS[11] wake,
+-- KEYS[12] workers
 -- ARGV[1] version, ARGV[2] epoch, ARGV[3] n (max items), ARGV[4] leaseMs,
 -- ARGV[5] max expired leases to reclaim in this call,
 -- ARGV[6] maxBytes: budget of the reply's items (payload bytes + member bytes each). Items are
@@ -13,7 +14,10 @@
 --   prefetched: see start.lua and tb_reclaim)
 -- returns {closed (1|0), ms until the next delayed item is due (-1 none),
 --          ids left at the head of pending because of the budget (0 when the budget did not bind),
+--          ms until the earliest lease expires (-1 none),
 --          then per item: member ("<token>:<id>"), prior failed attempts, payload}
+-- Wake-ups (see tb_wake): tokens are topped up while items stay pending; once none is, the list
+-- is emptied, unless the batch is done (closed, nothing left), when every idle worker must look.
 local lost = tb_check(KEYS[1])
 if lost then return redis.error_reply(lost) end
 local meta, pending, delayed, running, items, att = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -23,9 +27,15 @@ tb_changed(meta, tb_reclaim(meta, running, pending, att, KEYS[7], KEYS[8], KEYS[
 tb_changed(meta, tb_promote(meta, delayed, pending, now, math.max(n, 100)))
 
 local closed = redis.call('HGET', meta, 'closed') == '1' and 1 or 0
-local nextDue = -1
-local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-if first[2] then nextDue = math.max(0, tonumber(first[2]) - now) end
+local nextDue = tb_next_due(delayed, now)
+
+local function wake_after_claim()
+  if redis.call('LLEN', pending) > 0 then
+    tb_wake(pending, KEYS[11])
+  elseif not tb_wake_if_done(meta, KEYS[11], KEYS[12]) then
+    redis.call('LTRIM', KEYS[11], 1, 0)
+  end
+end
 
 -- Sizes first (HSTRLEN copies nothing), so the script never holds payloads it will not return.
 local candidates = redis.call('LRANGE', pending, 0, n - 1)
@@ -48,8 +58,12 @@ for i = 1, #candidates do
   k = k + 1
   bytes = bytes + size
 end
-local out = {closed, nextDue, #candidates - k}
-if k == 0 then return out end
+local out = {closed, nextDue, #candidates - k, -1}
+if k == 0 then
+  wake_after_claim()
+  out[4] = tb_next_expiry(running, now)
+  return out
+end
 
 local ids = redis.call('LPOP', pending, k)
 redis.call('HSET', meta, 'tok', string.format('%d', tok + k))
@@ -78,4 +92,6 @@ tb_call_chunked('HSET', KEYS[9], marks, 1000)
 redis.call('HINCRBY', meta, 'pending', -k)
 redis.call('HINCRBY', meta, 'running', k)
 tb_changed(meta, k)
+wake_after_claim()
+out[4] = tb_next_expiry(running, now)
 return out

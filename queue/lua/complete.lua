@@ -1,6 +1,7 @@
 -- complete: record items as succeeded (fenced by token), free their payloads, keep results.
 -- KEYS[1] meta, KEYS[2] running, KEYS[3] items, KEYS[4] att, KEYS[5] errors,
--- KEYS[6] results, KEYS[7] resultsIdx, KEYS[8] seen, KEYS[9] dead, KEYS[10] calls, KEYS[11] started
+-- KEYS[6] results, KEYS[7] resultsIdx, KEYS[8] seen, KEYS[9] dead, KEYS[10] calls, KEYS[11] started,
+-- KEYS[12] wake, KEYS[13] workers (the last item of a closed batch wakes every idle worker)
 -- ARGV[1] version, ARGV[2] epoch, then quads: member ("<token>:<id>"), result JSON ('' = none),
 --   reply MAC ('' = unsigned), ms to keep a call's id and result once done (0 = not a call)
 -- returns the members whose lease was lost (rejected: nothing recorded for them)
@@ -46,6 +47,7 @@ if k > 0 then
   tb_call_chunked('HDEL', KEYS[11], done, 1000)
   redis.call('HINCRBY', meta, 'running', -k)
   redis.call('HINCRBY', meta, 'succeeded', k)
+  tb_wake_if_done(meta, KEYS[12], KEYS[13])
 end
 if now then
   -- Results live for resultTtlMs; trim a bounded number of expired ones per call.

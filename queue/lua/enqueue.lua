@@ -1,5 +1,5 @@
 -- enqueue: add items; an item with a caller-given id is added at most once, ever.
--- KEYS[1] meta, KEYS[2] pending, KEYS[3] delayed, KEYS[4] items, KEYS[5] seen
+-- KEYS[1] meta, KEYS[2] pending, KEYS[3] delayed, KEYS[4] items, KEYS[5] seen, KEYS[6] wake
 -- ARGV[1] version, ARGV[2] epoch, ARGV[3] seed cursor to record ('' = none),
 -- ARGV[4] n, then n triples: id ('' = generate), payload JSON, delayMs (0 = due now)
 -- returns {added, duplicates, first generated seq (ids are '#'..seq in order), -1 if none}
@@ -56,8 +56,14 @@ tb_call_chunked('HSET', items, hset, 1000)
 tb_call_chunked('RPUSH', pending, push, 1000)
 redis.call('HINCRBY', meta, 'total', added)
 tb_changed(meta, added)
-if #push > 0 then redis.call('HINCRBY', meta, 'pending', #push) end
-if nDelayed > 0 then redis.call('HINCRBY', meta, 'delayed', nDelayed) end
+if #push > 0 then
+  redis.call('HINCRBY', meta, 'pending', #push)
+  tb_wake(pending, KEYS[6])
+end
+if nDelayed > 0 then
+  redis.call('HINCRBY', meta, 'delayed', nDelayed)
+  tb_nudge(KEYS[6])
+end
 if ARGV[3] ~= '' then redis.call('HSET', meta, 'seedCursor', ARGV[3]) end
 if generated == 0 then firstSeq = -1 end
 return {added, dups, firstSeq}

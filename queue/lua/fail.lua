@@ -2,7 +2,7 @@
 -- and jitter, or dead-letter once maxAttempts is reached or the error is not retryable.
 -- KEYS[1] meta, KEYS[2] running, KEYS[3] delayed, KEYS[4] att, KEYS[5] dead, KEYS[6] errors,
 -- KEYS[7] items, KEYS[8] seen, KEYS[9] calls, KEYS[10] results, KEYS[11] resultsIdx,
--- KEYS[12] started
+-- KEYS[12] started, KEYS[13] wake, KEYS[14] workers
 -- ARGV[1] version, ARGV[2] epoch, then sextuples: member, error JSON, retryable (1|0),
 --   random number in [0,1) for jitter (Lua's PRNG is seeded identically in every script),
 --   reply MAC ('' = unsigned), ms to keep a call's dead letter (0 = not a call)
@@ -11,6 +11,8 @@
 -- id is "call:<client>:<n>" is announced on "<prefix>:{ns/name}:reply:<client>" as a line
 -- "e<TAB>id<TAB>MAC<TAB>attempts<TAB>error JSON"; retries announce nothing. A dead-lettered
 -- call with a keep time is indexed in `calls` (see tb_expire_calls).
+-- Wake-ups: a retry wakes one idle worker to learn its due time; the last item of a closed
+-- batch wakes every one.
 local lost = tb_check(KEYS[1])
 if lost then return redis.error_reply(lost) end
 local meta, running, delayed, att, dead, errors = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -65,7 +67,11 @@ if retried > 0 then
   redis.call('HINCRBY', meta, 'delayed', retried)
   redis.call('HINCRBY', meta, 'retries', retried)
 end
-if deadCount > 0 then redis.call('HINCRBY', meta, 'failed', deadCount) end
+if deadCount > 0 then
+  redis.call('HINCRBY', meta, 'failed', deadCount)
+  tb_wake_if_done(meta, KEYS[13], KEYS[14])
+end
+if retried > 0 then tb_nudge(KEYS[13]) end
 local publish = notify == 's' and 'SPUBLISH' or 'PUBLISH'
 for j = 1, #replyChannels do
   redis.call(publish, replyChannels[j], table.concat(replyLines[replyChannels[j]], '\n'))

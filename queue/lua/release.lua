@@ -2,7 +2,7 @@
 -- A stopping worker (SIGTERM, drain) hands back what it had not started, or could not finish
 -- within its grace; meta counter `handedBack` counts them (not `retries`: they are not failures,
 -- though an unfinished one runs again from the start).
--- KEYS[1] meta, KEYS[2] running, KEYS[3] pending, KEYS[4] started
+-- KEYS[1] meta, KEYS[2] running, KEYS[3] pending, KEYS[4] started, KEYS[5] wake
 -- ARGV[1] version, ARGV[2] epoch, ARGV[3..] members ("<token>:<id>")
 -- returns the members that were no longer held (nothing done for them)
 local lost = tb_check(KEYS[1])
@@ -24,5 +24,6 @@ if released > 0 then
   redis.call('HINCRBY', meta, 'running', -released)
   redis.call('HINCRBY', meta, 'pending', released)
   redis.call('HINCRBY', meta, 'handedBack', released)
+  tb_wake(pending, KEYS[5])
 end
 return gone

@@ -1,5 +1,5 @@
 -- replay: move dead-lettered items back to pending with a fresh attempt count.
--- KEYS[1] meta, KEYS[2] dead, KEYS[3] att, KEYS[4] pending
+-- KEYS[1] meta, KEYS[2] dead, KEYS[3] att, KEYS[4] pending, KEYS[5] wake
 -- ARGV[1] version, ARGV[2] epoch, ARGV[3..] item ids
 -- returns the number of items replayed (ids not in the dead-letter set are ignored)
 local lost = tb_check(KEYS[1])
@@ -17,5 +17,6 @@ tb_changed(meta, n)
 if n > 0 then
   redis.call('HINCRBY', meta, 'failed', -n)
   redis.call('HINCRBY', meta, 'pending', n)
+  tb_wake(pending, KEYS[5])
 end
 return n

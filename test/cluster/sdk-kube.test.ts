@@ -107,7 +107,6 @@ test('a typed proxy over a service TaskBatch whose functions run on worker pods'
       workers: { min: 1, max: 1 },
       retry: { maxAttempts: 1 },
       failurePolicy: { maxFailedPercent: 100 },
-      template: { spec: { containers: [{ name: 'worker', env: [{ name: 'TASKBATCH_IDLE_POLL_MS', value: '20' }] }] } },
     }),
   );
   const math: Remote<typeof MathModule> = client.proxy<typeof MathModule>(name, { timeoutMs: 90_000 });

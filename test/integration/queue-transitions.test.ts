@@ -315,7 +315,7 @@ describe('reclaim', () => {
     await q.enqueue({ id: 'x', data: 1 });
     await q.claim(1, 100);
     await sleep(150);
-    expect(await q.reclaimExpired()).toEqual({ reclaimed: 1, promoted: 0 });
+    expect(await q.reclaimExpired()).toMatchObject({ reclaimed: 1, promoted: 0, nextDueMs: -1, nextExpiryMs: -1 });
     expect(await expectCountersMatchState(q)).toMatchObject({ pending: 1, running: 0, retries: 1 });
     const second = (await q.claim(1, 100)).items[0]!;
     expect(second.attempt).toBe(2);

@@ -41,7 +41,7 @@ test('items delayed 3-5x the lease run exactly once each, never before they are 
   const leaseSeconds = 1;
   const workers: SpawnedWorker[] = [];
   for (let i = 0; i < 3; i++) {
-    workers.push(spawnCallWorker(server.url, NS, name, { TASKBATCH_LEASE_SECONDS: String(leaseSeconds), TASKBATCH_POOL_SIZE: '8', TASKBATCH_IDLE_POLL_MS: '50', TASKBATCH_PREFETCH_MAX: '256' }));
+    workers.push(spawnCallWorker(server.url, NS, name, { TASKBATCH_LEASE_SECONDS: String(leaseSeconds), TASKBATCH_POOL_SIZE: '8', TASKBATCH_PREFETCH_MAX: '256' }));
   }
   try {
     const t0 = Date.now();

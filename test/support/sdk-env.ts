@@ -21,7 +21,6 @@ export function spawnCallWorker(redisUrl: string, namespace: string, batch: stri
     TASKBATCH_HANDLER: JSON.stringify({ module: MATH_FIXTURE, dispatch: 'fn' }),
     TASKBATCH_POOL_MODE: 'async',
     TASKBATCH_POOL_SIZE: '64',
-    TASKBATCH_IDLE_POLL_MS: '10',
     TASKBATCH_METRICS_PORT: 'off',
     TASKBATCH_LOG_LEVEL: 'warn',
     ...extra,

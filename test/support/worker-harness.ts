@@ -123,7 +123,6 @@ export function spawnWorker(env: Record<string, string>, args: string[] = []): S
       TASKBATCH_WORKER_ID: uniqueName('w'),
       TASKBATCH_HEARTBEAT_SECONDS: '0.2',
       TASKBATCH_PRESENCE_STALE_SECONDS: '2',
-      TASKBATCH_IDLE_POLL_MS: '100',
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
