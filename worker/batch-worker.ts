@@ -760,6 +760,9 @@ export class BatchWorker {
     if (this.renewFailingSince !== undefined || this.finishing) return;
     this.renewFailingSince = Date.now();
     this.metrics?.ready.set(0);
+    // The wake connection goes the same way to Redis but has no socket timeout of its own (it is
+    // quiet while blocked): drop it too, rather than find it hung at the end of a long wait.
+    this.o.wakeRedis.disconnect(true);
     this.log.warn('Lease renewals failed; stopped claiming', {
       error: errorFields(err),
       held: this.held.size,

@@ -14,7 +14,7 @@ export interface WatchdogOptions {
 /**
  * A small thread that SIGKILLs this process when its main event loop stops turning for
  * longer than `limitMs` (a handler blocking the loop in async mode, or a wedged worker).
- * The main thread stamps a shared clock every ~100 ms; the watchdog thread checks it. After
+ * The main thread stamps a shared clock every limit/20 (at most 1 s); the watchdog thread checks it. After
  * the kill the worker's leases lapse and other workers reclaim its items.
  */
 export function startWatchdog(options: WatchdogOptions): Watchdog {
@@ -23,7 +23,9 @@ export function startWatchdog(options: WatchdogOptions): Watchdog {
     Atomics.store(clock, 0, BigInt(Date.now()));
   };
   stamp();
-  const beatMs = Math.max(10, Math.min(100, Math.floor(options.limitMs / 10)));
+  // A twentieth of the limit, at most a second: the kill comes within 5 % of the limit, and an
+  // idle worker's two threads wake twice a second rather than twenty times.
+  const beatMs = Math.max(10, Math.min(1000, Math.floor(options.limitMs / 20)));
   const beat = setInterval(stamp, beatMs);
   beat.unref();
   const thread = new Worker(new URL('./watchdog-thread.js', import.meta.url), {

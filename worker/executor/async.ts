@@ -68,8 +68,6 @@ export class AsyncExecutor implements Executor {
     }
     if (this.state !== 'starting') throw new ExecutorClosedError('the async pool was destroyed while starting');
     this.state = 'running';
-    this.sweepTimer = setInterval(() => this.sweep(), this.options.sweepIntervalMs ?? 25);
-    this.sweepTimer.unref();
     this.pump();
   }
 
@@ -149,6 +147,7 @@ export class AsyncExecutor implements Executor {
   private begin(e: Entry): void {
     const handler = this.handler as Handler;
     this.active.add(e);
+    this.armSweep();
     this.running++;
     e.startedAt = Date.now();
     e.deadline = e.startedAt + e.timeoutMs;
@@ -207,7 +206,19 @@ export class AsyncExecutor implements Executor {
     e.releaseAt = Date.now() + this.abortGraceMs;
   }
 
+  /** Deadlines are checked only while something runs: an idle pool wakes nobody. */
+  private armSweep(): void {
+    if (this.sweepTimer || this.state === 'destroyed') return;
+    this.sweepTimer = setInterval(() => this.sweep(), this.options.sweepIntervalMs ?? 25);
+    this.sweepTimer.unref();
+  }
+
   private sweep(): void {
+    if (this.active.size === 0) {
+      clearInterval(this.sweepTimer);
+      this.sweepTimer = undefined;
+      return;
+    }
     const now = Date.now();
     for (const e of this.active) {
       if (!e.settled && now >= e.deadline) {

@@ -126,8 +126,6 @@ export class RemotePool implements Executor {
     }
     if (this.state !== 'starting') throw new ExecutorClosedError(`the ${this.mode} pool was destroyed while starting`);
     this.state = 'running';
-    this.sweepTimer = setInterval(() => this.sweep(), this.o.sweepIntervalMs);
-    this.sweepTimer.unref();
     this.dispatch();
   }
 
@@ -490,6 +488,7 @@ export class RemotePool implements Executor {
         const p = this.queue.shift() as Pending;
         p.slot = best;
         best.assigned.push(p);
+        this.armSweep();
         best.assignedTotal++;
         if (this.o.maxItemsPerExecutor > 0 && best.assignedTotal >= this.o.maxItemsPerExecutor) {
           best.retiring = 'max_items';
@@ -545,8 +544,20 @@ export class RemotePool implements Executor {
     if (started && this.o.abortGraceMs === 0) this.kill(slot, 'aborted', `${slot.transport.label} was stopped: its item was aborted`);
   }
 
+  /** Deadlines are checked only while items are assigned: an idle pool wakes nobody. */
+  private armSweep(): void {
+    if (this.sweepTimer || this.state === 'destroyed') return;
+    this.sweepTimer = setInterval(() => this.sweep(), this.o.sweepIntervalMs);
+    this.sweepTimer.unref();
+  }
+
   /** Deadlines: time out running items, then kill executors that did not stop in time. */
   private sweep(): void {
+    if ([...this.slots].every((s) => s.assigned.length === 0)) {
+      clearInterval(this.sweepTimer);
+      this.sweepTimer = undefined;
+      return;
+    }
     const now = Date.now();
     for (const s of this.slots) {
       const head = s.assigned[0];
