@@ -27,11 +27,11 @@ def main(results_path: str, out_path: str) -> None:
         rows = sorted((r for r in runs if r["kind"] == "single" and r["mode"] == mode), key=lambda r: r["workers"])
         if rows:
             ax.plot([r["workers"] for r in rows], [r["itemsPerSec"] for r in rows], marker="o", color=color, label=f"{mode}, one batch, one Redis")
-    markers = {"three-standalone": ("s", "black", "3 batches, one Redis (async)"), "three-cluster": ("*", "tab:red", "3 batches, 3-primary Redis Cluster (async)")}
-    for kind, (marker, color, label) in markers.items():
+    markers = {"three-standalone": ("s", "black", "3 batches, one Redis (async)", 6), "three-cluster": ("*", "tab:red", "3 batches, 3-primary Redis Cluster (async)", -12)}
+    for kind, (marker, color, label, dy) in markers.items():
         for i, r in enumerate(r for r in runs if r["kind"] == kind):
             ax.scatter([r["workers"]], [r["itemsPerSec"]], marker=marker, s=120, color=color, zorder=3, label=label if i == 0 else None)
-            ax.annotate(f"{r['itemsPerSec']:,}", (r["workers"], r["itemsPerSec"]), textcoords="offset points", xytext=(8, -4), fontsize=8)
+            ax.annotate(f"{r['itemsPerSec']:,}", (r["workers"], r["itemsPerSec"]), textcoords="offset points", xytext=(8, dy), fontsize=8, color=color)
     ticks = sorted({r["workers"] for r in runs})
     ax.set_xscale("log", base=2)
     ax.set_xticks(ticks)
@@ -60,7 +60,7 @@ def main(results_path: str, out_path: str) -> None:
         bottom = [b + v for b, v in zip(bottom, values)]
     ax_cpu.axhline(results["machineCores"], color="black", linestyle="--", linewidth=1)
     ax_cpu.axhline(1, color="tab:red", linestyle=":", linewidth=1)
-    ax_cpu.annotate("one core (a redis-server's ceiling)", (-0.4, 1), textcoords="offset points", xytext=(0, 3), fontsize=7, color="tab:red")
+    ax_cpu.annotate("one core: a redis-server's ceiling", (len(runs) - 0.5, 1), textcoords="offset points", xytext=(-2, 3), ha="right", fontsize=7, color="tab:red", backgroundcolor="white")
     ax_cpu.set_xticks(xs)
     ax_cpu.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
     ax_cpu.set_ylabel(f"CPU, cores (machine: {results['machineCores']})")

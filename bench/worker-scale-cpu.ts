@@ -2,7 +2,7 @@
 // executors as child processes) and the machine as a whole, both read from /proc.
 import { readdirSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { machineBusyUs, procCpuUs } from './queue-lib.js';
+import { machineBusyUs, procCpuUs, statCpuUs } from './queue-lib.js';
 
 /** Every pid under the given roots (roots included), from the ppid field of /proc/<pid>/stat. */
 function processTree(roots: readonly number[]): number[] {
@@ -28,25 +28,42 @@ function processTree(roots: readonly number[]): number[] {
   return out;
 }
 
-/** CPU µs per pid of the trees under `roots`; a pid that is gone is left out. */
-export function treeCpuUs(roots: readonly number[]): Map<number, number> {
-  const out = new Map<number, number>();
-  for (const pid of processTree(roots)) {
-    try {
-      out.set(pid, procCpuUs(pid));
-    } catch {
-      // exited since the scan (an executor being replaced, a worker that saw the batch complete)
+/**
+ * CPU of the process trees under the workers' pids, in µs, kept per pid as last seen: a worker
+ * exits as soon as it sees its batch complete, and in the three-batch runs one batch finishes
+ * before the others, so a pid read only at the end of the window would lose its whole drain.
+ * Read from /proc/<pid>/stat (utime + stime: every thread of the process, exited ones
+ * included; 10 ms ticks), refreshed on every poll; the tree is rescanned for new executor
+ * child processes at most once a second (a child that lives less than that is missed).
+ */
+export class WorkerCpuTracker {
+  private readonly lastUs = new Map<number, number>();
+  private scannedAtMs = -Infinity;
+
+  constructor(private readonly roots: readonly number[]) {}
+
+  refresh(forceScan = false): void {
+    const now = performance.now();
+    if (forceScan || now - this.scannedAtMs >= 1000) {
+      this.scannedAtMs = now;
+      for (const pid of processTree(this.roots)) if (!this.lastUs.has(pid)) this.lastUs.set(pid, 0);
+    }
+    for (const pid of this.lastUs.keys()) {
+      try {
+        this.lastUs.set(pid, statCpuUs(pid));
+      } catch {
+        // exited: keep what it had used when last seen
+      }
     }
   }
-  return out;
+
+  /** Per-pid CPU µs as last seen. A pid first seen later counts from zero (born inside the window). */
+  snapshot(): Map<number, number> {
+    return new Map(this.lastUs);
+  }
 }
 
-/**
- * CPU used between two treeCpuUs samples. A pid born after the first sample counts from zero
- * (its whole life is inside the window); a pid gone by the second is missed, so sample before
- * the workers exit.
- */
-export function treeDeltaUs(before: Map<number, number>, after: Map<number, number>): number {
+function treeDeltaUs(before: Map<number, number>, after: Map<number, number>): number {
   let us = 0;
   for (const [pid, end] of after) us += end - (before.get(pid) ?? 0);
   return us;
@@ -60,13 +77,14 @@ export interface CpuSample {
   selfUs: number;
 }
 
-export function sampleCpu(redisPids: readonly number[], workerPids: readonly number[]): CpuSample {
+export function sampleCpu(redisPids: readonly number[], workers: WorkerCpuTracker): CpuSample {
   const c = process.cpuUsage();
+  workers.refresh(true);
   return {
     atMs: performance.now(),
     machineBusyUs: machineBusyUs(),
     redisUs: redisPids.map((pid) => procCpuUs(pid)),
-    workers: treeCpuUs(workerPids),
+    workers: workers.snapshot(),
     selfUs: c.user + c.system,
   };
 }
@@ -109,13 +127,13 @@ export function cpuShares(a: CpuSample, b: CpuSample): CpuShares {
 
 /**
  * Where the ceiling is, from the measured shares: a redis-server near a whole core is the Redis
- * ceiling (Redis runs commands on one thread); otherwise the machine near all its cores busy is
+ * ceiling (Redis runs commands on one thread); otherwise the machine with 85 % or more of its cores busy is
  * the CPU ceiling; otherwise neither is saturated and the workers wait on round trips.
  */
 export function ceilingOf(s: CpuShares): string {
   const busiest = Math.max(...s.redisCores);
   if (busiest >= 0.85) return `Redis (${pct(busiest)} of a core)`;
-  if (s.machineBusyCores >= 0.9 * s.machineCores) {
+  if (s.machineBusyCores >= 0.85 * s.machineCores) {
     return `CPU (${s.machineBusyCores.toFixed(2)} of ${s.machineCores} cores busy${s.otherCores >= 0.25 ? `, ${s.otherCores.toFixed(2)} by other processes` : ''})`;
   }
   return `neither (${s.machineBusyCores.toFixed(2)} of ${s.machineCores} cores busy, Redis ${pct(busiest)}): round-trip latency`;

@@ -18,7 +18,7 @@ import { BatchQueue, batchKeys, connectRedis, type RedisClient } from '../queue/
 import { startRedisServer } from '../localcluster/redis-server.js';
 import { startRedisCluster } from '../test/support/redis-cluster.js';
 import { spawnWorker, type SpawnedWorker } from '../test/support/worker-harness.js';
-import { ceilingOf, cpuShares, pct, sampleCpu, type CpuShares } from './worker-scale-cpu.js';
+import { ceilingOf, cpuShares, pct, sampleCpu, WorkerCpuTracker, type CpuShares } from './worker-scale-cpu.js';
 import { plotWorkerScale } from './worker-scale-plot.js';
 import { intOption, log, machineLine, parseInfo, sleep } from './queue-lib.js';
 
@@ -93,7 +93,8 @@ function startWorkers(url: string, cluster: boolean, batch: string, mode: Mode, 
   );
 }
 
-async function allComplete(batches: readonly Batch[], items: number): Promise<void> {
+/** Polls the batches' counts every 50 ms until all are complete, calling onPoll each time. */
+async function allComplete(batches: readonly Batch[], items: number, onPoll: () => void): Promise<void> {
   const deadline = Date.now() + Math.max(300_000, items * 2);
   for (;;) {
     const snaps = await Promise.all(batches.map((b) => b.queue.snapshot()));
@@ -104,6 +105,7 @@ async function allComplete(batches: readonly Batch[], items: number): Promise<vo
       return;
     }
     if (Date.now() > deadline) throw new Error(`batches ${batches.map((b) => b.name).join(', ')} not complete after ${Math.round((deadline - Date.now()) / 1000)} s: ${JSON.stringify(snaps)}`);
+    onPoll();
     await sleep(50);
   }
 }
@@ -141,15 +143,10 @@ async function run(s: Scenario): Promise<RunResult> {
   try {
     // The window opens when the first worker is ready to claim; CPU is sampled right then.
     await Promise.any(workers.map((w) => w.waitForLog((l) => l.msg === 'Started worker', 60_000)));
-    const before = sampleCpu(
-      s.redisPids,
-      workers.map((w) => w.pid),
-    );
-    await allComplete(batches, items);
-    const after = sampleCpu(
-      s.redisPids,
-      workers.map((w) => w.pid),
-    );
+    const tracker = new WorkerCpuTracker(workers.map((w) => w.pid));
+    const before = sampleCpu(s.redisPids, tracker);
+    await allComplete(batches, items, () => tracker.refresh());
+    const after = sampleCpu(s.redisPids, tracker);
     const cpu = cpuShares(before, after);
     const result: RunResult = {
       kind: s.kind,
