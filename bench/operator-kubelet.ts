@@ -209,7 +209,7 @@ async function drainBatch(o: BenchKubeletOptions, pod: Pod, signal: AbortSignal)
       }
       if (claimed.closed && (await queue.snapshot()).complete) return 'complete';
       await sleepUnless(Math.min(idleMs, claimed.nextDueMs >= 0 ? claimed.nextDueMs + 5 : idleMs), signal);
-      idleMs = Math.min(1000, idleMs * 2); // the worker's idle poll backs off to TASKBATCH_IDLE_POLL_MS (1 s)
+      idleMs = Math.min(1000, idleMs * 2); // a stand-in worker: it polls (the real one blocks until woken)
     }
   } finally {
     await leave(queue, podName).catch(() => undefined);

@@ -286,7 +286,12 @@ export class BatchQueue {
     const replies = await this.durable('enqueue', (pipeline) => {
       encoded.forEach((c, i) => {
         const cursor = i === encoded.length - 1 && options.cursor !== undefined ? options.cursor : '';
-        void runScript(pipeline, 'enqueue', [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.items, this.keys.seen, this.keys.wake], [PROTOCOL_VERSION, this.epoch, cursor, c.length / 3, ...c]);
+        void runScript(
+          pipeline,
+          'enqueue',
+          [this.keys.meta, this.keys.pending, this.keys.delayed, this.keys.items, this.keys.seen, this.keys.wake],
+          [PROTOCOL_VERSION, this.epoch, cursor, c.length / 3, ...c],
+        );
       });
     });
     const result: EnqueueResult = { added: 0, duplicates: 0, generatedIds: [] };
@@ -367,9 +372,9 @@ export class BatchQueue {
     }
   }
 
-  /** Wakes a worker blocked in claim({wait}) at once (it is stopping): see wake-worker.lua. */
-  async wakeWorker(workerId: string): Promise<void> {
-    await this.run('wake-worker', [this.keys.meta, workerWakeKey(this.keys, workerId)], [], false);
+  /** Wakes a worker blocked in claim({wait}) at once (it is stopping): see wake-worker.lua. Returns false when it is not registered. */
+  async wakeWorker(workerId: string): Promise<boolean> {
+    return Number(await this.run('wake-worker', [this.keys.meta, this.keys.workers, workerWakeKey(this.keys, workerId)], [workerId])) === 1;
   }
 
   /** Extends leases; returns the tokens whose lease was lost (their items must be abandoned). */

@@ -69,9 +69,9 @@ function scriptKeyCount(name: ScriptName): number {
     case 'create':
       return 1;
     case 'renew':
-    case 'wake-worker':
       return 2;
     case 'close':
+    case 'wake-worker':
     case 'start':
     case 'presence-beat':
     case 'presence-list':

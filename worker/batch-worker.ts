@@ -135,6 +135,8 @@ export class BatchWorker {
   private waitNext = false;
   /** A claim waiting for a wake-up is in flight on the wake connection. */
   private blocked = false;
+  /** This worker pushed its own wake list to end that wait (once is enough). */
+  private wokeSelf = false;
   /** When a delayed item falls due or a lease expires (a reclaim.lua sweep). */
   private sweepTimer: NodeJS.Timeout | undefined;
   private sweepAt = Infinity;
@@ -390,6 +392,7 @@ export class BatchWorker {
       // The marked items are dispatched (or released) synchronously below.
       this.claimReserved = 0;
       this.blocked = false;
+      this.wokeSelf = false;
     }
     const rtt = performance.now() - t0;
     this.tick();
@@ -487,6 +490,8 @@ export class BatchWorker {
   }
 
   private wakeSelf(): void {
+    if (this.wokeSelf) return;
+    this.wokeSelf = true;
     this.queue.wakeWorker(this.o.workerId).catch((err: unknown) => {
       // Unanswered, the blocked claim still returns within idlePollMs.
       this.log.debug('Could not wake the blocked claim', { error: errorFields(err) });

@@ -9,6 +9,7 @@ local lost = tb_check(KEYS[1])
 if lost then return redis.error_reply(lost) end
 redis.call('SADD', KEYS[3], ARGV[3])
 -- An idle worker blocked on its wake lists starts draining now, not at its next heartbeat.
+if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 0 then return 0 end
 redis.call('RPUSH', KEYS[4], '1')
 redis.call('PEXPIRE', KEYS[4], 60000)
-return redis.call('HEXISTS', KEYS[2], ARGV[3])
+return 1

@@ -146,6 +146,11 @@ test("a worker's own wake list ends its wait at once (wake-worker on shutdown, p
   expect(await redis.pttl(workerWakeKey(q.keys, 'w1'))).toBeGreaterThan(0);
   await leave(q, 'w1');
   expect(await redis.exists(workerWakeKey(q.keys, 'w1'))).toBe(0);
+  // A worker that is not registered (gone, or its batch purged) is not written for: nothing is
+  // left behind for a purge to miss.
+  expect(await q.wakeWorker('w1')).toBe(false);
+  expect(await requestDrain(q, 'w1')).toBe(false);
+  expect(await redis.exists(workerWakeKey(q.keys, 'w1'))).toBe(0);
 });
 
 test('purge deletes the wake list with the rest of the batch', async () => {

@@ -137,7 +137,7 @@ describe('on a Redis Cluster', () => {
 
   test('idle workers on three batches (three slots) wake for new and delayed items', async () => {
     const queues = await Promise.all(['a', 'b', 'c'].map((s) => openBatch(client, uniqueName(`cl-${s}`))));
-    queues.forEach((q) => idleWorker(cluster.seedUrl, q, fixture('startedAt'), { TASKBATCH_REDIS_CLUSTER: 'true' }));
+    for (const q of queues) idleWorker(cluster.seedUrl, q, fixture('startedAt'), { TASKBATCH_REDIS_CLUSTER: 'true' });
     await blocked(
       3,
       cluster.nodes.map((n) => n.url),
