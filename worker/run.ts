@@ -92,7 +92,9 @@ export function connectWorkerRedis(config: WorkerConfig, logger: Logger, forWait
  */
 export async function runWorker(config: WorkerConfig, options: RunWorkerOptions = {}): Promise<WorkerResult> {
   const logger = options.logger ?? createLogger({ level: config.logLevel, base: { worker: config.workerId, namespace: config.batch.namespace, batch: config.batch.name } });
-  const metrics = new WorkerMetrics({ namespace: config.batch.namespace, batch: config.batch.name, mode: config.pool.mode });
+  // Without the HTTP server nothing reads the process metrics: not collecting them saves an idle
+  // worker its event-loop sampling.
+  const metrics = new WorkerMetrics({ namespace: config.batch.namespace, batch: config.batch.name, mode: config.pool.mode }, { defaultMetrics: config.http !== undefined });
   const redis = connectWorkerRedis(config, logger);
   const wakeRedis = connectWorkerRedis(config, logger, true);
   let worker: BatchWorker | undefined;
