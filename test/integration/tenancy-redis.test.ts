@@ -75,6 +75,7 @@ describe("namespace A's user and namespace B", () => {
     await expect(a.hget(bKey('items'), 'item-1')).rejects.toThrow(NOPERM_KEYS);
     await expect(a.hset(bKey('results'), 'x', '1')).rejects.toThrow(NOPERM_KEYS);
     await expect(a.rpush(bKey('pending'), 'injected')).rejects.toThrow(NOPERM_KEYS);
+    await expect(a.blpop(bKey('wake'), 0.01)).rejects.toThrow(NOPERM_KEYS);
     await expect(a.unlink(bKey('meta'))).rejects.toThrow(NOPERM_KEYS);
     // The queue's own scripts (EVALSHA/EVAL) against B's keys: claim, enqueue, purge.
     const intoB = new BatchQueue(a, { namespace: B, name: b.name });
@@ -172,6 +173,9 @@ describe("everything of A works as A's user", () => {
       const math = client.proxy<typeof MathModule>(service, { timeoutMs: 15_000 });
       await expect(math.square(7)).resolves.toBe(49);
       await expect(math.add(2, 3)).resolves.toBe(5);
+      // The idle worker waits for calls with BLPOP on A's wake list: allowed, so it never fell
+      // back to claiming with backoff.
+      expect(w.logs.filter((l) => l.msg.startsWith('Lost contact with Redis'))).toEqual([]);
     } finally {
       await client.close();
     }
