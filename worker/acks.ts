@@ -29,8 +29,8 @@ export interface AckHooks {
 const CHUNK = 500;
 
 /**
- * Batches completions, failures and releases: at most one flush in flight; whatever
- * arrives meanwhile goes in the next one (so batches grow with load, and latency stays
+ * Batches completions, failures and releases: at most one flush in flight (unless the worker
+ * asks for sendNow() before it starts items); whatever arrives meanwhile goes in the next one (so batches grow with load, and latency stays
  * around one round trip). A flush that fails is retried with capped backoff; its items
  * stay leased (and renewed) until it lands.
  *
@@ -111,6 +111,18 @@ export class AckBatcher {
     return !this.busy;
   }
 
+  /**
+   * Writes what is waiting now, even while another write is in flight, so that it reaches Redis
+   * before whatever the caller sends next on the same connection (Redis runs one connection's
+   * commands in order). The worker calls it before a call that starts items, so an item that
+   * finished is recorded before the next one can run: a worker killed by that next item is not
+   * charged for the one before.
+   */
+  sendNow(): void {
+    if (this.pending === 0 || this.stopped || this.retryTimer) return;
+    this.start();
+  }
+
   stop(): void {
     this.stopped = true;
     this.clearTimer();
@@ -148,10 +160,15 @@ export class AckBatcher {
     this.completes = [];
     this.fails = [];
     this.releases = [];
-    this.flushing = this.send(completes, fails, releases).finally(() => {
+    const sent = this.send(completes, fails, releases);
+    // With sendNow() two writes may be in flight: `flushing` settles after all of them.
+    const all = this.flushing ? Promise.all([this.flushing, sent]).then(() => undefined) : sent;
+    const tracked: Promise<void> = all.finally(() => {
+      if (this.flushing !== tracked) return;
       this.flushing = undefined;
       if (this.pending > 0 && !this.retryTimer) this.start();
     });
+    this.flushing = tracked;
   }
 
   private async send(completes: CompleteInput[], fails: FailInput[], releases: { token: string }[]): Promise<void> {

@@ -376,6 +376,9 @@ export class BatchWorker {
     const block = this.waitNext && this.o.wakeRedis.status === 'ready';
     const wait = block ? { client: this.o.wakeRedis, workerId: this.o.workerId, timeoutMs: this.o.idlePollMs } : undefined;
     this.blocked = block;
+    // On the main connection, outcomes go first: what the claim marks started runs only after
+    // the items that finished before it are recorded (see AckBatcher.sendNow).
+    if (!block) this.acks.sendNow();
     try {
       const claim = this.queue.claim(count, this.o.leaseMs, { startNow: free, ...(this.o.claimMaxBytes === undefined ? {} : { maxBytes: this.o.claimMaxBytes }), ...(wait ? { wait } : {}) });
       // A blocked connection sends nothing until it is woken, so it has no socket timeout: a
@@ -538,6 +541,7 @@ export class BatchWorker {
     while (batch.length < slots && this.waiting.length > 0) batch.push(this.waiting.shift()!);
     this.marking = true;
     this.markingCount = batch.length;
+    this.acks.sendNow();
     void this.queue
       .start(batch.map((h) => h.claim))
       .then(

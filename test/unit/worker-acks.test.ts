@@ -90,3 +90,35 @@ test('drop() forgets a waiting acknowledgement (its lease was lost)', async () =
   await acks.flush();
   expect(q.calls).toEqual([{ kind: 'complete', tokens: ['2:b'] }]);
 });
+
+test('sendNow writes what is waiting at once, even while a write is in flight, and flush waits for both', async () => {
+  const sent: string[][] = [];
+  const gates: (() => void)[] = [];
+  const q = {
+    complete: (entries: readonly CompleteInput[]) =>
+      new Promise<{ completed: number; rejected: string[] }>((resolve) => {
+        sent.push(entries.map((e) => e.claim.token));
+        gates.push(() => resolve({ completed: entries.length, rejected: [] }));
+      }),
+  };
+  const settled: string[] = [];
+  const acks = new AckBatcher(
+    () => q as unknown as BatchQueue,
+    { maxItems: 100, maxDelayMs: 0 },
+    { onSettled: (t) => settled.push(...t), onRejected: () => undefined, onError: () => undefined, onFlushed: () => undefined, onQueueError: () => undefined },
+  );
+  acks.complete({ claim: { token: '1:a' } });
+  await new Promise((r) => setImmediate(r));
+  expect(sent).toEqual([['1:a']]);
+  // Without sendNow, b would wait for a's write to land.
+  acks.complete({ claim: { token: '2:b' } });
+  acks.sendNow();
+  expect(sent).toEqual([['1:a'], ['2:b']]);
+  const flushed = acks.flush();
+  gates[1]!();
+  await new Promise((r) => setImmediate(r));
+  expect(acks.busy).toBe(true);
+  gates[0]!();
+  expect(await flushed).toBe(true);
+  expect(settled.sort()).toEqual(['1:a', '2:b']);
+});
