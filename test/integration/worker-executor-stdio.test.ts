@@ -104,6 +104,15 @@ describe('executor contract: stdio handlers (process mode)', () => {
     expect(parse(await ex.run(task('after'), { timeoutMs: 5000 }))).toMatchObject({ echo: 'after' });
   });
 
+  test('what the handler started dies with it: its process group is killed', async () => {
+    const { ex, logs } = await pool(python, { size: 1 });
+    const o = await ex.run(task({ op: 'child-then-hang' }), { timeoutMs: 500 });
+    expect(o.status).toBe('timedOut');
+    const pid = logs.find((l) => l.message === 'started a child')?.fields?.pid as number;
+    expect(pid).toBeGreaterThan(0);
+    await waitUntil(() => !alive(pid));
+  });
+
   test('a timed-out item that honours the cancel frame answers, and its process is kept', async () => {
     const { ex, restarts } = await pool(python, { abortGraceMs: 5000 });
     const o = await ex.run(task({ op: 'sleep', ms: 60_000 }), { timeoutMs: 200 });
@@ -219,6 +228,15 @@ describe('executor contract: stdio handlers (process mode)', () => {
     expect(() => createExecutor('async', { handler: python, size: 1 })).toThrow(/TASKBATCH_POOL_MODE=process/);
   });
 });
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 async function waitUntil(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
   const until = Date.now() + timeoutMs;
