@@ -97,8 +97,9 @@ export function spawnStdio(spec: StdioSpec, init: ExecutorInit, options: SpawnOp
     progressPending = undefined;
     const result = limitResult(outcome, run.task.id, init.maxResultBytes, 'stdio executor');
     const memMiB = memory();
-    emit({ t: 'done', seq, result, ...(memMiB === undefined ? {} : { memMiB }), ...(run.logs.dropped > 0 ? { logsDropped: run.logs.dropped } : {}) });
+    // The next item first: the handler works on it while the pool handles this result.
     pump();
+    emit({ t: 'done', seq, result, ...(memMiB === undefined ? {} : { memMiB }), ...(run.logs.dropped > 0 ? { logsDropped: run.logs.dropped } : {}) });
   };
 
   /** The handler broke the protocol: fail the running item (or the start), then kill the process. */
