@@ -84,7 +84,15 @@ export function spawnStdio(spec: StdioSpec, init: ExecutorInit, options: SpawnOp
     }
     current = { task, logs: new LogBudget(init.logRate), t0: performance.now() };
     // The payload is already JSON: spliced in as is unless it spans lines (a frame is one line).
-    const payload = /[\r\n]/.test(task.payload) ? JSON.stringify(JSON.parse(task.payload)) : task.payload;
+    let payload = task.payload;
+    if (/[\r\n]/.test(payload)) {
+      try {
+        payload = JSON.stringify(JSON.parse(payload));
+      } catch (err) {
+        finish({ ok: false, error: { name: 'InvalidPayload', message: `item ${JSON.stringify(task.id)}: its payload is not JSON (${(err as Error).message})` }, retryable: false, ms: 0 });
+        return;
+      }
+    }
     const timeout = task.timeoutMs === undefined ? '' : `,"timeoutMs":${task.timeoutMs}`;
     child.stdin.write(`{"type":"item","protocol":${STDIO_PROTOCOL_VERSION},"id":${JSON.stringify(task.id)},"attempt":${task.attempt}${timeout},"payload":${payload}}\n`);
   };
@@ -189,6 +197,7 @@ export function spawnStdio(spec: StdioSpec, init: ExecutorInit, options: SpawnOp
   let pending: Buffer[] = [];
   let pendingBytes = 0;
   child.stdout.on('data', (chunk: Buffer) => {
+    if (broken) return;
     let start = 0;
     for (let nl = chunk.indexOf(10); nl >= 0; nl = chunk.indexOf(10, start)) {
       const piece = chunk.subarray(start, nl);
