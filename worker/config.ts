@@ -15,7 +15,7 @@ import {
 } from '../queue/index.js';
 import { validateWorkerId } from '../queue/presence.js';
 import { POOL_MODES, type PoolMode } from './executor/types.js';
-import { parseHandlerSpec, type HandlerSpec } from './handler/spec.js';
+import { isStdioSpec, parseHandlerSpec, type HandlerSpec } from './handler/spec.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 
 /**
@@ -163,9 +163,9 @@ export const SETTINGS: readonly SettingDef[] = [
     env: 'TASKBATCH_HANDLER',
     flag: 'handler',
     default: '(required)',
-    help: 'Handler: noop | sleep | primes | ./path.js[#export] | pkg#export | JSON {"module":..,"export":..} / {"builtin":"shell","command":[..]}; "#*" dispatches by item.fn.',
+    help: 'Handler: noop | sleep | primes | ./path.js[#export] | pkg#export | JSON {"module":..,"export":..} / {"builtin":"shell","command":[..]} / {"command":[..],"protocol":"stdio"} (any language, docs/handler-protocol.md); "#*" dispatches by item.fn.',
   },
-  { env: 'TASKBATCH_POOL_MODE', flag: 'pool-mode', default: 'thread', help: 'thread | process | async.' },
+  { env: 'TASKBATCH_POOL_MODE', flag: 'pool-mode', default: 'thread (process for a stdio handler)', help: 'thread | process | async; a stdio handler runs in process mode only.' },
   { env: 'TASKBATCH_POOL_SIZE', flag: 'pool-size', default: 'CPUs (thread, process); 16 (async)', help: 'Threads, child processes, or concurrent async calls.' },
   { env: 'TASKBATCH_MAX_ITEMS_PER_EXECUTOR', flag: 'max-items-per-executor', default: '0 (never)', help: 'Replace a thread/process after this many items.' },
   {
@@ -406,14 +406,21 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
   }
 
   // Pool
-  const mode = oneOf('TASKBATCH_POOL_MODE', POOL_MODES, 'thread');
+  // A stdio handler is a process of its own per slot: process mode is its only mode, and its default.
+  const stdio = handler !== undefined && isStdioSpec(handler);
+  const mode = oneOf('TASKBATCH_POOL_MODE', POOL_MODES, stdio ? 'process' : 'thread');
+  if (stdio && mode !== 'process') {
+    problems.push(
+      `${name('TASKBATCH_POOL_MODE')} is ${JSON.stringify(mode)}, but the handler is a stdio command, which runs only in process pool mode (one handler process per slot): set TASKBATCH_POOL_MODE=process or leave it unset`,
+    );
+  }
   const size = int('TASKBATCH_POOL_SIZE', 1, 1024, mode === 'async' ? 16 : Math.max(1, availableParallelism()));
   const maxItemsPerExecutor = int('TASKBATCH_MAX_ITEMS_PER_EXECUTOR', 0, 1_000_000_000, 0);
   const maxMemoryMiB = int('TASKBATCH_MAX_MEMORY_MIB', 0, 1_048_576, 0);
   // Accepted as the CRD allows them (pods must not crash-loop on a valid TaskBatch), with warnings.
   const warnings: string[] = [];
   if (maxMemoryMiB > 0 && maxMemoryMiB < 16) bad('TASKBATCH_MAX_MEMORY_MIB', 'must be 0 (no limit) or at least 16', String(maxMemoryMiB));
-  else if (maxMemoryMiB > 0 && maxMemoryMiB < 64 && mode === 'process') {
+  else if (maxMemoryMiB > 0 && maxMemoryMiB < 64 && mode === 'process' && !stdio) {
     warnings.push(`${name('TASKBATCH_MAX_MEMORY_MIB')} is ${maxMemoryMiB}: a Node.js child process alone uses about 45 MiB RSS, so executors will be replaced after nearly every item`);
   }
   if (mode === 'async' && (maxItemsPerExecutor > 0 || maxMemoryMiB > 0)) {

@@ -2,7 +2,7 @@
 
 // Writing handlers
 export { NonRetryableError, isNonRetryable, type Handler, type HandlerContext, type HandlerLog, type LogLevel } from './handler/api.js';
-export { parseHandlerSpec, validateHandlerSpec, describeHandler, HandlerSpecError, type HandlerSpec, type ModuleSpec, type BuiltinSpec, type ShellSpec } from './handler/spec.js';
+export { parseHandlerSpec, validateHandlerSpec, describeHandler, HandlerSpecError, type HandlerSpec, type ModuleSpec, type BuiltinSpec, type ShellSpec, type StdioSpec } from './handler/spec.js';
 export { countPrimesBelow } from './handler/builtins/primes.js';
 export { expandArgv } from './handler/builtins/shell.js';
 

@@ -71,6 +71,17 @@ describe('worker configuration', () => {
     expect(loadConfig({ ...base, TASKBATCH_POOL_MODE: 'process', TASKBATCH_MAX_MEMORY_MIB: '32' }).warnings[0]).toMatch(/replaced after nearly every item/);
   });
 
+  test('a stdio handler runs in process mode: the default for it, and thread or async is refused with the fix', () => {
+    const stdio = JSON.stringify({ command: ['python3', '-u', 'app.py'], protocol: 'stdio' });
+    expect(loadConfig({ ...base, TASKBATCH_HANDLER: stdio }).pool.mode).toBe('process');
+    expect(loadConfig({ ...base, TASKBATCH_HANDLER: stdio, TASKBATCH_POOL_MODE: 'process' }).handler).toEqual({ command: ['python3', '-u', 'app.py'], protocol: 'stdio' });
+    for (const mode of ['thread', 'async']) {
+      expect(problems({ ...base, TASKBATCH_HANDLER: stdio, TASKBATCH_POOL_MODE: mode })).toEqual([
+        `TASKBATCH_POOL_MODE (--pool-mode) is "${mode}", but the handler is a stdio command, which runs only in process pool mode (one handler process per slot): set TASKBATCH_POOL_MODE=process or leave it unset`,
+      ]);
+    }
+  });
+
   test('host/port form, password file, metrics off', () => {
     const dir = fileURLToPath(new URL('.', import.meta.url));
     const c = loadConfig(

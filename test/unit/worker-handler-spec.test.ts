@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { expandArgv } from '../../worker/handler/builtins/shell.js';
-import { parseHandlerSpec } from '../../worker/handler/spec.js';
+import { describeHandler, parseHandlerSpec } from '../../worker/handler/spec.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 
@@ -22,6 +22,23 @@ describe('handler specs', () => {
     expect(() => parseHandlerSpec('{"module":"x","export":"a","dispatch":"fn"}')).toThrow(/do not set export too/);
     expect(() => parseHandlerSpec('{"module":"x","extra":1}')).toThrow(/"extra" is not allowed/);
     expect(() => parseHandlerSpec('{not json')).toThrow(/handler JSON is invalid/);
+  });
+
+  test('stdio handlers: a command speaking the stdio protocol, validated field by field', () => {
+    expect(parseHandlerSpec('{"command":["python3","-u","app.py"],"protocol":"stdio","cwd":".","env":{"A":"1"}}', here)).toEqual({
+      command: ['python3', '-u', 'app.py'],
+      protocol: 'stdio',
+      cwd: here.replace(/\/$/, ''),
+      env: { A: '1' },
+    });
+    expect(describeHandler({ command: ['python3', 'app.py'], protocol: 'stdio' })).toBe('stdio ["python3","app.py"]');
+    expect(() => parseHandlerSpec('{"command":["python3","app.py"]}')).toThrow(/protocol undefined is unknown.*"protocol": "stdio"/);
+    expect(() => parseHandlerSpec('{"command":["x"],"protocol":"grpc"}')).toThrow(/protocol "grpc" is unknown/);
+    expect(() => parseHandlerSpec('{"command":"python3 app.py","protocol":"stdio"}')).toThrow(/stdio handler needs command: a non-empty array of strings/);
+    expect(() => parseHandlerSpec('{"command":[],"protocol":"stdio"}')).toThrow(/stdio handler needs command/);
+    expect(() => parseHandlerSpec('{"command":["x"],"protocol":"stdio","stdin":"json"}')).toThrow(/"stdin" is not allowed here; allowed: command, protocol, cwd, env/);
+    expect(() => parseHandlerSpec('{"command":["x"],"protocol":"stdio","env":{"A":1}}')).toThrow(/env must be an object of string values/);
+    expect(() => parseHandlerSpec('{"command":["x"],"protocol":"stdio","cwd":"/no/such/dir"}')).toThrow(/cwd \/no\/such\/dir does not exist/);
   });
 });
 

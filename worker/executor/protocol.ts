@@ -19,6 +19,8 @@ export interface ExecutorInit {
 
 export interface WireTask extends TaskInput {
   seq: number;
+  /** The item's timeout, passed on to stdio handlers (the pool enforces it either way). */
+  timeoutMs?: number;
 }
 
 export type ToExecutor =

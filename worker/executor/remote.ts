@@ -1,9 +1,10 @@
 import { DEFAULT_LIMITS } from '../../queue/options.js';
 import type { ErrorInfo, TaskInput } from '../handler/invoke.js';
 import { UNLIMITED_LOGS } from '../handler/log-budget.js';
-import { describeHandler } from '../handler/spec.js';
+import { describeHandler, isStdioSpec } from '../handler/spec.js';
 import { Deque, formatMs, outcomeOf, timeoutError } from './common.js';
 import type { ExecutorInit, FromExecutor, WireTask } from './protocol.js';
+import { spawnStdio } from './stdio-transport.js';
 import { spawnProcess, spawnThread, type ExitInfo, type Transport } from './transport.js';
 import {
   ExecutorClosedError,
@@ -50,6 +51,8 @@ interface Slot {
   retiring: RestartReason | undefined;
   /** Why we killed it, if we did. */
   killing: RestartReason | undefined;
+  /** It reported a fatal error and exits next: it gets no more items. */
+  failing: boolean;
   startTimer: NodeJS.Timeout | undefined;
   startError: ErrorInfo | undefined;
   ready: { resolve: () => void; reject: (err: Error) => void } | undefined;
@@ -90,6 +93,9 @@ export class RemotePool implements Executor {
     options: ExecutorOptions,
   ) {
     validateExecutorOptions(mode, options);
+    if (isStdioSpec(options.handler) && mode !== 'process') {
+      throw new RangeError(`a stdio handler (${describeHandler(options.handler)}) runs in process pool mode only, got ${JSON.stringify(mode)}: set TASKBATCH_POOL_MODE=process (or leave it unset)`);
+    }
     this.size = options.size;
     this.o = {
       handler: options.handler,
@@ -200,8 +206,13 @@ export class RemotePool implements Executor {
 
   /** Starts one executor; resolves when it has loaded the handler. */
   private spawn(): Promise<void> {
+    const handler = this.o.handler;
     const transport =
-      this.mode === 'thread' ? spawnThread(this.init, { heapLimitMiB: 2 * this.o.maxMemoryMiB }) : spawnProcess(this.init, { heapLimitMiB: 2 * this.o.maxMemoryMiB, killGraceMs: this.o.abortGraceMs });
+      this.mode === 'thread'
+        ? spawnThread(this.init, { heapLimitMiB: 2 * this.o.maxMemoryMiB })
+        : isStdioSpec(handler)
+          ? spawnStdio(handler, this.init, { heapLimitMiB: 0, killGraceMs: this.o.abortGraceMs })
+          : spawnProcess(this.init, { heapLimitMiB: 2 * this.o.maxMemoryMiB, killGraceMs: this.o.abortGraceMs });
     const slot: Slot = {
       id: this.nextSlotId++,
       transport,
@@ -210,6 +221,7 @@ export class RemotePool implements Executor {
       assignedTotal: 0,
       retiring: undefined,
       killing: undefined,
+      failing: false,
       startTimer: undefined,
       startError: undefined,
       ready: undefined,
@@ -259,6 +271,8 @@ export class RemotePool implements Executor {
         return;
       }
       case 'fatal':
+        slot.failing = true;
+        return;
       case 'bye':
         return;
     }
@@ -361,7 +375,7 @@ export class RemotePool implements Executor {
       if (p.settled) return;
       if (i === 0 && p.startedAt > 0) {
         const name = info.oom ? 'OutOfMemory' : 'ExecutorCrashed';
-        this.settle(p, { status: 'crashed', error: { name, message: `the ${slot.transport.kind} running this item ${how}; it was replaced` }, durationMs: Date.now() - p.startedAt });
+        this.settle(p, { status: 'crashed', error: { name, message: `the ${noun(slot.transport)} running this item ${how}; it was replaced` }, durationMs: Date.now() - p.startedAt });
       } else {
         p.slot = undefined;
         p.startedAt = 0;
@@ -477,7 +491,7 @@ export class RemotePool implements Executor {
       while (this.queue.length > 0) {
         let best: Slot | undefined;
         for (const s of this.slots) {
-          if (s.state !== 'ready' || s.retiring || s.killing) continue;
+          if (s.state !== 'ready' || s.retiring || s.killing || s.failing) continue;
           const n = s.assigned.length;
           if (n >= this.depth) continue;
           // Top up executors that are running low, so tasks travel in batches.
@@ -500,7 +514,7 @@ export class RemotePool implements Executor {
           batch = [];
           batches.set(best, batch);
         }
-        batch.push({ seq: p.seq, id: p.task.id, attempt: p.task.attempt, payload: p.task.payload });
+        batch.push({ seq: p.seq, id: p.task.id, attempt: p.task.attempt, payload: p.task.payload, timeoutMs: p.timeoutMs });
       }
       for (const [s, tasks] of batches) s.transport.send({ t: 'run', tasks });
     }
@@ -513,7 +527,7 @@ export class RemotePool implements Executor {
     let victim: Slot | undefined;
     for (const s of this.slots) {
       if (s.state !== 'ready') continue;
-      if (s.assigned.length === 0 && !s.retiring && !s.killing) idle++;
+      if (s.assigned.length === 0 && !s.retiring && !s.killing && !s.failing) idle++;
       else if (s.assigned.length > 1 && (!victim || s.assigned.length > victim.assigned.length)) victim = s;
     }
     if (idle === 0 || !victim) return;
@@ -563,7 +577,7 @@ export class RemotePool implements Executor {
       const head = s.assigned[0];
       if (!head || head.startedAt === 0 || s.killing) continue;
       if (!head.settled && now >= head.deadline) {
-        this.settle(head, { status: 'timedOut', error: timeoutError(head.timeoutMs, `its ${s.transport.kind} was stopped and replaced`), durationMs: now - head.startedAt });
+        this.settle(head, { status: 'timedOut', error: timeoutError(head.timeoutMs, `its ${noun(s.transport)} was stopped and replaced`), durationMs: now - head.startedAt });
         s.transport.send({ t: 'abort', seq: head.seq, reason: { name: 'TimeoutError', message: `item timed out after ${formatMs(head.timeoutMs)}` } });
         head.killAt = now + this.o.abortGraceMs;
         head.timedOut = true;
@@ -602,6 +616,11 @@ function reasonInfo(reason: unknown): ErrorInfo {
     return { name: typeof r.name === 'string' ? r.name : 'AbortError', message: String(r.message) };
   }
   return { name: 'AbortError', message: reason === undefined ? 'the item was aborted' : String(reason) };
+}
+
+/** What runs items in a transport, for messages. */
+function noun(t: Transport): string {
+  return t.kind === 'stdio' ? 'handler process' : t.kind;
 }
 
 function describeExit(t: Transport, info: ExitInfo): string {

@@ -9,7 +9,7 @@ import type { ExecutorInit, FromExecutor, ToExecutor } from './protocol.js';
 export interface ExitInfo {
   code: number | null;
   signal: string | null;
-  /** The thread's error event, or the child's last 'fatal' message. */
+  /** The thread's error event, or the child's last 'fatal' message (stdio: the protocol error). */
   error?: ErrorInfo;
   /** The executor ran out of memory (V8 heap limit). */
   oom: boolean;
@@ -19,7 +19,7 @@ export interface ExitInfo {
 
 /** One thread or child process, as the pool sees it. */
 export interface Transport {
-  readonly kind: 'thread' | 'process';
+  readonly kind: 'thread' | 'process' | 'stdio';
   /** "thread 7" / "process 12345", for logs. */
   readonly label: string;
   send(message: ToExecutor): void;
@@ -37,7 +37,7 @@ export interface SpawnOptions {
   killGraceMs?: number;
 }
 
-const STDERR_TAIL = 4096;
+export const STDERR_TAIL = 4096;
 
 export function spawnThread(init: ExecutorInit, options: SpawnOptions): Transport {
   const worker = new Worker(new URL('./thread-entry.js', import.meta.url), {

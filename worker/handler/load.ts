@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { NonRetryableError, type Handler } from './api.js';
-import type { HandlerSpec, ModuleSpec } from './spec.js';
+import { isStdioSpec, type HandlerSpec, type ModuleSpec } from './spec.js';
 import { noop } from './builtins/noop.js';
 import { sleep } from './builtins/sleep.js';
 import { primes } from './builtins/primes.js';
@@ -22,6 +22,8 @@ export async function loadHandler(spec: HandlerSpec): Promise<Handler> {
         return createShellHandler(spec);
     }
   }
+  // The stdio transport runs these as processes of their own; nothing to load in JavaScript.
+  if (isStdioSpec(spec)) throw new Error(`a stdio handler (${JSON.stringify(spec.command)}) runs only in process pool mode: set TASKBATCH_POOL_MODE=process`);
   return loadModuleHandler(spec);
 }
 

@@ -1,7 +1,7 @@
 import type { InvokeResult } from './invoke.js';
 
 /** Where a result's size was checked: named in the error, so an operator can tell. */
-export type ResultCheckSite = 'thread executor' | 'process executor' | 'async executor' | 'worker';
+export type ResultCheckSite = 'thread executor' | 'process executor' | 'stdio executor' | 'async executor' | 'worker';
 
 /** The setting that raises the limit (worker/config.ts), named in the error. */
 const MAX_RESULT_SETTING = 'TASKBATCH_MAX_RESULT_BYTES';

@@ -5,7 +5,7 @@ import { isAbsolute, resolve } from 'node:path';
  * Which code runs an item. Parsed and validated once in the worker's main thread; the
  * (plain JSON) spec is then passed to every executor, which loads it (handler/load.ts).
  */
-export type HandlerSpec = BuiltinSpec | ModuleSpec;
+export type HandlerSpec = BuiltinSpec | ModuleSpec | StdioSpec;
 
 export type BuiltinName = 'noop' | 'sleep' | 'primes' | 'shell';
 export const BUILTIN_NAMES: readonly BuiltinName[] = ['noop', 'sleep', 'primes', 'shell'];
@@ -43,6 +43,23 @@ export interface ModuleSpec {
   dispatch?: 'fn';
 }
 
+/**
+ * A handler in any language: a long-lived process per executor slot speaking newline-delimited
+ * JSON frames on stdin/stdout (docs/handler-protocol.md). Runs in process pool mode only.
+ */
+export interface StdioSpec {
+  /** argv: program and arguments, run without a shell, once per executor slot. */
+  command: string[];
+  protocol: 'stdio';
+  cwd?: string;
+  /** Extra environment variables, added to the worker's own. */
+  env?: Record<string, string>;
+}
+
+export function isStdioSpec(spec: HandlerSpec): spec is StdioSpec {
+  return 'protocol' in spec && spec.protocol === 'stdio';
+}
+
 export class HandlerSpecError extends Error {
   override name = 'HandlerSpecError';
 }
@@ -76,7 +93,7 @@ export function parseHandlerSpec(text: string, cwd = process.cwd()): HandlerSpec
 
 /** Validates a spec object (from JSON or code); resolves relative module paths. */
 export function validateHandlerSpec(raw: unknown, cwd = process.cwd()): HandlerSpec {
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new HandlerSpecError('handler must be an object {builtin, ...} or {module, export?}');
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new HandlerSpecError('handler must be an object {builtin, ...}, {module, export?} or {command, protocol: "stdio"}');
   const o = raw as Record<string, unknown>;
   if ('builtin' in o) {
     const name = o.builtin;
@@ -130,7 +147,34 @@ export function validateHandlerSpec(raw: unknown, cwd = process.cwd()): HandlerS
     const module = resolveModule(o.module.trim(), cwd);
     return { module, ...(o.export !== undefined ? { export: o.export as string } : {}), ...(o.dispatch === 'fn' ? { dispatch: 'fn' as const } : {}) };
   }
-  throw new HandlerSpecError('handler must have either "builtin" or "module"');
+  if ('protocol' in o || 'command' in o) return validateStdioSpec(o, cwd);
+  throw new HandlerSpecError('handler must have "builtin", "module", or "command" with "protocol": "stdio"');
+}
+
+function validateStdioSpec(o: Record<string, unknown>, cwd: string): StdioSpec {
+  rejectUnknown(o, ['command', 'protocol', 'cwd', 'env']);
+  if (o.protocol !== 'stdio') {
+    throw new HandlerSpecError(
+      `handler protocol ${JSON.stringify(o.protocol)} is unknown: a handler given as a command needs "protocol": "stdio" (newline-delimited JSON on stdin/stdout, docs/handler-protocol.md)`,
+    );
+  }
+  const command = o.command;
+  if (!Array.isArray(command) || command.length === 0 || !command.every((c) => typeof c === 'string') || command[0] === '') {
+    throw new HandlerSpecError('stdio handler needs command: a non-empty array of strings (program, then arguments; no shell), e.g. ["python3", "-u", "app.py"]');
+  }
+  const spec: StdioSpec = { command: [...(command as string[])], protocol: 'stdio' };
+  if (o.cwd !== undefined) {
+    if (typeof o.cwd !== 'string' || o.cwd === '') throw new HandlerSpecError('stdio handler cwd must be a non-empty string (the directory the command runs in)');
+    spec.cwd = resolve(cwd, o.cwd);
+    if (!existsSync(spec.cwd)) throw new HandlerSpecError(`stdio handler cwd ${spec.cwd} does not exist`);
+  }
+  if (o.env !== undefined) {
+    if (!o.env || typeof o.env !== 'object' || Array.isArray(o.env) || !Object.values(o.env).every((v) => typeof v === 'string')) {
+      throw new HandlerSpecError('stdio handler env must be an object of string values, e.g. {"PYTHONUNBUFFERED": "1"}');
+    }
+    spec.env = { ...(o.env as Record<string, string>) };
+  }
+  return spec;
 }
 
 /** Paths become absolute (and must exist); package names and URLs are kept as given. */
@@ -151,6 +195,7 @@ function rejectUnknown(o: Record<string, unknown>, allowed: string[]): void {
 
 /** A short human description, for logs. */
 export function describeHandler(spec: HandlerSpec): string {
+  if (isStdioSpec(spec)) return `stdio ${JSON.stringify(spec.command)}`;
   if ('builtin' in spec) return spec.builtin === 'shell' ? `builtin shell ${JSON.stringify(spec.command)}` : `builtin ${spec.builtin}`;
   return spec.dispatch === 'fn' ? `${spec.module} (dispatch by item.fn)` : `${spec.module}#${spec.export ?? 'default'}`;
 }
