@@ -156,7 +156,7 @@ class Context:
         frame: Dict[str, Any] = {"type": "log", "id": self.id, "level": level, "message": str(message)}
         if fields:
             # Fields are best effort: something JSON cannot carry is logged as its repr().
-            frame["fields"] = json.loads(json.dumps(fields, default=repr, allow_nan=False))
+            frame["fields"] = {key: _json_or_repr(value) for key, value in fields.items()}
         self._send(frame)
 
     def _send(self, frame: Dict[str, Any]) -> None:
@@ -202,11 +202,12 @@ class _Server:
             self._out.write(frame_bytes(frame))
             return True
 
-    def answer(self, ctx: Context, frame: Dict[str, Any]) -> None:
+    def answer(self, ctx: Context, frame: Dict[str, Any], encoded: Optional[bytes] = None) -> None:
         """The item's last frame: nothing for its id may follow."""
+        data = encoded if encoded is not None else frame_bytes(frame)
         with self._write_lock:
             ctx._open = False
-            self._out.write(frame_bytes(frame))
+            self._out.write(data)
 
     def read_stdin(self, stdin: Any) -> None:
         # A thread of its own, so a cancel frame arrives while a synchronous task runs.
@@ -279,9 +280,13 @@ class _Server:
                 self._running = None
             if timer is not None:
                 timer.cancel()
-        self.answer(ctx, answer)
+        if isinstance(answer, bytes):
+            self.answer(ctx, {}, answer)
+        else:
+            self.answer(ctx, answer)
 
-    def call(self, ctx: Context, payload: Any) -> Dict[str, Any]:
+    def call(self, ctx: Context, payload: Any) -> Any:
+        """The item's answer: an error frame, or a result frame already encoded (encoding is the check)."""
         try:
             target, args, kwargs = resolve(payload, ctx)
         except NonRetryable as exc:
@@ -307,15 +312,14 @@ class _Server:
         if result is None:
             return {"type": "result", "id": ctx.id}
         try:
-            frame_bytes({"result": result})
-        except (TypeError, ValueError) as exc:
+            return frame_bytes({"type": "result", "id": ctx.id, "result": result})
+        except (TypeError, ValueError, RecursionError) as exc:
             return error_frame(
                 ctx.id,
                 "ResultNotSerializable",
                 f"task returned a {type(result).__module__}.{type(result).__qualname__}, which is not JSON-serializable: {exc}",
                 False,
             )
-        return {"type": "result", "id": ctx.id, "result": result}
 
     def run_async(self, ctx: Context, coro: Any) -> Any:
         # One loop for the life of the process, so clients a task keeps (connection pools) survive.
@@ -329,6 +333,13 @@ class _Server:
         if already:
             atask.cancel()
         return loop.run_until_complete(atask)
+
+
+def _json_or_repr(value: Any) -> Any:
+    try:
+        return json.loads(json.dumps(value, default=repr, allow_nan=False))
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)
 
 
 def frame_bytes(frame: Dict[str, Any]) -> bytes:
@@ -390,7 +401,24 @@ def serve() -> None:
     server = _Server(out_fd)
     reader = threading.Thread(target=server.read_stdin, args=(sys.stdin.buffer,), name="taskbatch-stdin", daemon=True)
     reader.start()
-    server.serve()
+    try:
+        server.serve()
+    except SystemExit as exc:  # sys.exit() in a task ends the process, as it would without the library
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+        _exit_now(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
+    except KeyboardInterrupt:
+        _exit_now(130)
+    except BaseException:  # noqa: BLE001 - a bug here must end the process, not hang it
+        traceback.print_exc()
+        _exit_now(70)
+
+
+def _exit_now(code: int) -> None:
+    # Not a normal interpreter exit: with the reader thread blocked on stdin, finalisation
+    # aborts ("could not acquire lock for <stdin>") or waits for the worker to close stdin.
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _main(argv: Any) -> None:

@@ -123,7 +123,7 @@ describe('taskbatch_handler over stdio', () => {
   test('an unknown task, bad args and an item naming no task fail without retry', async () => {
     const unknown = await h.run('u', { fn: 'cube', args: [2] });
     expect(unknown).toMatchObject({ type: 'error', error: { name: 'NonRetryable', retryable: false } });
-    expect((unknown.error as { message: string }).message).toMatch(/no task named 'cube'; tasks: add, chatty/);
+    expect((unknown.error as { message: string }).message).toMatch(/^no task named 'cube'; tasks: add, bye, chatty, /);
     expect(await h.run('v', { fn: 'square', args: 3 })).toMatchObject({ error: { message: 'item "args" must be a list, got int', retryable: false } });
     const unnamed = await h.run('w', { x: 1 });
     expect(unnamed).toMatchObject({ error: { name: 'NonRetryable', retryable: false } });
@@ -148,7 +148,8 @@ describe('taskbatch_handler over stdio', () => {
       { type: 'log', id: 'p', level: 'info', message: 'Finished a step', fields: { step: 1, of: 2 } },
       { type: 'progress', id: 'p', value: 1 },
       { type: 'log', id: 'p', level: 'info', message: 'Finished a step', fields: { step: 2, of: 2 } },
-      { type: 'log', id: 'p', level: 'warn', message: 'Warned once', fields: { obj: 'object' } },
+      // A field JSON cannot carry (NaN) is sent as its repr(), the other fields as they are.
+      { type: 'log', id: 'p', level: 'warn', message: 'Warned once', fields: { obj: 'object', ratio: 'nan' } },
     ]);
     expect(answer).toEqual({ type: 'result', id: 'p', result: { id: 'p', attempt: 3, deadline: true } });
   });
@@ -209,6 +210,15 @@ describe('taskbatch_handler over stdio', () => {
     const nan = await h.run('k', { fn: 'nan' });
     expect(nan).toMatchObject({ type: 'error', id: 'k', error: { name: 'ResultNotSerializable', retryable: false } });
     expect((nan.error as { message: string }).message).toContain('builtins.float');
+    const deep = await h.run('l', { fn: 'too_deep' });
+    expect(deep).toMatchObject({ type: 'error', id: 'l', error: { name: 'ResultNotSerializable', retryable: false } });
+    expect((deep.error as { message: string }).message).toContain('builtins.list');
+  });
+
+  test('sys.exit() in a task ends the process at once with its code, stdin still open', async () => {
+    h.item('q', { fn: 'bye', args: [3] });
+    expect(await h.exited).toBe(3);
+    expect(h.stderr).not.toContain('Fatal Python error');
   });
 
   test('EOF on stdin: the handler finishes the running item, then exits 0', async () => {
