@@ -178,6 +178,46 @@ class Context:
 _EOF = object()
 
 
+class _DeadlineWatch:
+    """Stops the running item when its deadline passes.
+
+    One long-lived thread rather than a threading.Timer per item: starting a thread per item made
+    50,000 no-op items with a timeout take 16-22 s instead of 3.5 s on a loaded 2-core machine.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: Optional[Any] = None  # (ctx, deadline, message)
+        self._thread: Optional[threading.Thread] = None
+
+    def arm(self, ctx: Context, deadline: float, message: str) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="taskbatch-deadline", daemon=True)
+                self._thread.start()
+            self._armed = (ctx, deadline, message)
+            self._cond.notify()
+
+    def disarm(self) -> None:
+        with self._cond:
+            self._armed = None
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                if self._armed is None:
+                    self._cond.wait()
+                    continue
+                ctx, deadline, message = self._armed
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                self._armed = None
+                ctx._stop("TimeoutError", message)
+
+
 class _Server:
     def __init__(self, out_fd: int) -> None:
         self._out = os.fdopen(out_fd, "wb", buffering=0)
@@ -189,6 +229,7 @@ class _Server:
         self._queued: set = set()
         self._cancel_lock = threading.Lock()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._deadlines = _DeadlineWatch()
 
     def write(self, frame: Dict[str, Any]) -> None:
         data = frame_bytes(frame)
@@ -262,11 +303,8 @@ class _Server:
                 self._early_cancels.pop(frame.get("id"), None)
             self.answer(ctx, error_frame(item_id, "ProtocolError", f"item frame has protocol {frame.get('protocol')!r}, this library speaks {PROTOCOL}", False))
             return
-        timer: Optional[threading.Timer] = None
         if deadline is not None:
-            timer = threading.Timer(deadline - time.monotonic(), ctx._stop, ("TimeoutError", f"item {item_id} timed out after {timeout_ms} ms"))
-            timer.daemon = True
-            timer.start()
+            self._deadlines.arm(ctx, deadline, f"item {item_id} timed out after {timeout_ms} ms")
         with self._cancel_lock:
             self._queued.discard(frame.get("id"))
             self._running = ctx
@@ -278,8 +316,8 @@ class _Server:
         finally:
             with self._cancel_lock:
                 self._running = None
-            if timer is not None:
-                timer.cancel()
+            if deadline is not None:
+                self._deadlines.disarm()
         if isinstance(answer, bytes):
             self.answer(ctx, {}, answer)
         else:
