@@ -3,7 +3,8 @@
 #   source hack/setup.sh
 # Provides Node.js 24 on PATH, the Debian packages the project runs for real (redis-server,
 # prometheus, openssl; for the real node and the images: containerd, runc, the CNI plugins,
-# iptables, conntrack, buildah, podman, skopeo, mmdebstrap), and node_modules matching package-lock.json.
+# iptables, conntrack, buildah, podman, skopeo, mmdebstrap; Debian's python3 for the stdio handler tests), and
+# node_modules matching package-lock.json.
 # Sourced: keep the caller's shell options; this file's own steps still stop on errors.
 _taskbatch_saved_opts="$(set +o)"
 set -euo pipefail
@@ -19,7 +20,7 @@ missing=()
 # command or file -> Debian package
 for pair in redis-server:redis-server prometheus:prometheus openssl:openssl containerd:containerd runc:runc \
     /usr/lib/cni/bridge:containernetworking-plugins iptables:iptables conntrack:conntrack buildah:buildah \
-    podman:podman skopeo:skopeo mmdebstrap:mmdebstrap nsenter:util-linux ip:iproute2; do
+    podman:podman skopeo:skopeo mmdebstrap:mmdebstrap nsenter:util-linux ip:iproute2 /usr/bin/python3:python3; do
   what="${pair%%:*}"; pkg="${pair#*:}"
   if [[ "$what" == /* ]]; then [[ -e "$what" ]] && continue; else PATH="$PATH:/usr/sbin:/sbin" command -v "$what" >/dev/null && continue; fi
   missing+=("$pkg")
